@@ -1,0 +1,309 @@
+"""The network: one decoder-only transformer for the Llama family (Llama, Qwen2, Mistral) and GPT-2.
+
+Read top to bottom: norms, rotary embeddings, attention, MLP, block, model. The variant is picked by
+`ModelConfig` flags, not by subclasses. Parameter names are ours; `hf_checkpoint.py` maps them to and
+from Hugging Face names. q/k/v and gate/up are stored fused so each step launches fewer kernels
+(small models on CPU are bound by per-op overhead, see PERF-NOTES).
+
+Incremental decoding uses a `KVCache` with one row ("slot") per sequence. Each forward writes the new
+keys/values at explicit cache positions, so a batch may hold sequences of different lengths
+(left padding for `generate`, unrelated requests for the serving engine).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aigc.models.config import ModelConfig
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalise in fp32 like the reference implementation, then cast back.
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.is_gpt2:
+        return nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+    return RMSNorm(cfg.hidden_size, cfg.norm_eps)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
+    """Inverse frequencies of the rotary embedding, with linear or llama3 scaling applied."""
+    d = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    s = cfg.rope_scaling
+    if not s:
+        return inv_freq
+    kind = s.get("rope_type", s.get("type"))
+    factor = float(s["factor"])
+    if kind == "linear":
+        return inv_freq / factor
+    if kind == "llama3":
+        low, high = float(s["low_freq_factor"]), float(s["high_freq_factor"])
+        old_ctx = float(s["original_max_position_embeddings"])
+        low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old_ctx / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        return torch.where(medium, smoothed, scaled)
+    raise ValueError(f"unsupported rope scaling {kind!r}")
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    # x: [B, H, T, D]; cos/sin: [B, 1, T, D]. Half-split rotation, as in HF Llama.
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+@dataclass
+class KVCache:
+    """Keys and values per layer, shaped [slots, kv_heads, max_len, head_dim]."""
+
+    k: list[torch.Tensor]
+    v: list[torch.Tensor]
+
+    @classmethod
+    def allocate(cls, cfg: ModelConfig, slots: int, max_len: int, dtype: torch.dtype,
+                 device: torch.device | str = "cpu") -> KVCache:
+        shape = (slots, cfg.num_kv_heads, max_len, cfg.head_dim)
+        return cls(
+            [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)],
+            [torch.zeros(shape, dtype=dtype, device=device) for _ in range(cfg.num_layers)],
+        )
+
+    @property
+    def slots(self) -> int:
+        return self.k[0].shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.k[0].shape[2]
+
+    def copy_slot(self, src: int, dst: int, length: int) -> None:
+        """Copy the first `length` positions of slot `src` into slot `dst` (for slot compaction/forking)."""
+        for kc, vc in zip(self.k, self.v, strict=True):
+            kc[dst, :, :length].copy_(kc[src, :, :length])
+            vc[dst, :, :length].copy_(vc[src, :, :length])
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Permute rows in place (beam search keeps the surviving beams)."""
+        for kc, vc in zip(self.k, self.v, strict=True):
+            kc[: len(index)] = kc.index_select(0, index)
+            vc[: len(index)] = vc.index_select(0, index)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+
+@dataclass
+class CacheWrite:
+    """Where this forward's keys/values go in the cache and which cached keys each query may see.
+
+    `rows` picks consecutive cache slots (views, no copies). `start` (an int) means every row writes
+    positions start..start+T-1; otherwise `positions` [B, T] gives per-row positions. `key_mask`
+    [B, >=length] marks valid keys (False for padding).
+    """
+
+    rows: slice
+    length: int  # keys visible after this write: max position + 1
+    start: int | None = None
+    positions: torch.Tensor | None = None
+    key_mask: torch.Tensor | None = None
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head, self.n_kv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.qkv = nn.Linear(cfg.hidden_size, (self.n_head + 2 * self.n_kv) * self.hd, bias=cfg.qkv_bias)
+        self.out = nn.Linear(self.n_head * self.hd, cfg.hidden_size, bias=cfg.out_bias)
+        self.use_rope = not cfg.is_gpt2
+        self.dropout = cfg.dropout
+
+    def forward(self, x, cos, sin, mask, cache_kv, write: CacheWrite | None) -> torch.Tensor:
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).split([self.n_head * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], dim=-1)
+        q = q.view(B, T, self.n_head, self.hd).transpose(1, 2)
+        k = k.view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        if self.use_rope:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if cache_kv is not None:
+            kc, vc = cache_kv[0][write.rows], cache_kv[1][write.rows]
+            if write.start is not None:
+                kc[:, :, write.start : write.start + T] = k
+                vc[:, :, write.start : write.start + T] = v
+            else:
+                b = torch.arange(B, device=x.device)[:, None]
+                kc[b, :, write.positions] = k.transpose(1, 2)
+                vc[b, :, write.positions] = v.transpose(1, 2)
+            k, v = kc[:, :, : write.length], vc[:, :, : write.length]
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=mask is None and cache_kv is None and T > 1, enable_gqa=self.n_kv != self.n_head,
+        )
+        return self.out(y.transpose(1, 2).reshape(B, T, self.n_head * self.hd))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gpt2 = cfg.is_gpt2
+        if self.gpt2:
+            self.fc = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=True)
+        else:  # gate and up projections fused: [gate; up]
+            self.fc = nn.Linear(cfg.hidden_size, 2 * cfg.intermediate_size, bias=cfg.mlp_bias)
+        self.proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=cfg.mlp_bias or self.gpt2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gpt2:
+            return self.proj(F.gelu(self.fc(x), approximate="tanh"))
+        gate, up = self.fc(x).chunk(2, dim=-1)
+        return self.proj(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = make_norm(cfg)
+        self.attn = Attention(cfg)
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, cos, sin, mask, cache_kv, write):
+        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, mask, cache_kv, write))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.config = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.pos_emb = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size) if cfg.is_gpt2 else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.norm = make_norm(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        if cfg.tie_word_embeddings:
+            self.lm_head.weight = self.tok_emb.weight
+        if not cfg.is_gpt2:
+            self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+
+    # ---- set-up -------------------------------------------------------------------------------
+
+    def init_weights(self, std: float = 0.02) -> None:
+        """GPT-2 style init for training from scratch; residual projections scaled by depth."""
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif "norm" in name:
+                nn.init.ones_(p)
+            elif name.endswith(("attn.out.weight", "mlp.proj.weight")):
+                nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.config.num_layers))
+            else:
+                nn.init.normal_(p, 0.0, std)
+
+    @property
+    def device(self) -> torch.device:
+        return self.tok_emb.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.tok_emb.weight.dtype
+
+    def new_cache(self, slots: int, max_len: int | None = None) -> KVCache:
+        return KVCache.allocate(self.config, slots, max_len or self.config.max_position_embeddings,
+                                self.dtype, self.device)
+
+    # ---- forward ------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        write: CacheWrite | None = None,
+        attention_mask: torch.Tensor | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits for `input_ids` [B, T].
+
+        positions: rotary/learned position of each token [B, T] (default 0..T-1, or write.start..).
+        cache/write: incremental decoding, see `CacheWrite`.
+        attention_mask: [B, T] padding mask (1 = real token) when running without a cache.
+        last_only: return logits of the last position only ([B, 1, V]); saves the big vocab matmul.
+        """
+        h = self.hidden_states(input_ids, positions, cache=cache, write=write, attention_mask=attention_mask)
+        if last_only:
+            h = h[:, -1:]
+        return self.lm_head(h)
+
+    def hidden_states(self, input_ids, positions=None, *, cache=None, write=None, attention_mask=None):
+        """Final normalised hidden states [B, T, D] (used by the LM head and classification heads)."""
+        B, T = input_ids.shape
+        dev = input_ids.device
+        if positions is None:
+            base = write.start if (write is not None and write.start is not None) else 0
+            positions = torch.arange(base, base + T, device=dev).expand(B, T)
+        x = self.tok_emb(input_ids)
+        cos = sin = None
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(positions)
+        else:
+            freqs = positions[:, :, None].float() * self.inv_freq[None, None, :]
+            emb = torch.cat((freqs, freqs), dim=-1)[:, None]  # [B, 1, T, D]
+            cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+        x = self.drop(x)
+        mask = self._mask(B, T, dev, cache, write, attention_mask)
+        for i, layer in enumerate(self.layers):
+            kv = (cache.k[i], cache.v[i]) if cache is not None else None
+            x = layer(x, cos, sin, mask, kv, write)
+        return self.norm(x)
+
+    @staticmethod
+    def _mask(B, T, dev, cache, write, attention_mask) -> torch.Tensor | None:
+        """Boolean mask [B, 1, T, L] (True = may attend), or None when plain causal suffices."""
+        if cache is None:
+            if attention_mask is None:
+                return None  # SDPA's is_causal
+            key_ok = attention_mask.bool()
+            q_pos = torch.arange(T, device=dev)
+            allowed = (q_pos[None, :] <= q_pos[:, None])[None] & key_ok[:, None, :]
+            # A padded query would see no key at all (NaN softmax); let it see itself.
+            allowed |= torch.eye(T, dtype=torch.bool, device=dev)[None]
+            return allowed[:, None]
+        if write is None:
+            raise ValueError("a cache needs a CacheWrite")
+        L = write.length
+        if write.start is not None:
+            if write.key_mask is None and T == 1:
+                return None  # one new token sees every cached key
+            q_pos = torch.arange(write.start, write.start + T, device=dev)[None, :].expand(B, T)
+        else:
+            q_pos = write.positions
+        k_pos = torch.arange(L, device=dev)
+        allowed = k_pos[None, None, :] <= q_pos[:, :, None]  # [B, T, L]
+        if write.key_mask is not None:
+            allowed = allowed & write.key_mask[:, None, :L].bool()
+            allowed |= k_pos[None, None, :] == q_pos[:, :, None]
+        return allowed[:, None]
