@@ -37,11 +37,11 @@ run: install
 	$(VENV)/bin/aigc chat --model $(MODEL)
 
 test: install-test
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: install-test
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check .
 
 bench: install-test
 	$(PY) benchmarks/decode.py

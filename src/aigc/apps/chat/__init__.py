@@ -1,0 +1,1 @@
+"""Chat: conversations, context budgets."""

@@ -1,0 +1,5 @@
+"""The `aigc` command line: one entry point, a subcommand per job."""
+
+from aigc.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,62 @@
+"""Options shared by several subcommands: model choice and sampling parameters."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aigc.settings import Settings
+
+
+def add_model_args(p: argparse.ArgumentParser, *, default: str | None = "smollm2-135m-instruct") -> None:
+    p.add_argument("--model", "-m", default=default,
+                   help="bundled alias, folder in --models-dir, local HF directory, .gguf file or hub id "
+                        "(default: %(default)s)")
+    p.add_argument("--models-dir", type=Path, default=None,
+                   help="folder of local models (default: AIGC_MODELS_DIR or the repo's models/)")
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                   help="weights dtype for inference (default: float32, fastest decode on CPU)")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, *, max_tokens: int = 256) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--max-tokens", type=int, default=max_tokens, help="new tokens at most (default: %(default)s)")
+    g.add_argument("--temperature", "-t", type=float, default=0.7, help="0 = greedy (default: %(default)s)")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--top-k", type=int, default=0, help="0 = off")
+    g.add_argument("--min-p", type=float, default=0.0)
+    g.add_argument("--repetition-penalty", type=float, default=1.0)
+    g.add_argument("--presence-penalty", type=float, default=0.0)
+    g.add_argument("--frequency-penalty", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
+    g.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="stop string (repeatable); never printed")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    overrides = {}
+    if getattr(args, "models_dir", None) is not None:
+        overrides["models_dir"] = args.models_dir
+    if getattr(args, "dtype", None):
+        overrides["dtype"] = args.dtype
+    return Settings(**overrides)
+
+
+def sampling_params_from(args: argparse.Namespace, **extra):
+    from aigc.generation.params import SamplingParams
+
+    params = SamplingParams(
+        max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        min_p=args.min_p, repetition_penalty=args.repetition_penalty,
+        presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+        seed=args.seed, stop=list(args.stop), **extra,
+    )
+    return params.validate()
+
+
+def load(args: argparse.Namespace):
+    """Load the model named by --model with the edge settings."""
+    from aigc.models.loader import load_model
+
+    settings = settings_from(args)
+    return load_model(args.model, models_dir=settings.models_dir, dtype=settings.dtype)

@@ -1,0 +1,44 @@
+"""`aigc serve`: the OpenAI-compatible API server (and the web app once it exists)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API")
+    p.add_argument("--model", "-m", action="append", default=None,
+                   help="model to serve (repeatable; default: smollm2-135m-instruct)")
+    p.add_argument("--models-dir", type=Path, default=None)
+    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--host", default=None, help="bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: 8000)")
+    p.add_argument("--api-key", action="append", default=None, help="accepted API key (repeatable)")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without --api-key")
+    p.add_argument("--max-concurrency", type=int, default=None, help="sequences decoded together")
+    p.add_argument("--max-queue", type=int, default=None, help="waiting requests before HTTP 429")
+    p.add_argument("--max-context", type=int, default=None, help="tokens per sequence slot")
+    p.add_argument("--remote", action="append", default=None, metavar="NAME=URL[,key=ENV_VAR]",
+                   help="register an OpenAI-compatible endpoint as model NAME (repeatable)")
+    p.add_argument("--cors-origin", action="append", default=None, help="allowed CORS origin (repeatable)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aigc.server.launch import serve
+    from aigc.settings import Settings
+
+    fields = {
+        "models": args.model, "models_dir": args.models_dir, "dtype": args.dtype, "host": args.host,
+        "port": args.port, "api_keys": args.api_key, "max_concurrency": args.max_concurrency,
+        "max_queue": args.max_queue, "max_context": args.max_context, "remotes": args.remote,
+        "cors_origins": args.cors_origin,
+    }
+    overrides = {k: v for k, v in fields.items() if v is not None}
+    if args.insecure:
+        overrides["insecure"] = True
+    settings = Settings(**overrides)
+    if args.remote and not args.model:
+        settings.models = []  # only remote models were asked for
+    return serve(settings) or 0

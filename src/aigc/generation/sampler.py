@@ -1,0 +1,148 @@
+"""Pick the next token of every row in a batch, each row with its own SamplingParams.
+
+Seeded rows draw from their own `torch.Generator`, one row at a time, so a seeded request gives the
+same tokens whatever else shares its batch. Unseeded rows share torch's global generator and are
+drawn in one call.
+
+Logprobs are "raw" (vLLM's default): log-softmax of the model's logits before penalties, logit_bias,
+temperature and filtering, so they describe the model, not the sampling recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from aigc.generation.logits import PenaltyState, apply_temperature, logit_bias_row, sort_and_filter
+from aigc.generation.params import SamplingParams
+
+
+@dataclass
+class TokenLogprobs:
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]  # (token id, logprob), most likely first
+
+
+class SamplingState:
+    """What the sampler keeps per sequence: its params, its RNG and its token history for penalties."""
+
+    def __init__(self, params: SamplingParams, prompt_ids: list[int], vocab_size: int,
+                 device: torch.device | str = "cpu", seed: int | None = None):
+        self.params = params
+        self.penalties = PenaltyState(params, prompt_ids, vocab_size, device) if params.uses_penalties else None
+        self.bias = logit_bias_row(params.logit_bias, vocab_size, device) if params.logit_bias else None
+        seed = params.seed if seed is None else seed
+        self.generator: torch.Generator | None = None
+        if seed is not None and not params.greedy:
+            self.generator = torch.Generator(device=device)
+            self.generator.manual_seed(seed)
+
+
+@dataclass
+class SampleOutput:
+    token_ids: torch.Tensor  # [B] long
+    logprobs: torch.Tensor  # [B] raw logprob of each chosen token
+    top_ids: torch.Tensor | None  # [B, k] most likely tokens (k = largest `logprobs` in the batch)
+    top_logprobs: torch.Tensor | None
+
+    def tolist(self, rows: list[SamplingState]) -> tuple[list[int], list[float], list[TokenLogprobs | None]]:
+        """Token ids, chosen logprobs and per-row `TokenLogprobs` (None where not requested) as Python values."""
+        ids, lps = self.token_ids.tolist(), self.logprobs.tolist()
+        infos: list[TokenLogprobs | None] = [None] * len(ids)
+        if self.top_ids is None:
+            return ids, lps, infos
+        top_ids, top_lps = self.top_ids.tolist(), self.top_logprobs.tolist()
+        for i, row in enumerate(rows):
+            k = row.params.logprobs
+            if k is not None:
+                infos[i] = TokenLogprobs(ids[i], lps[i], list(zip(top_ids[i][:k], top_lps[i][:k], strict=True)))
+        return ids, lps, infos
+
+
+class _BatchParams:
+    """Per-row parameter tensors for one batch composition (rebuilt only when the rows change)."""
+
+    def __init__(self, rows: list[SamplingState], vocab_size: int, device: torch.device):
+        params = [r.params for r in rows]
+        self.rows = rows
+        greedy = [p.greedy for p in params]
+        self.all_greedy = all(greedy)
+        self.greedy = torch.tensor(greedy, device=device) if any(greedy) else None
+        temps = [p.temperature for p in params]
+        self.temperature = None if all(t in (0, 1) for t in temps) else torch.tensor(temps, device=device)
+        self.top_k = self.top_p = self.min_p = None
+        if any(p.top_k > 0 for p in params):
+            self.top_k = torch.tensor([max(p.top_k, 0) for p in params], device=device)
+        if any(p.top_p < 1 for p in params):
+            self.top_p = torch.tensor([p.top_p for p in params], device=device)
+        if any(p.min_p > 0 for p in params):
+            self.min_p = torch.tensor([p.min_p for p in params], device=device)
+        self.filtered = self.top_k is not None or self.top_p is not None or self.min_p is not None
+        self.bias = None
+        if any(r.bias is not None for r in rows):
+            zero = torch.zeros(vocab_size, device=device)
+            self.bias = torch.stack([zero if r.bias is None else r.bias for r in rows])
+        self.penalised = [i for i, r in enumerate(rows) if r.penalties is not None]
+        self.seeded = [i for i, r in enumerate(rows) if r.generator is not None]
+        seeded = set(self.seeded)
+        unseeded = [i for i in range(len(rows)) if i not in seeded]
+        self.unseeded = torch.tensor(unseeded, device=device) if self.seeded and unseeded else None
+        ks = [p.logprobs for p in params if p.logprobs is not None]
+        self.top_logprobs = max(ks) if ks else None
+
+
+class Sampler:
+    def __init__(self) -> None:
+        self._batch: _BatchParams | None = None
+
+    def _params_for(self, rows: list[SamplingState], logits: torch.Tensor) -> _BatchParams:
+        b = self._batch
+        if b is None or len(b.rows) != len(rows) or any(x is not y for x, y in zip(b.rows, rows, strict=True)):
+            b = self._batch = _BatchParams(list(rows), logits.shape[-1], logits.device)
+        return b
+
+    def sample(self, logits: torch.Tensor, rows: list[SamplingState]) -> SampleOutput:
+        """Choose one token per row of `logits` [B, V]; records them in the rows' penalty history."""
+        b = self._params_for(rows, logits)
+        raw = logits.float()
+        lse = torch.logsumexp(raw, dim=-1)
+        top_ids = top_lps = None
+        if b.top_logprobs:
+            top_vals, top_ids = raw.topk(b.top_logprobs, dim=-1)
+            top_lps = top_vals - lse[:, None]
+        x = raw.clone()
+        if b.bias is not None:
+            x += b.bias
+        for i in b.penalised:
+            rows[i].penalties.apply(x[i : i + 1])
+        if b.all_greedy:
+            tokens = x.argmax(dim=-1)
+        else:
+            greedy_tokens = x.argmax(dim=-1) if b.greedy is not None else None
+            if b.temperature is not None:
+                apply_temperature(x, b.temperature)
+            if b.filtered:
+                # Draw in vocabulary order, not sorted order: a seeded row must draw the same token
+                # whether or not another row in the batch turned filtering on.
+                sorted_x, order = sort_and_filter(x, b.top_k, b.top_p, b.min_p)
+                x.scatter_(1, order, sorted_x)
+            tokens = self._draw(x.softmax(dim=-1), b, rows)
+            if greedy_tokens is not None:
+                tokens = torch.where(b.greedy, greedy_tokens, tokens)
+        for i in b.penalised:
+            rows[i].penalties.record(tokens[i : i + 1])
+        chosen = raw.gather(1, tokens[:, None]).squeeze(1) - lse
+        return SampleOutput(tokens, chosen, top_ids, top_lps)
+
+    @staticmethod
+    def _draw(probs: torch.Tensor, b: _BatchParams, rows: list[SamplingState]) -> torch.Tensor:
+        if not b.seeded:
+            return torch.multinomial(probs, 1).squeeze(1)
+        out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
+        if b.unseeded is not None:
+            out[b.unseeded] = torch.multinomial(probs[b.unseeded], 1).squeeze(1)
+        for i in b.seeded:
+            out[i : i + 1] = torch.multinomial(probs[i : i + 1], 1, generator=rows[i].generator)[0]
+        return out

@@ -1,0 +1,503 @@
+"""GGUF checkpoints (llama.cpp's file format) for the Llama architecture.
+
+`read_gguf` turns a `.gguf` file into what the rest of `models/` speaks: a `ModelConfig` and a
+float32 state dict with Hugging Face Llama parameter names. `write_gguf` goes the other way
+(tiny test files, exports).
+
+Two facts about the format matter here:
+- GGUF lists tensor dimensions innermost first (ggml's `ne`), so a PyTorch `[out, in]` weight is
+  stored as `[in, out]`; reversing the list gives the row-major shape.
+- llama.cpp's converter reorders the rows of q_proj/k_proj inside every head so that rotary
+  pairs are adjacent (ggml rotates (x0, x1), (x2, x3), ...), while HF rotates (x_i, x_{i+d/2}).
+  Loading must undo that permutation, or the model runs but talks nonsense.
+
+The file header is parsed here rather than with `gguf.GGUFReader`, which builds one numpy view
+per vocabulary string and needs ~5 s for a 49k-token vocabulary; this parser needs ~0.2 s.
+The `gguf` package still supplies the type tables and the (de)quantization kernels.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gguf
+import numpy as np
+import torch
+
+from aigc.models.config import ModelConfig
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_ARCHITECTURES = ("llama",)
+DEFAULT_ALIGNMENT = 32
+
+
+class GGUFError(ValueError):
+    """A file we cannot read as a GGUF model, or a model we cannot write as one."""
+
+
+# ---- header parsing -----------------------------------------------------------------------------
+
+VT = gguf.GGUFValueType
+# scalar value types -> struct format (little-endian)
+_SCALAR_FORMATS = {
+    VT.UINT8: "<B", VT.INT8: "<b", VT.UINT16: "<H", VT.INT16: "<h", VT.UINT32: "<I",
+    VT.INT32: "<i", VT.FLOAT32: "<f", VT.UINT64: "<Q", VT.INT64: "<q", VT.FLOAT64: "<d",
+    VT.BOOL: "<?",
+}
+_NUMPY_TYPES = {
+    VT.UINT8: "<u1", VT.INT8: "<i1", VT.UINT16: "<u2", VT.INT16: "<i2", VT.UINT32: "<u4",
+    VT.INT32: "<i4", VT.FLOAT32: "<f4", VT.UINT64: "<u8", VT.INT64: "<i8", VT.FLOAT64: "<f8",
+    VT.BOOL: "?",
+}
+
+
+@dataclass
+class GGUFTensorInfo:
+    name: str
+    ggml_type: gguf.GGMLQuantizationType
+    shape: tuple[int, ...]  # row-major (PyTorch) order, i.e. the reverse of ggml's ne
+    offset: int  # absolute byte offset in the file
+    n_bytes: int
+
+
+class _Cursor:
+    """Reads little-endian values from a buffer, advancing an offset."""
+
+    def __init__(self, buf: Any) -> None:
+        self.buf, self.pos = buf, 0
+
+    def scalar(self, fmt: str) -> Any:
+        (value,) = struct.unpack_from(fmt, self.buf, self.pos)
+        self.pos += struct.calcsize(fmt)
+        return value
+
+    def string(self) -> str:
+        n = self.scalar("<Q")
+        raw = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return bytes(raw).decode("utf-8")
+
+    def value(self, vtype: int) -> Any:
+        vtype = VT(vtype)
+        if vtype == VT.STRING:
+            return self.string()
+        if vtype in _SCALAR_FORMATS:
+            return self.scalar(_SCALAR_FORMATS[vtype])
+        if vtype == VT.ARRAY:
+            item_type, count = VT(self.scalar("<I")), self.scalar("<Q")
+            if item_type in _NUMPY_TYPES:  # numeric arrays in one read, not per element
+                arr = np.frombuffer(self.buf, dtype=_NUMPY_TYPES[item_type], count=count, offset=self.pos)
+                self.pos += arr.nbytes
+                return arr.tolist()
+            return [self.value(item_type) for _ in range(count)]
+        raise GGUFError(f"unknown GGUF metadata value type {vtype}")
+
+
+def _parse_header(buf: Any, path: Path) -> tuple[dict[str, Any], list[GGUFTensorInfo]]:
+    if bytes(buf[:4]) != GGUF_MAGIC:
+        raise GGUFError(f"{path} is not a GGUF file (bad magic)")
+    cur = _Cursor(buf)
+    cur.pos = 4
+    version = cur.scalar("<I")
+    if version & 0xFFFF == 0:
+        raise GGUFError(f"{path}: big-endian GGUF files are not supported")
+    if version not in (2, 3):
+        raise GGUFError(f"{path}: unsupported GGUF version {version} (supported: 2, 3)")
+    n_tensors, n_kv = cur.scalar("<Q"), cur.scalar("<Q")
+    metadata: dict[str, Any] = {}
+    for _ in range(n_kv):
+        key = cur.string()
+        metadata[key] = cur.value(cur.scalar("<I"))
+    raw_infos = []
+    for _ in range(n_tensors):
+        name = cur.string()
+        n_dims = cur.scalar("<I")
+        ne = [cur.scalar("<Q") for _ in range(n_dims)]
+        ggml_type, offset = cur.scalar("<I"), cur.scalar("<Q")
+        raw_infos.append((name, ne, ggml_type, offset))
+    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+    data_start = -(-cur.pos // alignment) * alignment
+    infos = []
+    for name, ne, raw_type, offset in raw_infos:
+        try:
+            qtype = gguf.GGMLQuantizationType(raw_type)
+        except ValueError:
+            raise GGUFError(f"{path}: tensor {name!r} has unknown ggml type {raw_type}") from None
+        block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+        n_elements = math.prod(ne)
+        infos.append(GGUFTensorInfo(name, qtype, tuple(reversed(ne)), data_start + offset,
+                                    n_elements // block_size * type_size))
+    return metadata, infos
+
+
+def _open(path: str | Path) -> tuple[mmap.mmap, dict[str, Any], list[GGUFTensorInfo]]:
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as e:  # ValueError: mmap of an empty file
+        raise GGUFError(f"cannot read GGUF file {path}: {e}") from e
+    try:
+        metadata, infos = _parse_header(buf, path)
+    except (struct.error, UnicodeDecodeError, ValueError) as e:
+        buf.close()
+        if isinstance(e, GGUFError):
+            raise
+        raise GGUFError(f"{path}: corrupt GGUF header ({e})") from e
+    return buf, metadata, infos
+
+
+def read_gguf_metadata(path: str | Path) -> dict[str, Any]:
+    """Only the key/value metadata (architecture, hyper-parameters, tokenizer, chat template)."""
+    buf, metadata, _ = _open(path)
+    buf.close()
+    return metadata
+
+
+def read_gguf_config(path: str | Path) -> ModelConfig:
+    """The model config, without dequantizing any weights (cheap: reads the header only)."""
+    buf, metadata, infos = _open(path)
+    try:
+        freqs = _rope_freqs(buf, infos)
+        return config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, freqs)
+    finally:
+        buf.close()
+
+
+def _tensor_array(buf: Any, info: GGUFTensorInfo) -> np.ndarray:
+    """Dequantize one tensor to a float32 array of its row-major shape (always a copy)."""
+    if info.offset + info.n_bytes > len(buf):
+        raise GGUFError(f"tensor {info.name!r} extends past the end of the file (truncated download?)")
+    raw = np.frombuffer(buf, dtype=np.uint8, count=info.n_bytes, offset=info.offset)
+    if info.ggml_type == gguf.GGMLQuantizationType.F32:
+        return raw.view("<f4").reshape(info.shape).copy()
+    if info.ggml_type == gguf.GGMLQuantizationType.F16:
+        return raw.view("<f2").reshape(info.shape).astype(np.float32)
+    try:  # block-quantized types (and BF16) take bytes shaped [..., bytes_per_row]
+        raw = raw.reshape(gguf.quants.quant_shape_to_byte_shape(info.shape, info.ggml_type))
+        return np.asarray(gguf.quants.dequantize(raw, info.ggml_type), dtype=np.float32)
+    except NotImplementedError:
+        raise GGUFError(
+            f"tensor {info.name!r}: the installed gguf package cannot dequantize {info.ggml_type.name}"
+        ) from None
+
+
+def _rope_freqs(buf: Any, infos: list[GGUFTensorInfo]) -> np.ndarray | None:
+    for info in infos:
+        if info.name == "rope_freqs.weight":
+            return _tensor_array(buf, info)
+    return None
+
+
+# ---- config -----------------------------------------------------------------------------------
+
+
+def config_from_gguf_metadata(
+    metadata: dict[str, Any], tensor_shapes: dict[str, tuple[int, ...]], rope_freqs: np.ndarray | None = None
+) -> ModelConfig:
+    arch = metadata.get("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise GGUFError(
+            f"unsupported GGUF architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHITECTURES)}); "
+            f"convert the model to a Hugging Face directory instead"
+        )
+
+    def get(key: str, default: Any = ...) -> Any:
+        value = metadata.get(f"{arch}.{key}", default)
+        if value is ...:
+            raise GGUFError(f"GGUF metadata lacks {arch}.{key}")
+        if isinstance(value, list):  # per-layer values: we need them uniform
+            if len(set(value)) != 1:
+                raise GGUFError(f"{arch}.{key} differs between layers ({value}); not supported")
+            value = value[0]
+        return value
+
+    hidden, n_heads = get("embedding_length"), get("attention.head_count")
+    head_dim = get("attention.key_length", hidden // n_heads)
+    if get("rope.dimension_count", head_dim) != head_dim:
+        raise GGUFError("partial rotary embeddings (rope.dimension_count != head dim) are not supported")
+    rope_theta = _f32(get("rope.freq_base", 10000.0))
+
+    # The network's vocabulary is the embedding's row count; the token list usually matches it.
+    tokens = metadata.get("tokenizer.ggml.tokens")
+    vocab_size = len(tokens) if tokens else get("vocab_size", None)
+    if "token_embd.weight" in tensor_shapes:
+        vocab_size = tensor_shapes["token_embd.weight"][0]
+    if vocab_size is None:
+        raise GGUFError("GGUF file has neither a token list nor token_embd.weight")
+
+    eos: int | list[int] | None = metadata.get("tokenizer.ggml.eos_token_id")
+    eot = metadata.get("tokenizer.ggml.eot_token_id")  # e.g. Llama 3's <|eot_id|> ends chat turns
+    if eos is not None and eot is not None and eot != eos:
+        eos = [eos, eot]
+
+    return ModelConfig(
+        family="llama",
+        vocab_size=int(vocab_size),
+        hidden_size=hidden,
+        intermediate_size=get("feed_forward_length"),
+        num_layers=get("block_count"),
+        num_heads=n_heads,
+        num_kv_heads=get("attention.head_count_kv", n_heads),
+        head_dim=head_dim,
+        max_position_embeddings=get("context_length", 2048),
+        norm_eps=_f32(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=rope_theta,
+        rope_scaling=_rope_scaling(get, rope_freqs, head_dim, rope_theta),
+        tie_word_embeddings="output.weight" not in tensor_shapes,
+        bos_token_id=metadata.get("tokenizer.ggml.bos_token_id"),
+        eos_token_id=eos,
+        pad_token_id=metadata.get("tokenizer.ggml.padding_token_id"),
+        torch_dtype="float32",
+    )
+
+
+def _f32(x: float) -> float:
+    """GGUF stores float32: 1e-5 comes back as 9.99999974e-06; give the shortest decimal back."""
+    return float(str(np.float32(x)))
+
+
+# Llama 3.x's rope scaling constants; GGUF stores only the per-frequency factors they produce.
+_LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+def _rope_scaling(get: Any, rope_freqs: np.ndarray | None, head_dim: int, theta: float) -> dict | None:
+    kind = get("rope.scaling.type", None)
+    factor = get("rope.scaling.factor", None)
+    if kind is None and get("rope.scale_linear", None) is not None:  # older files
+        kind, factor = "linear", get("rope.scale_linear")
+    if rope_freqs is not None:
+        scaling = {"rope_type": "llama3", "factor": float(rope_freqs.max()), **_LLAMA3_ROPE}
+        if not np.allclose(llama3_rope_freq_factors(scaling, head_dim, theta), rope_freqs, rtol=1e-4):
+            raise GGUFError("rope_freqs.weight does not match Llama 3 rope scaling; not supported")
+        return scaling
+    if kind in (None, "none") or (kind == "linear" and factor in (None, 1.0)):
+        return None
+    if kind == "linear":
+        return {"rope_type": "linear", "factor": _f32(factor)}
+    raise GGUFError(f"unsupported rope scaling {kind!r} in GGUF (supported: linear, llama3)")
+
+
+def llama3_rope_freq_factors(scaling: dict[str, Any], head_dim: int, theta: float) -> np.ndarray:
+    """Divisors of each rotary frequency under Llama 3 scaling (what llama.cpp stores as rope_freqs)."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_ctx = scaling["original_max_position_embeddings"]
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    wavelen = 2 * math.pi / inv_freq
+    smooth = np.clip((old_ctx / wavelen - low) / (high - low), 0.0, 1.0)
+    # smooth=1 (short waves): unchanged; smooth=0 (long waves): divided by factor
+    return (1.0 / ((1 - smooth) / factor + smooth)).astype(np.float32)
+
+
+# ---- names and the rotary permutation --------------------------------------------------------
+
+_GLOBAL_NAMES = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
+_LAYER_NAMES = {
+    "attn_norm": "input_layernorm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
+_GGUF_NAME = re.compile(r"^(?:blk\.(\d+)\.)?(\w+)\.(weight|bias)$")
+_HF_NAME = re.compile(r"^(?:model\.layers\.(\d+)\.)?([\w.]+)\.(weight|bias)$")
+_HF_GLOBAL_TO_GGUF = {v: k for k, v in _GLOBAL_NAMES.items()}
+_HF_LAYER_TO_GGUF = {v: k for k, v in _LAYER_NAMES.items()}
+
+
+def gguf_to_hf_name(name: str) -> str:
+    m = _GGUF_NAME.match(name)
+    if m:
+        layer, part, kind = m.groups()
+        if layer is None and part in _GLOBAL_NAMES:
+            return f"{_GLOBAL_NAMES[part]}.{kind}"
+        if layer is not None and part in _LAYER_NAMES:
+            return f"model.layers.{layer}.{_LAYER_NAMES[part]}.{kind}"
+    raise GGUFError(f"unexpected tensor {name!r} in a llama GGUF file")
+
+
+def hf_to_gguf_name(name: str) -> str:
+    m = _HF_NAME.match(name)
+    if m:
+        layer, part, kind = m.groups()
+        if layer is None and part in _HF_GLOBAL_TO_GGUF:
+            return f"{_HF_GLOBAL_TO_GGUF[part]}.{kind}"
+        if layer is not None and part in _HF_LAYER_TO_GGUF:
+            return f"blk.{layer}.{_HF_LAYER_TO_GGUF[part]}.{kind}"
+    raise GGUFError(f"no GGUF name for parameter {name!r}")
+
+
+def permute_for_gguf(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """HF q/k rows (per head: first halves, then second halves) -> ggml's interleaved pairs."""
+    return w.reshape(n_heads, 2, w.shape[0] // n_heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def unpermute_from_gguf(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Inverse of `permute_for_gguf`."""
+    return w.reshape(n_heads, w.shape[0] // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _rotary_heads(gguf_name: str, config: ModelConfig) -> int | None:
+    """Head count to (un)permute with, for q/k tensors; None for everything else."""
+    part = gguf_name.split(".")[-2]
+    return {"attn_q": config.num_heads, "attn_k": config.num_kv_heads}.get(part)
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+
+def read_gguf(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a llama GGUF file: (config, HF-named float32 state dict, metadata).
+
+    The metadata holds every key/value of the file decoded to Python values, including the
+    tokenizer (`tokenizer.ggml.tokens`, `.merges`, `.token_type`) and `tokenizer.chat_template`.
+    Tied models (no `output.weight`) have no `lm_head.weight` entry, as in HF checkpoints.
+    """
+    buf, metadata, infos = _open(path)
+    try:
+        config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_freqs(buf, infos))
+        state: dict[str, torch.Tensor] = {}
+        for info in infos:
+            if info.name == "rope_freqs.weight":  # folded into config.rope_scaling
+                continue
+            w = _tensor_array(buf, info)
+            n_heads = _rotary_heads(info.name, config)
+            if n_heads is not None:
+                w = np.ascontiguousarray(unpermute_from_gguf(w, n_heads))
+            state[gguf_to_hf_name(info.name)] = torch.from_numpy(w)
+    finally:
+        try:
+            buf.close()
+        except BufferError:  # a numpy view still alive (only on error paths); the GC unmaps it
+            pass
+    _check_complete(config, state, path)
+    return config, state, metadata
+
+
+def _check_complete(config: ModelConfig, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    expected = ["model.embed_tokens.weight", "model.norm.weight"]
+    for i in range(config.num_layers):
+        expected += [f"model.layers.{i}.{part}.weight" for part in _LAYER_NAMES.values()]
+    missing = [k for k in expected if k not in state]
+    if missing:
+        raise GGUFError(f"{path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+
+def write_gguf(
+    path: str | Path,
+    config: ModelConfig,
+    hf_state_dict: dict[str, torch.Tensor],
+    tokenizer_metadata: dict[str, Any] | None = None,
+    quant: str = "F32",
+) -> None:
+    """Write a llama GGUF file from an HF-named state dict.
+
+    `quant` is a ggml type name (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1): 2-D weights are
+    stored in it, norms and biases stay F32 (as llama.cpp does). Rows whose length is not a
+    multiple of the block size stay F32. `tokenizer_metadata` holds extra GGUF keys, e.g.
+    `tokenizer.ggml.tokens` or `tokenizer.chat_template`.
+    """
+    if config.family != "llama":
+        raise GGUFError(f"only llama models can be written as GGUF, not {config.family!r}")
+    try:
+        qtype = gguf.GGMLQuantizationType[quant.upper()]
+    except KeyError:
+        raise GGUFError(f"unknown GGUF quantization {quant!r}") from None
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    head_dim = config.head_dim or config.hidden_size // config.num_heads
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_heads)
+    writer.add_head_count_kv(config.num_kv_heads)
+    if head_dim != config.hidden_size // config.num_heads:
+        writer.add_key_length(head_dim)
+        writer.add_value_length(head_dim)
+    writer.add_layer_norm_rms_eps(config.norm_eps)
+    writer.add_rope_freq_base(config.rope_theta)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_vocab_size(config.vocab_size)
+    file_type = getattr(gguf.LlamaFileType, f"MOSTLY_{qtype.name}", gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(int(file_type))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+    scaling = config.rope_scaling
+    kind = scaling.get("rope_type", scaling.get("type")) if scaling else None
+    if kind == "linear":
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(scaling["factor"]))  # type: ignore[index]
+    elif kind == "llama3":
+        writer.add_tensor("rope_freqs.weight", llama3_rope_freq_factors(scaling, head_dim, config.rope_theta))
+    elif kind is not None:
+        raise GGUFError(f"cannot write rope scaling {kind!r} to GGUF")
+
+    extra = dict(tokenizer_metadata or {})
+    for key, value in (("bos_token_id", config.bos_token_id), ("padding_token_id", config.pad_token_id),
+                       ("eos_token_id", (config.eos_token_ids or [None])[0])):
+        if value is not None:
+            extra.setdefault(f"tokenizer.ggml.{key}", int(value))
+    for key, value in extra.items():
+        _add_metadata(writer, key, value)
+
+    for name, tensor in hf_state_dict.items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue  # tied: llama.cpp reuses token_embd
+        gguf_name = hf_to_gguf_name(name)
+        w = tensor.detach().to(torch.float32).cpu().numpy()
+        n_heads = _rotary_heads(gguf_name, config)
+        if n_heads is not None:
+            w = np.ascontiguousarray(permute_for_gguf(w, n_heads))
+        block_size = gguf.GGML_QUANT_SIZES[qtype][0]
+        if w.ndim < 2 or qtype == gguf.GGMLQuantizationType.F32 or w.shape[-1] % block_size:
+            writer.add_tensor(gguf_name, w)
+        elif qtype == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor(gguf_name, w.astype(np.float16))
+        else:
+            writer.add_tensor(gguf_name, gguf.quants.quantize(w, qtype), raw_dtype=qtype)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _add_metadata(writer: gguf.GGUFWriter, key: str, value: Any) -> None:
+    """Add one key with a GGUF type chosen from the Python value (ids as uint32, like llama.cpp)."""
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return
+        sub = {str: VT.STRING, bool: VT.BOOL, int: VT.INT32, float: VT.FLOAT32}.get(type(value[0]))
+        if sub is None:
+            raise GGUFError(f"cannot store a list of {type(value[0]).__name__} in GGUF metadata ({key!r})")
+        writer.add_key_value(key, list(value), VT.ARRAY, sub_type=sub)
+    elif isinstance(value, str):
+        writer.add_string(key, value)
+    elif isinstance(value, bool):
+        writer.add_bool(key, value)
+    elif isinstance(value, int) and 0 <= value < 2**32:
+        writer.add_uint32(key, value)
+    elif isinstance(value, int):
+        writer.add_int64(key, value)
+    elif isinstance(value, float):
+        writer.add_float32(key, value)
+    else:
+        raise GGUFError(f"cannot store {type(value).__name__} value of {key!r} in GGUF metadata")

@@ -1,0 +1,36 @@
+"""One settings object, created at the edge (CLI / server start) and passed down.
+
+Values come from command-line flags, then `AIGC_*` environment variables, then these defaults.
+No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_models_dir() -> Path:
+    # The repository's models/ folder (bundled models we trained), found relative to the source tree.
+    return Path(__file__).resolve().parents[2] / "models"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIGC_", extra="ignore")
+
+    models: list[str] = Field(default_factory=lambda: ["smollm2-135m-instruct"])
+    models_dir: Path = Field(default_factory=_default_models_dir)
+    dtype: str = "float32"  # float32 | bfloat16: fp32 decodes fastest on this CPU (see BENCHMARKS.md)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: list[str] = Field(default_factory=list)
+    insecure: bool = False
+    cors_origins: list[str] = Field(default_factory=list)
+    max_concurrency: int = 16  # sequences decoded together (KV-cache slots)
+    max_queue: int = 64  # requests waiting for a slot before 429
+    max_context: int = 4096  # tokens per KV slot (capped by the model's window)
+    remotes: list[str] = Field(default_factory=list)  # NAME=URL[,key=ENV_VAR]
+    database_url: str = "sqlite:///aigc.db"
+    log_level: str = "info"
