@@ -90,3 +90,30 @@ def test_logprobs_are_raw_log_softmax_with_sorted_alternatives():
     assert all(a[1] >= b[1] for a, b in zip(top, top[1:], strict=False))
     assert abs(top[0][1] - ref[0].max().item()) < 1e-5
     assert ids[0] == 0  # the bias steered the choice, not the reported logprob
+
+
+def test_logprobs_zero_gives_the_chosen_token_only():
+    rows = [state(logprobs=0, temperature=0)]
+    _, lps, infos = Sampler().sample(random_logits(1), rows).tolist(rows)
+    assert infos[0] is not None and infos[0].top == [] and infos[0].logprob == lps[0] < 0
+
+
+def test_penalty_history_follows_a_row_across_batches_and_samplers():
+    """A row's history must survive moving between batch compositions (and the engine's two samplers)."""
+    logits = random_logits(1, 3).expand(3, V).clone()
+
+    def run(switching: bool) -> list[int]:
+        a, b = Sampler(), Sampler()
+        row = state(temperature=0, frequency_penalty=0.7, repetition_penalty=1.3)
+        other = state(temperature=0, presence_penalty=1.0)
+        out = []
+        for step in range(12):
+            if switching and step % 2:  # `a` keeps its cached batch [row] while `b` takes the row over
+                out.append(b.sample(logits[:3], [other, row, state()]).token_ids[1].item())
+            else:
+                out.append(a.sample(logits[:1], [row]).token_ids[0].item())
+        return out
+
+    steady = run(switching=False)
+    assert len(set(steady)) > 1  # the penalties really move the greedy choice
+    assert run(switching=True) == steady

@@ -3,15 +3,14 @@
 import pytest
 
 from aigc.generation import InvalidParameterError, SamplingParams, generate, stream_generate
-from conftest import WORDS
 
 PROMPT = [1, 2, 28, 3, 4]
 PARAMS = dict(temperature=0, max_tokens=30)
 
 
 @pytest.fixture
-def model(pair):
-    return pair("llama", vocab=len(WORDS))[1]
+def model(pair, word_tokenizer):
+    return pair("llama", vocab=word_tokenizer.vocab_size)[1]
 
 
 def free_run(model, tok):

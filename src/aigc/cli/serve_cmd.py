@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -41,4 +42,6 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)
     if args.remote and not args.model:
         settings.models = []  # only remote models were asked for
-    return serve(settings) or 0
+    # The edge reads the environment: remotes name the variables that hold their API keys.
+    serve(settings, environ=dict(os.environ))
+    return 0

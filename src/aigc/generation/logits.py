@@ -69,37 +69,83 @@ def filter_logits(logits: torch.Tensor, top_k: torch.Tensor | None = None, top_p
 
 class PenaltyState:
     """One sequence's token history for penalties: which ids it has seen (prompt + output, for the
-    repetition penalty) and how often it generated each id (for presence/frequency)."""
+    repetition penalty) and how often it generated each id (for presence/frequency). Rows [1, V]."""
 
     def __init__(self, params: SamplingParams, prompt_ids: list[int], vocab_size: int,
                  device: torch.device | str):
         self.repetition = params.repetition_penalty
         self.presence = params.presence_penalty
         self.frequency = params.frequency_penalty
-        self.seen = self.counts = None
+        self.seen: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None
         if self.repetition != 1.0:
             self.seen = torch.zeros(1, vocab_size, dtype=torch.bool, device=device)
             if prompt_ids:
                 self.seen[0, torch.tensor(prompt_ids, device=device)] = True
         if self.presence != 0.0 or self.frequency != 0.0:
             self.counts = torch.zeros(1, vocab_size, device=device)
-        self._one = torch.ones(1, device=device)
-        self._params = torch.tensor([[self.repetition], [self.presence], [self.frequency]], device=device)
 
-    def apply(self, row_logits: torch.Tensor) -> None:
-        """Penalise one row of logits [1, V] in place."""
-        rep, presence, frequency = self._params
-        if self.seen is not None:
-            apply_repetition_penalty(row_logits, self.seen, rep)
-        if self.counts is not None:
-            apply_presence_frequency(row_logits, self.counts, presence, frequency)
 
-    def record(self, token: torch.Tensor) -> None:
-        """Count a generated token (a 1-element tensor, so no device sync)."""
+class BatchPenalties:
+    """The penalised rows of a batch, applied and recorded with a few batched ops per step.
+
+    The rows' histories are stacked into [P, V] tensors and each `PenaltyState` is re-pointed at its
+    row of the stack, so what `record` writes is the sequence's own history when the batch changes.
+    """
+
+    def __init__(self, states: list[PenaltyState | None], device: torch.device):
+        B = len(states)
+        rep = [i for i, s in enumerate(states) if s is not None and s.seen is not None]
+        cnt = [i for i, s in enumerate(states) if s is not None and s.counts is not None]
+        self.seen = self.counts = None
+        self._views: list[tuple[PenaltyState, torch.Tensor]] = []
+        if rep:
+            self.seen = self._stack(states, rep, "seen")
+            self.rep_rows = None if len(rep) == B else torch.tensor(rep, device=device)
+            self.rep = torch.tensor([states[i].repetition for i in rep], device=device)
+        if cnt:
+            self.counts = self._stack(states, cnt, "counts")
+            self.cnt_rows = None if len(cnt) == B else torch.tensor(cnt, device=device)
+            self.presence = torch.tensor([states[i].presence for i in cnt], device=device)
+            self.frequency = torch.tensor([states[i].frequency for i in cnt], device=device)
+
+    def _stack(self, states: list[PenaltyState | None], rows: list[int], name: str) -> torch.Tensor:
+        stacked = torch.cat([getattr(states[i], name) for i in rows])
+        for j, i in enumerate(rows):
+            view = stacked[j : j + 1]
+            setattr(states[i], name, view)
+            self._views.append((states[i], view))
+        return stacked
+
+    def still_bound(self) -> bool:
+        """False once another batch re-pointed one of these rows (its history moved there)."""
+        return all(s.seen is v or s.counts is v for s, v in self._views)
+
+    def apply(self, logits: torch.Tensor) -> None:
         if self.seen is not None:
-            self.seen[0].index_fill_(0, token, True)
+            _on_rows(logits, self.rep_rows, lambda x: apply_repetition_penalty(x, self.seen, self.rep))
         if self.counts is not None:
-            self.counts[0].index_add_(0, token, self._one)
+            _on_rows(logits, self.cnt_rows,
+                     lambda x: apply_presence_frequency(x, self.counts, self.presence, self.frequency))
+
+    def record(self, tokens: torch.Tensor) -> None:
+        """Add each row's sampled token [B] to its history (no device sync)."""
+        if self.seen is not None:
+            t = tokens if self.rep_rows is None else tokens[self.rep_rows]
+            self.seen[torch.arange(len(t), device=t.device), t] = True
+        if self.counts is not None:
+            t = tokens if self.cnt_rows is None else tokens[self.cnt_rows]
+            self.counts[torch.arange(len(t), device=t.device), t] += 1
+
+
+def _on_rows(logits: torch.Tensor, rows: torch.Tensor | None, fn) -> None:
+    """Run the in-place `fn` on the given rows of `logits` (all rows when None)."""
+    if rows is None:
+        fn(logits)
+        return
+    sub = logits[rows]
+    fn(sub)
+    logits[rows] = sub
 
 
 def logit_bias_row(bias: dict[int, float], vocab_size: int, device: torch.device | str) -> torch.Tensor:

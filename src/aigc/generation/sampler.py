@@ -1,8 +1,9 @@
 """Pick the next token of every row in a batch, each row with its own SamplingParams.
 
-Seeded rows draw from their own `torch.Generator`, one row at a time, so a seeded request gives the
-same tokens whatever else shares its batch. Unseeded rows share torch's global generator and are
-drawn in one call.
+Seeded rows take their random numbers from their own `torch.Generator`, so a seeded request gives the
+same tokens whatever else shares its batch; unseeded rows share torch's global generator. Penalty
+histories of all rows are updated with batched ops (see `BatchPenalties`), so per-step cost does not
+grow with Python loops over rows.
 
 Logprobs are "raw" (vLLM's default): log-softmax of the model's logits before penalties, logit_bias,
 temperature and filtering, so they describe the model, not the sampling recipe.
@@ -14,7 +15,13 @@ from dataclasses import dataclass
 
 import torch
 
-from aigc.generation.logits import PenaltyState, apply_temperature, logit_bias_row, sort_and_filter
+from aigc.generation.logits import (
+    BatchPenalties,
+    PenaltyState,
+    apply_temperature,
+    logit_bias_row,
+    sort_and_filter,
+)
 from aigc.generation.params import SamplingParams
 
 
@@ -46,18 +53,22 @@ class SampleOutput:
     logprobs: torch.Tensor  # [B] raw logprob of each chosen token
     top_ids: torch.Tensor | None  # [B, k] most likely tokens (k = largest `logprobs` in the batch)
     top_logprobs: torch.Tensor | None
+    any_logprobs: bool = True  # whether any row asked for logprobs
 
     def tolist(self, rows: list[SamplingState]) -> tuple[list[int], list[float], list[TokenLogprobs | None]]:
         """Token ids, chosen logprobs and per-row `TokenLogprobs` (None where not requested) as Python values."""
         ids, lps = self.token_ids.tolist(), self.logprobs.tolist()
         infos: list[TokenLogprobs | None] = [None] * len(ids)
-        if self.top_ids is None:
+        if not self.any_logprobs:
             return ids, lps, infos
-        top_ids, top_lps = self.top_ids.tolist(), self.top_logprobs.tolist()
+        top_ids = top_lps = None
+        if self.top_ids is not None:
+            top_ids, top_lps = self.top_ids.tolist(), self.top_logprobs.tolist()
         for i, row in enumerate(rows):
             k = row.params.logprobs
             if k is not None:
-                infos[i] = TokenLogprobs(ids[i], lps[i], list(zip(top_ids[i][:k], top_lps[i][:k], strict=True)))
+                top = list(zip(top_ids[i][:k], top_lps[i][:k], strict=True)) if k and top_ids else []
+                infos[i] = TokenLogprobs(ids[i], lps[i], top)
         return ids, lps, infos
 
 
@@ -84,22 +95,25 @@ class _BatchParams:
         if any(r.bias is not None for r in rows):
             zero = torch.zeros(vocab_size, device=device)
             self.bias = torch.stack([zero if r.bias is None else r.bias for r in rows])
-        self.penalised = [i for i, r in enumerate(rows) if r.penalties is not None]
+        self.penalties = None
+        if any(r.penalties is not None for r in rows):
+            self.penalties = BatchPenalties([r.penalties for r in rows], device)
         self.seeded = [i for i, r in enumerate(rows) if r.generator is not None]
-        seeded = set(self.seeded)
-        unseeded = [i for i in range(len(rows)) if i not in seeded]
-        self.unseeded = torch.tensor(unseeded, device=device) if self.seeded and unseeded else None
         ks = [p.logprobs for p in params if p.logprobs is not None]
         self.top_logprobs = max(ks) if ks else None
 
 
 class Sampler:
+    """Samples a batch of rows. Keep one per recurring batch: it caches the per-row parameter tensors
+    of the last batch composition (a list of the same `SamplingState` objects in the same order)."""
+
     def __init__(self) -> None:
         self._batch: _BatchParams | None = None
 
     def _params_for(self, rows: list[SamplingState], logits: torch.Tensor) -> _BatchParams:
         b = self._batch
-        if b is None or len(b.rows) != len(rows) or any(x is not y for x, y in zip(b.rows, rows, strict=True)):
+        if (b is None or len(b.rows) != len(rows) or any(x is not y for x, y in zip(b.rows, rows, strict=True))
+                or (b.penalties is not None and not b.penalties.still_bound())):
             b = self._batch = _BatchParams(list(rows), logits.shape[-1], logits.device)
         return b
 
@@ -112,11 +126,13 @@ class Sampler:
         if b.top_logprobs:
             top_vals, top_ids = raw.topk(b.top_logprobs, dim=-1)
             top_lps = top_vals - lse[:, None]
-        x = raw.clone()
+        # Work on a copy unless this is plain greedy decoding, which only reads the logits.
+        plain_greedy = b.all_greedy and b.bias is None and b.penalties is None
+        x = raw if plain_greedy else raw.clone()
         if b.bias is not None:
             x += b.bias
-        for i in b.penalised:
-            rows[i].penalties.apply(x[i : i + 1])
+        if b.penalties is not None:
+            b.penalties.apply(x)
         if b.all_greedy:
             tokens = x.argmax(dim=-1)
         else:
@@ -131,18 +147,18 @@ class Sampler:
             tokens = self._draw(x.softmax(dim=-1), b, rows)
             if greedy_tokens is not None:
                 tokens = torch.where(b.greedy, greedy_tokens, tokens)
-        for i in b.penalised:
-            rows[i].penalties.record(tokens[i : i + 1])
+        if b.penalties is not None:
+            b.penalties.record(tokens)
         chosen = raw.gather(1, tokens[:, None]).squeeze(1) - lse
-        return SampleOutput(tokens, chosen, top_ids, top_lps)
+        return SampleOutput(tokens, chosen, top_ids, top_lps, b.top_logprobs is not None)
 
     @staticmethod
     def _draw(probs: torch.Tensor, b: _BatchParams, rows: list[SamplingState]) -> torch.Tensor:
-        if not b.seeded:
-            return torch.multinomial(probs, 1).squeeze(1)
-        out = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
-        if b.unseeded is not None:
-            out[b.unseeded] = torch.multinomial(probs[b.unseeded], 1).squeeze(1)
+        """One token per row by the exponential race: argmax(p / E) with E ~ Exp(1) is an exact draw
+        from p. Seeded rows fill their noise from their own generator (one op per seeded row).
+        torch's exponential_ never returns 0 (CUDA excludes it; CPU draws from double-precision
+        uniforms), so p / E is finite."""
+        noise = torch.empty_like(probs).exponential_()
         for i in b.seeded:
-            out[i : i + 1] = torch.multinomial(probs[i : i + 1], 1, generator=rows[i].generator)[0]
-        return out
+            noise[i].exponential_(generator=rows[i].generator)
+        return (probs / noise).argmax(dim=-1)

@@ -1,0 +1,54 @@
+from aigc.eval.poems import (
+    copied_spans,
+    distinct_n,
+    even_lines_rhyme,
+    form_of,
+    has_form,
+    rhyme_class,
+    score_form,
+    split_lines,
+)
+
+JINGYESI = "床前明月光，疑是地上霜。\n举头望明月，低头思故乡。"
+DENGGUANQUELOU = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。"
+QILV = ("风急天高猿啸哀，渚清沙白鸟飞回。无边落木萧萧下，不尽长江滚滚来。"
+        "万里悲秋常作客，百年多病独登台。艰难苦恨繁霜鬓，潦倒新停浊酒杯。")
+
+
+def test_split_lines_handles_punctuation_and_newlines():
+    assert split_lines(JINGYESI) == ["床前明月光", "疑是地上霜", "举头望明月", "低头思故乡"]
+    assert split_lines("  春眠不觉晓, 处处闻啼鸟.\n") == ["春眠不觉晓", "处处闻啼鸟"]
+
+
+def test_forms():
+    assert form_of(JINGYESI) == "五言绝句"
+    assert form_of(QILV) == "七言律诗"
+    assert has_form(DENGGUANQUELOU, "五言绝句")
+    assert not has_form(DENGGUANQUELOU, "七言绝句")
+    assert form_of("床前明月光，疑是地上霜。举头望明月。") is None  # three lines
+    assert form_of("床前明月光光，疑是地上霜。举头望明月，低头思故乡。") is None  # a 6-char line
+
+
+def test_rhyme_classes_and_even_lines():
+    assert rhyme_class("光") == rhyme_class("乡") == rhyme_class("霜")
+    assert rhyme_class("云") == rhyme_class("人")
+    assert rhyme_class("流") == rhyme_class("楼")
+    assert even_lines_rhyme(JINGYESI)
+    assert even_lines_rhyme(DENGGUANQUELOU)
+    # Rhyme is judged by modern pronunciation: Du Fu's 回/来/台/杯 rhymed in Tang, not in Mandarin.
+    assert not even_lines_rhyme(QILV)
+    assert not even_lines_rhyme("床前明月光，疑是地上霜。举头望明月，低头思故人。")
+
+
+def test_distinct_and_copy_check():
+    assert distinct_n(["明月明月"], 2) == 2 / 3
+    assert distinct_n([], 2) == 0.0
+    corpus = [JINGYESI, DENGGUANQUELOU]
+    samples = ["床前明月光，疑是地上霜。", "春风吹绿江南岸，明月何时照我还。", "白日依山尽黄河"]
+    assert copied_spans(samples, corpus, min_len=8) == [True, False, False]
+
+
+def test_score_form():
+    r = score_form("五言绝句", [JINGYESI, DENGGUANQUELOU, QILV])
+    assert (r.samples, r.correct_form, r.rhymed) == (3, 2, 2)
+    assert abs(r.form_accuracy - 2 / 3) < 1e-9
