@@ -7,11 +7,11 @@ STAMP   := $(VENV)/.installed
 TSTAMP  := $(VENV)/.installed-test
 HOST    ?= 127.0.0.1
 PORT    ?= 8000
-MODEL   ?= smollm2-135m-instruct
+MODEL   ?=
 # pytest arguments, e.g. `make test PYTEST_ARGS="-k parity"`
 PYTEST_ARGS ?=
 
-.PHONY: run test install install-test lint bench clean
+.PHONY: run test install install-test lint bench poet clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,13 @@ $(TSTAMP): $(STAMP) pyproject.toml
 install: $(STAMP)
 
 install-test: $(TSTAMP)
+	@sh scripts/ensure-chromium.sh
 
+# The server + web app: open http://$(HOST):$(PORT)/ (OpenAI API under /v1). MODEL adds a model to serve.
 run: install
-	$(VENV)/bin/aigc chat --model $(MODEL)
+	@echo "aigc: web app at http://$(HOST):$(PORT)/  ·  OpenAI API at http://$(HOST):$(PORT)/v1"
+	@-(sleep 8; [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ] && command -v xdg-open >/dev/null && xdg-open http://$(HOST):$(PORT)/) >/dev/null 2>&1 &
+	$(VENV)/bin/aigc serve --host $(HOST) --port $(PORT) $(if $(MODEL),--model $(MODEL))
 
 test: install-test
 	$(VENV)/bin/ruff check .
@@ -45,6 +49,11 @@ lint: install-test
 
 bench: install-test
 	$(PY) benchmarks/decode.py
+
+# Train aigc-poet-zh end to end (corpus, tokenizer, pretraining, instruction tuning, eval, publish).
+DATA ?= ../shared/data
+poet: install
+	$(VENV)/bin/aigc train recipe poet-zh --data $(DATA)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info src/*.egg-info

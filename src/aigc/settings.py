@@ -33,4 +33,6 @@ class Settings(BaseSettings):
     max_context: int = 4096  # tokens per KV slot (capped by the model's window)
     remotes: list[str] = Field(default_factory=list)  # NAME=URL[,key=ENV_VAR]
     database_url: str = "sqlite:///aigc.db"
+    # Studio: preferred model per template id (e.g. {"poem": "aigc-poet-zh"}); used when served.
+    studio_models: dict[str, str] = Field(default_factory=dict)
     log_level: str = "info"

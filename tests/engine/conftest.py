@@ -12,23 +12,20 @@ import transformers
 from aigc.engine import Engine, EngineRequest
 from aigc.engine.protocol import CompletionDelta, RequestMetrics
 from aigc.models.config import ModelConfig
+from aigc.models.gguf_checkpoint import read_gguf_metadata
 from aigc.models.hf_checkpoint import model_from_hf_state_dict
 from aigc.models.registry import ModelNotFoundError, bundled_path
 from aigc.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="session")
-def tokenizer(request) -> Tokenizer:
-    """SmolLM2's tokenizer; parsed from the GGUF once, then read from pytest's cache (much faster)."""
-    folder = request.config.cache.mkdir("smollm2-tokenizer")
-    if (folder / "tokenizer.json").is_file():
-        return Tokenizer.from_dir(folder)
+def tokenizer() -> Tokenizer:
+    """SmolLM2's tokenizer, built from the GGUF header (our fast metadata reader)."""
     try:
-        tok = Tokenizer.from_gguf(bundled_path("smollm2-135m-instruct"))
+        path = bundled_path("smollm2-135m-instruct")
     except ModelNotFoundError as e:
         pytest.skip(str(e))
-    tok.save_pretrained(folder)
-    return Tokenizer.from_dir(folder)
+    return Tokenizer.from_gguf(read_gguf_metadata(path))
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,9 @@
 from aigc.eval.poems import (
     copied_spans,
-    distinct_n,
     even_lines_rhyme,
     form_of,
     has_form,
+    poem_quality,
     rhyme_class,
     score_form,
     split_lines,
@@ -40,9 +40,7 @@ def test_rhyme_classes_and_even_lines():
     assert not even_lines_rhyme("床前明月光，疑是地上霜。举头望明月，低头思故人。")
 
 
-def test_distinct_and_copy_check():
-    assert distinct_n(["明月明月"], 2) == 2 / 3
-    assert distinct_n([], 2) == 0.0
+def test_copy_check():
     corpus = [JINGYESI, DENGGUANQUELOU]
     samples = ["床前明月光，疑是地上霜。", "春风吹绿江南岸，明月何时照我还。", "白日依山尽黄河"]
     assert copied_spans(samples, corpus, min_len=8) == [True, False, False]
@@ -52,3 +50,13 @@ def test_score_form():
     r = score_form("五言绝句", [JINGYESI, DENGGUANQUELOU, QILV])
     assert (r.samples, r.correct_form, r.rhymed) == (3, 2, 2)
     assert abs(r.form_accuracy - 2 / 3) < 1e-9
+
+
+def test_poem_quality_report():
+    samples = {"五言绝句": [JINGYESI, DENGGUANQUELOU, "春风十里"], "七言律诗": [QILV]}
+    report = poem_quality(samples, [JINGYESI])
+    assert report["forms"]["五言绝句"] == {"samples": 3, "form_accuracy": round(2 / 3, 4),
+                                       "even_lines_rhyme": round(2 / 3, 4)}
+    assert report["forms"]["七言律诗"]["form_accuracy"] == 1.0
+    assert report["not_copied_share"] == 0.75  # the first sample is copied from the corpus
+    assert 0 < report["distinct_2"] <= 1

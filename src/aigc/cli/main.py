@@ -11,7 +11,7 @@ from aigc import __version__
 
 # Subcommand modules; each exposes `register(subparsers)` and sets `func` on its parser.
 _COMMANDS = ("aigc.cli.models_cmd", "aigc.cli.generate_cmd", "aigc.cli.chat_cmd", "aigc.cli.convert_cmd",
-             "aigc.cli.serve_cmd")
+             "aigc.cli.serve_cmd", "aigc.cli.groups", "aigc.cli.classify_cmd", "aigc.cli.merge_cmd")
 
 
 class UsageError(Exception):

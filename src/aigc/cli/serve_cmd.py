@@ -10,7 +10,8 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API")
     p.add_argument("--model", "-m", action="append", default=None,
-                   help="model to serve (repeatable; default: smollm2-135m-instruct)")
+                   help="model to serve (repeatable; default: the bundled smollm2-135m-instruct plus every "
+                        "model in --models-dir, e.g. aigc-poet-zh)")
     p.add_argument("--models-dir", type=Path, default=None)
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     p.add_argument("--host", default=None, help="bind address (default: 127.0.0.1)")
@@ -23,7 +24,18 @@ def register(sub) -> None:
     p.add_argument("--remote", action="append", default=None, metavar="NAME=URL[,key=ENV_VAR]",
                    help="register an OpenAI-compatible endpoint as model NAME (repeatable)")
     p.add_argument("--cors-origin", action="append", default=None, help="allowed CORS origin (repeatable)")
+    p.add_argument("--database-url", default=None,
+                   help="web app database (default sqlite:///aigc.db; postgresql+psycopg://... works too)")
     p.set_defaults(func=run)
+
+
+def default_models(settings) -> list[str]:
+    """The bundled model first (the default for clients that name none), then our local models."""
+    from aigc.models.registry import list_models
+
+    names = list(settings.models)
+    names += [m.name for m in list_models(settings.models_dir) if m.name not in names]
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         "models": args.model, "models_dir": args.models_dir, "dtype": args.dtype, "host": args.host,
         "port": args.port, "api_keys": args.api_key, "max_concurrency": args.max_concurrency,
         "max_queue": args.max_queue, "max_context": args.max_context, "remotes": args.remote,
-        "cors_origins": args.cors_origin,
+        "cors_origins": args.cors_origin, "database_url": args.database_url,
     }
     overrides = {k: v for k, v in fields.items() if v is not None}
     if args.insecure:
@@ -42,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings(**overrides)
     if args.remote and not args.model:
         settings.models = []  # only remote models were asked for
+    elif not args.model and "models" not in settings.model_fields_set:
+        settings.models = default_models(settings)
     # The edge reads the environment: remotes name the variables that hold their API keys.
     serve(settings, environ=dict(os.environ))
     return 0

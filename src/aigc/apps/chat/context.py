@@ -3,14 +3,21 @@
 The system prompt is always kept; the oldest user/assistant turns are dropped first (a user
 message and the replies after it go together), and the caller is told how many messages went so it
 can say so. The newest user message is never dropped: if it alone does not fit, that is an error.
+
+The prompt is rendered with the model's own chat template and counted with its tokenizer, so the
+count is exact. The number of turns to drop is found by bisection (the prompt only shrinks as
+turns go), so a conversation of a thousand messages costs about ten renders, not a thousand.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from aigc.tokenizer import Tokenizer
+
+class ChatTokenizer(Protocol):
+    def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = ...,
+                            tokenize: bool = ...) -> Any: ...
 
 
 class ContextOverflowError(ValueError):
@@ -40,19 +47,40 @@ def _turns(messages: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return turns
 
 
-def fit_messages(tokenizer: Tokenizer, messages: list[dict[str, Any]], budget: int) -> FittedContext:
+def _template_view(m: dict[str, Any]) -> dict[str, Any]:
+    """Only what the template reads: callers may carry their own keys (ids) on the messages."""
+    return {"role": m["role"], "content": m["content"]}
+
+
+def fit_messages(tokenizer: ChatTokenizer, messages: list[dict[str, Any]], budget: int) -> FittedContext:
     """Render `messages` with the chat template so the prompt takes at most `budget` tokens."""
     system = [m for m in messages if m["role"] == "system"]
     turns = _turns([m for m in messages if m["role"] != "system"])
-    dropped: list[dict[str, Any]] = []
-    while True:
-        kept = system + [m for t in turns for m in t]
-        ids = tokenizer.apply_chat_template(kept, add_generation_prompt=True, tokenize=True)
+
+    def render(drop: int) -> tuple[list[dict[str, Any]], list[int]]:
+        kept = system + [m for t in turns[drop:] for m in t]
+        ids = tokenizer.apply_chat_template([_template_view(m) for m in kept], add_generation_prompt=True,
+                                            tokenize=True)
+        return kept, list(ids)
+
+    kept, ids = render(0)
+    if len(ids) <= budget:
+        return FittedContext(kept, ids, [], budget)
+    last = max(len(turns) - 1, 0)  # the newest turn always stays
+    kept_last, ids_last = render(last)
+    if len(ids_last) > budget:
+        raise ContextOverflowError(
+            f"the message needs {len(ids_last)} tokens but only {budget} fit in the context window; "
+            "shorten it or the system prompt"
+        )
+    lo, hi = 0, last  # render(lo) does not fit, render(hi) does
+    best = (kept_last, ids_last)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        kept, ids = render(mid)
         if len(ids) <= budget:
-            return FittedContext(kept, ids, dropped, budget)
-        if len(turns) <= 1:
-            raise ContextOverflowError(
-                f"the message needs {len(ids)} tokens but only {budget} fit in the context window; "
-                "shorten it or the system prompt"
-            )
-        dropped.extend(turns.pop(0))
+            hi, best = mid, (kept, ids)
+        else:
+            lo = mid
+    dropped = [m for t in turns[:hi] for m in t]
+    return FittedContext(best[0], best[1], dropped, budget)

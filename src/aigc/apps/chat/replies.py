@@ -1,0 +1,205 @@
+"""Generating an assistant reply: plan (fit the context), start the model, stream, persist.
+
+Three ways to ask for a reply, all ending in the same stream of events:
+- send: append a user message, answer it;
+- regenerate: delete the last assistant message, answer the same user message again;
+- edit (truncation): give user message k new text, delete every message after k, answer k.
+
+Nothing is written until the model has accepted the request (a busy model leaves the conversation
+as it was). Then the user's side is written at once, and the reply when it ends -- also when the
+user stops it or the client disconnects: the partial text is kept with finish_reason "stopped".
+
+Events (dicts; the server sends each as one SSE `data:` line):
+  {"type": "start", "user_message": {...} | None, "context": {...}, "model": name}
+  {"type": "delta", "text": "..."}
+  {"type": "done", "message": {...}, "context": {...}}
+  {"type": "error", "error": {"message": ..., "type": ..., "code": ...}, "message": {...} | None}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aigc.apps.chat.context import ContextOverflowError, FittedContext
+from aigc.apps.chat.conversations import ConversationStore, NotFoundError
+from aigc.apps.chat.model import ChatModel, GenerationParams, ReplyStream
+
+log = logging.getLogger("aigc.apps.chat")
+
+
+class ReplyError(ValueError):
+    """A reply that cannot be asked for (nothing to answer, params that do not fit); API 400."""
+
+    def __init__(self, message: str, code: str = "invalid_request"):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class ReplyPlan:
+    conversation_id: int
+    model: ChatModel
+    params: GenerationParams
+    fitted: FittedContext
+    # Database changes that make the conversation end at the message to answer; run once the model
+    # accepted the request. Returns the new user message (send/edit) or None (regenerate).
+    commit: Callable[[], dict[str, Any] | None]
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def prompt_messages(conversation: dict[str, Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """System prompt + history as template messages; each keeps its database `id` (None if new)."""
+    out: list[dict[str, Any]] = []
+    if conversation["system_prompt"].strip():
+        out.append({"id": None, "role": "system", "content": conversation["system_prompt"]})
+    for m in messages:
+        if m["role"] == "assistant" and not m["content"]:
+            continue  # a reply stopped before its first token says nothing to the model
+        out.append({"id": m["id"], "role": m["role"], "content": m["content"]})
+    return out
+
+
+def context_report(model: ChatModel, fitted: FittedContext, reserved: int) -> dict[str, Any]:
+    """What the UI's meter shows: tokens used of the window and which messages fell out."""
+    return {"used_tokens": fitted.used, "window": model.window, "reserved_tokens": reserved,
+            "dropped_messages": [m["id"] for m in fitted.dropped if m.get("id") is not None],
+            "exact": model.exact_tokens}
+
+
+class ChatReplies:
+    def __init__(self, store: ConversationStore):
+        self.store = store
+
+    # ---------------------------------------------------------------- planning
+
+    def _fit(self, model: ChatModel, params: GenerationParams, messages: list[dict[str, Any]]) -> FittedContext:
+        if params.max_tokens >= model.window:
+            raise ReplyError(f"max_tokens ({params.max_tokens}) must be smaller than the model's context "
+                             f"window ({model.window} tokens)", code="invalid_value")
+        try:
+            return model.fit(messages, model.window - params.max_tokens)
+        except ContextOverflowError as e:
+            raise ReplyError(str(e), code="context_length_exceeded") from None
+
+    def _plan(self, conversation_id: int, model: ChatModel, params: GenerationParams,
+              messages: list[dict[str, Any]], commit: Callable[[], dict[str, Any] | None]) -> ReplyPlan:
+        fitted = self._fit(model, params, messages)
+        return ReplyPlan(conversation_id, model, params, fitted, commit, context_report(model, fitted, params.max_tokens))
+
+    def plan_send(self, conversation_id: int, content: str, model: ChatModel, params: GenerationParams) -> ReplyPlan:
+        if not content.strip():
+            raise ReplyError("the message is empty", code="empty_message")
+        conversation, history = self.store.history(conversation_id)
+        messages = prompt_messages(conversation, history) + [{"id": None, "role": "user", "content": content}]
+
+        def commit() -> dict[str, Any]:
+            return self.store.add_message(conversation_id, "user", content, tokens=model.count_tokens(content))
+
+        return self._plan(conversation_id, model, params, messages, commit)
+
+    def plan_regenerate(self, conversation_id: int, model: ChatModel, params: GenerationParams) -> ReplyPlan:
+        conversation, history = self.store.history(conversation_id)
+        while history and history[-1]["role"] == "assistant":
+            history.pop()
+        if not history or history[-1]["role"] != "user":
+            raise ReplyError("there is no user message to answer", code="nothing_to_regenerate")
+        keep = history[-1]["position"]
+
+        def commit() -> None:
+            self.store.truncate_after(conversation_id, keep)
+
+        return self._plan(conversation_id, model, params, prompt_messages(conversation, history), commit)
+
+    def plan_edit(self, conversation_id: int, message_id: int, content: str, model: ChatModel,
+                  params: GenerationParams) -> ReplyPlan:
+        if not content.strip():
+            raise ReplyError("the message is empty", code="empty_message")
+        conversation, history = self.store.history(conversation_id)
+        index = next((i for i, m in enumerate(history) if m["id"] == message_id), None)
+        if index is None:
+            raise NotFoundError("message", message_id)
+        if history[index]["role"] != "user":
+            raise ReplyError("only user messages can be edited", code="not_a_user_message")
+        history = history[: index + 1]
+        history[index] = {**history[index], "content": content}
+        position = history[index]["position"]
+
+        def commit() -> dict[str, Any]:
+            self.store.truncate_after(conversation_id, position)
+            return self.store.set_content(conversation_id, message_id, content, model.count_tokens(content))
+
+        return self._plan(conversation_id, model, params, prompt_messages(conversation, history), commit)
+
+    def current_context(self, conversation_id: int, model: ChatModel, params: GenerationParams) -> dict[str, Any]:
+        """The meter for a conversation as it stands (what the next reply would see)."""
+        conversation, history = self.store.history(conversation_id)
+        messages = prompt_messages(conversation, history)
+        if not messages:
+            return {"used_tokens": 0, "window": model.window, "reserved_tokens": params.max_tokens,
+                    "dropped_messages": [], "exact": model.exact_tokens}
+        try:
+            return context_report(model, self._fit(model, params, messages), params.max_tokens)
+        except ReplyError as e:
+            if e.code != "context_length_exceeded":
+                raise
+            # Even the newest turn alone does not fit (a long reply): the window is full, and
+            # everything before that turn is out of it.
+            last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=0)
+            return {"used_tokens": model.window, "window": model.window, "reserved_tokens": params.max_tokens,
+                    "dropped_messages": [m["id"] for m in messages[:last_user] if m["id"] is not None],
+                    "exact": model.exact_tokens, "overflow": True}
+
+    # ---------------------------------------------------------------- running
+
+    async def run(self, plan: ReplyPlan, stream: ReplyStream, user_message: dict[str, Any] | None,
+                  is_stopped: Callable[[], bool] = lambda: False) -> AsyncIterator[dict[str, Any]]:
+        """Stream the reply's events; the reply is saved however the stream ends."""
+        pieces: list[str] = []
+        saved: dict[str, Any] | None = None
+        ended = False  # done or error was reported
+
+        def save(finish_reason: str) -> dict[str, Any] | None:
+            nonlocal saved
+            if saved is None:
+                try:
+                    saved = self.store.add_message(
+                        plan.conversation_id, "assistant", "".join(pieces), model=plan.model.name,
+                        tokens=stream.completion_tokens, prompt_tokens=plan.fitted.used,
+                        completion_tokens=stream.completion_tokens, finish_reason=finish_reason)
+                except NotFoundError:  # the conversation was deleted while it was answered
+                    log.info("conversation %s is gone; reply not saved", plan.conversation_id)
+            return saved
+
+        try:
+            yield {"type": "start", "user_message": user_message, "context": plan.context, "model": plan.model.name}
+            async for piece in stream:
+                if piece:
+                    pieces.append(piece)
+                    yield {"type": "delta", "text": piece}
+            finish = stream.finish_reason or "stop"
+            if is_stopped() or finish == "abort":
+                finish = "stopped"
+            message = save(finish)
+            ended = True
+            used = plan.fitted.used + stream.completion_tokens
+            yield {"type": "done", "message": message, "context": {**plan.context, "used_tokens": used}}
+        except Exception as e:  # the model failed mid-way: keep what came, tell the client
+            log.warning("reply in conversation %s failed: %s: %s", plan.conversation_id, type(e).__name__, e)
+            message = save("error") if pieces else None
+            ended = True
+            yield {"type": "error", "message": message, "error": error_body(e)}
+        finally:
+            stream.cancel()  # a no-op once it ended; frees the model's slot if we left early
+            if not ended:  # the client left or the server is stopping (CancelledError / GeneratorExit)
+                save("stopped")
+
+
+def error_body(e: Exception) -> dict[str, Any]:
+    """The API's error shape for an exception that ends a stream."""
+    status = getattr(e, "status_code", 500)
+    message = getattr(e, "message", None) or str(e) or type(e).__name__
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return {"message": message, "type": kind, "code": getattr(e, "code", None) or type(e).__name__}

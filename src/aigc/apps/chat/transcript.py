@@ -1,0 +1,137 @@
+"""Export a conversation as Markdown (to read) or JSON (to keep or move), and import that JSON.
+
+The JSON is self-describing (`"format": "aigc.conversation"`) and carries everything the app
+stores about a message except database ids, so an import creates a fresh conversation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigc.apps.chat.conversations import ConversationStore, title_from
+from aigc.store import Conversation, Feedback, Message
+
+FORMAT = "aigc.conversation"
+ROLES = ("system", "user", "assistant")
+_MESSAGE_FIELDS = ("model", "tokens", "prompt_tokens", "completion_tokens", "finish_reason")
+
+
+class TranscriptError(ValueError):
+    """An import that is not a conversation; the message says what is wrong (the API answers 422)."""
+
+
+def export_json(conversation: dict[str, Any]) -> dict[str, Any]:
+    """`conversation`: ConversationStore.get(...)."""
+    return {
+        "format": FORMAT, "version": 1,
+        **{k: conversation[k] for k in ("title", "system_prompt", "model", "params", "created_at", "updated_at")},
+        "messages": [
+            {k: m[k] for k in ("role", "content", *_MESSAGE_FIELDS, "created_at", "feedback")}
+            for m in conversation["messages"]
+        ],
+    }
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks inside `text`."""
+    longest, run = 0, 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    return "`" * max(3, longest + 1)
+
+
+def export_markdown(conversation: dict[str, Any]) -> str:
+    lines = [f"# {conversation['title'] or 'Conversation'}", ""]
+    meta = [f"- Model: {conversation['model'] or '-'}", f"- Created: {conversation['created_at']}"]
+    if conversation.get("params"):
+        meta.append("- Parameters: " + ", ".join(f"{k}={v}" for k, v in conversation["params"].items()))
+    lines += meta + [""]
+    if conversation["system_prompt"]:
+        fence = _fence(conversation["system_prompt"])
+        lines += ["## System", "", fence, conversation["system_prompt"], fence, ""]
+    for m in conversation["messages"]:
+        who = {"user": "User", "assistant": "Assistant", "system": "System"}.get(m["role"], m["role"])
+        head = f"## {who}"
+        if m["role"] == "assistant" and m.get("model"):
+            head += f" ({m['model']})"
+        lines += [head, "", m["content"], ""]
+        if m.get("finish_reason") == "stopped":
+            lines += ["*(stopped)*", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _str(data: dict[str, Any], key: str, where: str, default: str = "") -> str:
+    value = data.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise TranscriptError(f"{where}.{key} must be a string")
+    return value
+
+
+def _opt_int(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TranscriptError(f"{where} must be an integer")
+    return value
+
+
+def parse_import(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Validate an exported conversation; returns (conversation fields, messages)."""
+    if not isinstance(data, dict):
+        raise TranscriptError("a conversation must be a JSON object")
+    if data.get("format", FORMAT) != FORMAT:
+        raise TranscriptError(f"format must be {FORMAT!r}, got {data.get('format')!r}")
+    raw = data.get("messages")
+    if not isinstance(raw, list):
+        raise TranscriptError("messages must be a list")
+    params = data.get("params") or {}
+    if not isinstance(params, dict):
+        raise TranscriptError("params must be an object")
+    conv = {"title": _str(data, "title", "conversation")[:200], "system_prompt": _str(data, "system_prompt", "conversation"),
+            "model": _str(data, "model", "conversation") or None, "params": params}
+    messages = []
+    for i, m in enumerate(raw):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise TranscriptError(f"{where} must be an object")
+        if m.get("role") not in ROLES:
+            raise TranscriptError(f"{where}.role must be one of {', '.join(ROLES)}")
+        out: dict[str, Any] = {"role": m["role"], "content": _str(m, "content", where)}
+        out["model"] = _str(m, "model", where) or None
+        out["finish_reason"] = _str(m, "finish_reason", where)[:16] or None
+        for key in ("tokens", "prompt_tokens", "completion_tokens"):
+            out[key] = _opt_int(m.get(key), f"{where}.{key}")
+        fb = m.get("feedback")
+        if fb is not None:
+            if not isinstance(fb, dict) or fb.get("rating") not in (1, -1):
+                raise TranscriptError(f"{where}.feedback must be {{'rating': 1 or -1, 'comment': str}}")
+            out["feedback"] = {"rating": fb["rating"], "comment": _str(fb, "comment", f"{where}.feedback")}
+        messages.append(out)
+    if not conv["title"]:
+        first = next((m["content"] for m in messages if m["role"] == "user"), "")
+        conv["title"] = title_from(first) if first else "Imported conversation"
+    return conv, messages
+
+
+def import_json(store: ConversationStore, data: Any) -> dict[str, Any]:
+    """Create a new conversation from exported JSON (one transaction: all or nothing)."""
+    conv, messages = parse_import(data)
+    with store.db.session() as s:
+        c = Conversation(**conv)
+        s.add(c)
+        s.flush()
+        previous: Message | None = None
+        for position, m in enumerate(messages):
+            feedback = m.pop("feedback", None)
+            row = Message(conversation_id=c.id, position=position,
+                          parent_id=previous.id if previous is not None else None, **m)
+            if feedback is not None:
+                row.feedback = Feedback(**feedback)
+            s.add(row)
+            s.flush()
+            previous = row
+        conversation_id = c.id
+    return store.get(conversation_id)

@@ -1,0 +1,1 @@
+"""AIGC studio: typed prompt templates (built-in files and users' own) that guide the model."""

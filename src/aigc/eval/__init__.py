@@ -1,0 +1,1 @@
+"""Evaluation: perplexity, classification, generation metrics, poem forms."""

@@ -1,0 +1,100 @@
+"""The FastAPI application: routes, error shape, API keys, CORS, request log and metrics.
+
+`create_app(settings)` registers the configured models (loaded in a background thread once the
+server starts, so `/health` answers 503 meanwhile) and remotes; tests and embedders pass their own
+`ModelBackends` instead. Other route modules (the web app's) are added with `app.include_router`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+
+from aigc.server import openai_routes
+from aigc.server.app_routes import install_app
+from aigc.server.auth import APIKeyMiddleware
+from aigc.server.backends import LocalBackend, ModelBackends
+from aigc.server.errors import APIError, install_error_handlers
+from aigc.server.metrics import ServerMetrics
+from aigc.server.remote import RemoteBackend, parse_remote_spec
+from aigc.server.request_log import RequestLogMiddleware
+from aigc.settings import Settings
+
+log = logging.getLogger("aigc.server")
+
+
+def load_local_backend(name: str, settings: Settings) -> LocalBackend:
+    """Load a model and start its engine (slow: run off the event loop)."""
+    # Imported here: the model and engine bring torch; the server's own modules do not need it.
+    from aigc.engine.engine import Engine
+    from aigc.models.loader import load_model
+
+    loaded = load_model(name, models_dir=settings.models_dir, dtype=settings.dtype)
+    engine = Engine(loaded.model, loaded.tokenizer, name, max_concurrency=settings.max_concurrency,
+                    max_queue=settings.max_queue, max_context=settings.max_context)
+    engine.start()
+    return LocalBackend(name, engine, loaded.tokenizer, max_context=engine.max_context)
+
+
+def backends_from_settings(settings: Settings, environ: Mapping[str, str]) -> ModelBackends:
+    """Local models from `settings.models` (to load at startup) and remotes from `settings.remotes`
+    (their `key=ENV_VAR` looked up in `environ`). Raises ValueError for a bad remote spec."""
+    backends = ModelBackends()
+    for name in settings.models:
+        backends.add_loader(name, functools.partial(load_local_backend, name, settings))
+    for spec in settings.remotes:
+        backends.add(RemoteBackend(parse_remote_spec(spec, environ)))
+    return backends
+
+
+def create_app(settings: Settings, backends: ModelBackends | None = None, *,
+               environ: Mapping[str, str] | None = None) -> FastAPI:
+    if backends is None:
+        backends = backends_from_settings(settings, environ or {})
+    metrics = ServerMetrics(backends.stats)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        backends.start_loading()
+        yield
+        for b in backends.all():
+            if isinstance(b, RemoteBackend):
+                await b.aclose()
+        backends.close()
+
+    app = FastAPI(title="aigc", summary="OpenAI-compatible API for aigc models", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.backends = backends
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(openai_routes.router)
+    install_app(app, settings, backends)  # the web app: /api, /, /static (app_routes.py)
+
+    @app.get("/health", response_model=None)
+    async def health() -> Response:
+        if backends.loading:
+            raise APIError(503, f"Loading models: {', '.join(backends.loading)}.", code="loading",
+                           headers={"Retry-After": "5"})
+        if backends.failed:
+            failed = "; ".join(f"{k}: {v}" for k, v in backends.failed.items())
+            raise APIError(503, f"Models failed to load: {failed}", code="model_load_failed")
+        return JSONResponse({"status": "ok", "models": backends.names()})
+
+    @app.get("/metrics", response_model=None)
+    async def prometheus(request: Request) -> Response:
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    # Last added runs first: CORS (answers preflights) -> request log (sees every status) -> API key.
+    app.add_middleware(APIKeyMiddleware, keys=list(settings.api_keys))
+    app.add_middleware(RequestLogMiddleware, metrics=metrics)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=["x-request-id", "retry-after"])
+    return app

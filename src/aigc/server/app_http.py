@@ -1,0 +1,134 @@
+"""HTTP plumbing of the web app's API (/api): body size limit, JSON bodies, errors, event streams.
+
+The app API answers bad input the way form-like APIs do: an oversized body is a 413, a body that
+is not JSON or does not match the schema a 422 -- always in the server's error shape
+`{"error": {"message", "type", "param", "code"}}` (errors.py), so the UI shows one kind of error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from aigc.apps.chat.conversations import NotFoundError
+from aigc.apps.chat.replies import ReplyError
+from aigc.apps.chat.transcript import TranscriptError
+from aigc.apps.studio.catalog import TemplateSpecError
+from aigc.apps.studio.library import ReadOnlyTemplateError
+from aigc.server.errors import APIError
+from aigc.server.sse import sse_data
+
+T = TypeVar("T", bound=BaseModel)
+
+API_PREFIX = "/api/"
+DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a long conversation import fits; a runaway upload does not
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(413, f"The request body is larger than {limit} bytes.", code="request_too_large")
+
+
+class BodyLimitMiddleware:
+    """Refuse /api request bodies over `limit` bytes with a 413 before any route reads them.
+
+    The body is read here (at most `limit` bytes are held) and replayed to the route; after that,
+    `receive` goes to the server again, so streaming routes still hear about a disconnect.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int = DEFAULT_MAX_BODY):
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await too_large(self.limit).response()(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left before sending its body
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await too_large(self.limit).response()(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _validation_error(e: ValidationError) -> APIError:
+    first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid value"}
+    param = ".".join(str(p) for p in first.get("loc", ())) or None
+    msg = str(first.get("msg", "invalid value"))
+    if first.get("type") == "missing":
+        return APIError(422, f"Missing required field: '{param}'.", param=param, code="missing_field")
+    return APIError(422, f"Invalid value for '{param}': {msg}" if param else f"Invalid body: {msg}",
+                    param=param, code="invalid_value")
+
+
+async def read_json(request: Request) -> Any:
+    """The request body as JSON (422 if it is not)."""
+    body = await request.body()
+    try:
+        return json.loads(body) if body.strip() else None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise APIError(422, f"The request body is not valid JSON: {e}", code="invalid_json") from None
+
+
+async def read_body(request: Request, model: type[T]) -> T:
+    """The request body validated into `model` (422 naming the first bad field)."""
+    data = await read_json(request)
+    if data is None:
+        data = {}
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise _validation_error(e) from None
+
+
+def event_bytes(event: dict[str, Any]) -> bytes:
+    return sse_data(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
+
+
+async def as_sse(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield event_bytes(event)
+
+
+def install_app_error_handlers(app: FastAPI) -> None:
+    """The apps' own exceptions -> API errors (the server's handlers cover everything else)."""
+
+    def handler(status: int, code: str):
+        async def handle(request: Request, exc: Exception) -> JSONResponse:
+            return APIError(status, str(exc), code=getattr(exc, "code", None) or code).response()
+        return handle
+
+    app.add_exception_handler(NotFoundError, handler(404, "not_found"))
+    app.add_exception_handler(ReplyError, handler(400, "invalid_request"))
+    app.add_exception_handler(TranscriptError, handler(422, "invalid_conversation"))
+    app.add_exception_handler(TemplateSpecError, handler(422, "invalid_template"))
+    app.add_exception_handler(ReadOnlyTemplateError, handler(403, "read_only_template"))

@@ -1,0 +1,354 @@
+"""The web app: its JSON/SSE API under /api (conversations, messages, feedback) and its pages.
+
+`install_app(app, settings, backends)` opens the database, mounts the routes here and in
+app_studio.py, the static UI (`/` and `/static/...`, files from aigc/web, nothing from a CDN), the
+body size limit and the app's error handlers.
+
+Replies stream as server-sent events (see apps/chat/replies.py for the events). The user's
+message is stored as soon as the model accepts the request; the reply when it ends, when the user
+presses stop (`POST .../stop`), or when the client disconnects (partial text, "stopped").
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from aigc.apps.chat.conversations import ConversationStore, NotFoundError
+from aigc.apps.chat.model import ChatModel, GenerationParams, ReplyStream
+from aigc.apps.chat.replies import ChatReplies, ReplyPlan
+from aigc.apps.chat.transcript import export_json, export_markdown, import_json
+from aigc.apps.studio.library import TemplateLibrary
+from aigc.server import app_studio
+from aigc.server.app_http import (
+    DEFAULT_MAX_BODY,
+    BodyLimitMiddleware,
+    as_sse,
+    install_app_error_handlers,
+    read_body,
+    read_json,
+)
+from aigc.server.app_models import chat_model, model_cards, pick_model_name
+from aigc.server.app_schemas import ConversationIn, FeedbackIn, MessageIn, ReplyIn, merged_params
+from aigc.server.backends import ModelBackends
+from aigc.server.errors import APIError
+from aigc.server.request_log import request_record
+from aigc.server.sse import EventStreamResponse
+from aigc.settings import Settings
+from aigc.store import Database
+
+WEB_DIR = Path(__file__).resolve().parents[1] / "web"
+
+router = APIRouter(prefix="/api")
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass
+class ActiveReply:
+    """A reply being generated: what `POST .../stop` cancels."""
+
+    stream: ReplyStream | None = None
+    stopped: bool = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        if self.stream is not None:
+            self.stream.cancel()
+
+
+class WebApp:
+    """The app's state on the server. The database opens on first use, so a server that only
+    answers the OpenAI API (or a test of it) never creates a database file."""
+
+    def __init__(self, settings: Settings, backends: ModelBackends, db: Database | None = None):
+        self.settings = settings
+        self.backends = backends
+        self.active: dict[int, ActiveReply] = {}
+        self._db = db
+        self._lock = threading.Lock()
+        self._stores: tuple[ConversationStore, ChatReplies, TemplateLibrary] | None = None
+
+    def _open(self) -> tuple[ConversationStore, ChatReplies, TemplateLibrary]:
+        with self._lock:
+            if self._stores is None:
+                if self._db is None:
+                    self._db = Database(self.settings.database_url)
+                store = ConversationStore(self._db)
+                self._stores = (store, ChatReplies(store), TemplateLibrary(self._db))
+            return self._stores
+
+    @property
+    def db(self) -> Database:
+        self._open()
+        assert self._db is not None
+        return self._db
+
+    @property
+    def conversations(self) -> ConversationStore:
+        return self._open()[0]
+
+    @property
+    def replies(self) -> ChatReplies:
+        return self._open()[1]
+
+    @property
+    def templates(self) -> TemplateLibrary:
+        return self._open()[2]
+
+    def model(self, name: str) -> ChatModel:
+        return chat_model(self.backends, name, self.settings.max_context)
+
+
+def _web(request: Request) -> WebApp:
+    return request.app.state.webapp
+
+
+def _int_id(value: str, kind: str) -> int:
+    """Path ids: anything that is not a known id is a 404 (not a validation error)."""
+    if not value.isdigit() or len(value) > 18:
+        raise NotFoundError(kind, value)
+    return int(value)
+
+
+# ---------------------------------------------------------------------------- models
+
+
+@router.get("/models")
+async def list_models(request: Request) -> JSONResponse:
+    web = _web(request)
+    cards = model_cards(web.backends, web.settings.max_context)
+    ready = [c["id"] for c in cards if c["ready"]]
+    return JSONResponse({"data": cards, "default": ready[0] if ready else None})
+
+
+# ---------------------------------------------------------------------------- conversations
+
+
+@router.get("/conversations")
+async def list_conversations(request: Request, q: str | None = None) -> JSONResponse:
+    store = _web(request).conversations
+    if q and q.strip():
+        return JSONResponse({"data": await run_in_threadpool(store.search, q[:200]), "query": q})
+    return JSONResponse({"data": await run_in_threadpool(store.list)})
+
+
+@router.post("/conversations", status_code=201)
+async def create_conversation(request: Request) -> JSONResponse:
+    body = await read_body(request, ConversationIn)
+    web = _web(request)
+    if body.model:
+        web.backends.get(body.model)  # 404 for a model this server does not know
+    conv = await run_in_threadpool(lambda: web.conversations.create(
+        title=body.title or "", system_prompt=body.system_prompt or "", model=body.model,
+        params=body.params.model_dump(exclude_none=True) if body.params else {}))
+    return JSONResponse(conv, status_code=201)
+
+
+@router.post("/conversations/import", status_code=201)
+async def import_conversation(request: Request) -> JSONResponse:
+    data = await read_json(request)
+    store = _web(request).conversations
+    return JSONResponse(await run_in_threadpool(import_json, store, data), status_code=201)
+
+
+@router.get("/conversations/{conversation_id}")
+async def get_conversation(conversation_id: str, request: Request) -> JSONResponse:
+    cid = _int_id(conversation_id, "conversation")
+    web = _web(request)
+    conv = await run_in_threadpool(web.conversations.get, cid)
+    conv["generating"] = cid in web.active
+    return JSONResponse(conv)
+
+
+@router.patch("/conversations/{conversation_id}")
+async def update_conversation(conversation_id: str, request: Request) -> JSONResponse:
+    cid = _int_id(conversation_id, "conversation")
+    body = await read_body(request, ConversationIn)
+    web = _web(request)
+    if body.model:
+        web.backends.get(body.model)
+    params = None
+    if body.params is not None:
+        stored = (await run_in_threadpool(web.conversations.get_meta, cid))["params"]
+        params = {**stored, **body.params.model_dump(exclude_unset=True)}
+        params = {k: v for k, v in params.items() if v is not None}
+    conv = await run_in_threadpool(lambda: web.conversations.update(
+        cid, title=body.title, system_prompt=body.system_prompt, model=body.model, params=params))
+    return JSONResponse(conv)
+
+
+@router.delete("/conversations/{conversation_id}", status_code=204)
+async def delete_conversation(conversation_id: str, request: Request) -> Response:
+    cid = _int_id(conversation_id, "conversation")
+    web = _web(request)
+    active = web.active.get(cid)
+    if active is not None:
+        active.stop()
+    await run_in_threadpool(web.conversations.delete, cid)
+    return Response(status_code=204)
+
+
+@router.get("/conversations/{conversation_id}/export", response_model=None)
+async def export_conversation(conversation_id: str, request: Request, format: str = "json") -> Response:
+    cid = _int_id(conversation_id, "conversation")
+    conv = await run_in_threadpool(_web(request).conversations.get, cid)
+    if format in ("markdown", "md"):
+        return Response(export_markdown(conv), media_type="text/markdown; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="conversation-{cid}.md"'})
+    if format != "json":
+        raise APIError(422, "format must be json or markdown", param="format", code="invalid_value")
+    return JSONResponse(export_json(conv),
+                        headers={"Content-Disposition": f'attachment; filename="conversation-{cid}.json"'})
+
+
+@router.get("/conversations/{conversation_id}/context")
+async def conversation_context(conversation_id: str, request: Request, model: str | None = None) -> JSONResponse:
+    """The window meter for the conversation as it stands: what the next reply would see."""
+    cid = _int_id(conversation_id, "conversation")
+    web = _web(request)
+    meta = await run_in_threadpool(web.conversations.get_meta, cid)
+    chat = web.model(pick_model_name(web.backends, model, meta["model"]))
+    params = merged_params(meta["params"], None)
+    report = await run_in_threadpool(web.replies.current_context, cid, chat, params)
+    return JSONResponse({**report, "model": chat.name})
+
+
+# ---------------------------------------------------------------------------- replies
+
+
+async def _resolve(web: WebApp, cid: int, body: ReplyIn) -> tuple[ChatModel, GenerationParams]:
+    """The reply's model and parameters; what the request sets is remembered for the conversation."""
+    meta = await run_in_threadpool(web.conversations.get_meta, cid)
+    name = pick_model_name(web.backends, body.model, meta["model"])
+    chat = web.model(name)
+    params = merged_params(meta["params"], body.params)
+    if body.model or body.params:
+        await run_in_threadpool(lambda: web.conversations.update(
+            cid, model=name if body.model else None, params=params.to_dict() if body.params else None))
+    return chat, params
+
+
+async def _reply(request: Request, cid: int, plan_of: Callable[[ChatModel, GenerationParams], ReplyPlan],
+                 body: ReplyIn) -> EventStreamResponse:
+    web = _web(request)
+    if cid in web.active:
+        raise APIError(409, "A reply is already being generated in this conversation; stop it first.",
+                       code="reply_in_progress")
+    active = web.active[cid] = ActiveReply()
+    try:
+        chat, params = await _resolve(web, cid, body)
+        plan = await run_in_threadpool(plan_of, chat, params)
+        record = request_record(request)
+        record.model, record.prompt_tokens = chat.name, plan.fitted.used
+        active.stream = stream = chat.stream(plan.fitted, plan.params)  # 429/503/400 before anything is stored
+        try:
+            user_message = await run_in_threadpool(plan.commit)
+        except BaseException:
+            stream.cancel()
+            raise
+    except BaseException:
+        web.active.pop(cid, None)
+        raise
+
+    def finished() -> None:
+        if web.active.get(cid) is active:
+            del web.active[cid]
+
+    async def events() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in as_sse(web.replies.run(plan, stream, user_message, is_stopped=lambda: active.stopped)):
+                yield chunk
+        finally:  # before the response's last byte: a client that saw "done" may send the next message
+            finished()
+
+    return EventStreamResponse(events(), record, on_close=finished)
+
+
+@router.post("/conversations/{conversation_id}/messages", response_model=None)
+async def send_message(conversation_id: str, request: Request) -> EventStreamResponse:
+    cid = _int_id(conversation_id, "conversation")
+    body = await read_body(request, MessageIn)
+    replies = _web(request).replies
+    return await _reply(request, cid, lambda m, p: replies.plan_send(cid, body.content, m, p), body)
+
+
+@router.post("/conversations/{conversation_id}/regenerate", response_model=None)
+async def regenerate(conversation_id: str, request: Request) -> EventStreamResponse:
+    cid = _int_id(conversation_id, "conversation")
+    body = await read_body(request, ReplyIn)
+    replies = _web(request).replies
+    return await _reply(request, cid, lambda m, p: replies.plan_regenerate(cid, m, p), body)
+
+
+@router.post("/conversations/{conversation_id}/messages/{message_id}/edit", response_model=None)
+async def edit_message(conversation_id: str, message_id: str, request: Request) -> EventStreamResponse:
+    """Truncation: message k gets the new text, every later message is deleted, k is answered again."""
+    cid = _int_id(conversation_id, "conversation")
+    mid = _int_id(message_id, "message")
+    body = await read_body(request, MessageIn)
+    replies = _web(request).replies
+    return await _reply(request, cid, lambda m, p: replies.plan_edit(cid, mid, body.content, m, p), body)
+
+
+@router.post("/conversations/{conversation_id}/stop")
+async def stop_reply(conversation_id: str, request: Request) -> JSONResponse:
+    cid = _int_id(conversation_id, "conversation")
+    web = _web(request)
+    await run_in_threadpool(web.conversations.get_meta, cid)  # 404 for an unknown conversation
+    active = web.active.get(cid)
+    if active is not None:
+        active.stop()
+    return JSONResponse({"stopped": active is not None})
+
+
+# ---------------------------------------------------------------------------- feedback
+
+
+@router.put("/messages/{message_id}/feedback")
+async def put_feedback(message_id: str, request: Request) -> JSONResponse:
+    mid = _int_id(message_id, "message")
+    body = await read_body(request, FeedbackIn)
+    store = _web(request).conversations
+    return JSONResponse(await run_in_threadpool(store.set_feedback, mid, body.rating, body.comment))
+
+
+@router.delete("/messages/{message_id}/feedback", status_code=204)
+async def delete_feedback(message_id: str, request: Request) -> Response:
+    mid = _int_id(message_id, "message")
+    await run_in_threadpool(_web(request).conversations.clear_feedback, mid)
+    return Response(status_code=204)
+
+
+@router.get("/feedback")
+async def list_feedback(request: Request) -> JSONResponse:
+    return JSONResponse({"data": await run_in_threadpool(_web(request).conversations.list_feedback)})
+
+
+# ---------------------------------------------------------------------------- mounting
+
+
+def install_app(app: FastAPI, settings: Settings, backends: ModelBackends, *, db: Database | None = None,
+                max_body: int = DEFAULT_MAX_BODY) -> WebApp:
+    """Add the web app to the API server (called by `create_app`)."""
+    web = WebApp(settings, backends, db)
+    app.state.webapp = web
+    install_app_error_handlers(app)
+    app.include_router(router)
+    app.include_router(app_studio.router)
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.add_middleware(BodyLimitMiddleware, limit=max_body)
+    return web

@@ -1,0 +1,132 @@
+"""The studio's API: templates (built-in + users'), rendering, streamed runs, import/export.
+
+    GET    /api/templates                 all templates (built-in first)
+    POST   /api/templates                 create a user template           -> 201
+    GET    /api/templates/export          users' templates (or ?ids=a,b) as one JSON document
+    POST   /api/templates/import          create user templates from such a document -> 201
+    GET    /api/templates/{id}            one template
+    PUT    /api/templates/{id}            replace a user template (version + 1; built-in: 403)
+    DELETE /api/templates/{id}            delete a user template (built-in: 403)
+    POST   /api/templates/{id}/render     {values} -> the prompt, model and params it would use
+    POST   /api/templates/{id}/run        {values, model?, params?} -> SSE (see apps/studio/runner.py)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from aigc.apps.chat.context import ContextOverflowError
+from aigc.apps.chat.model import GenerationParams
+from aigc.apps.chat.replies import ReplyError, context_report
+from aigc.apps.studio.catalog import StudioTemplate, choose_model
+from aigc.apps.studio.runner import studio_events, studio_messages
+from aigc.server.app_http import as_sse, read_body, read_json
+from aigc.server.app_models import pick_model_name
+from aigc.server.app_schemas import TemplateRunIn
+from aigc.server.errors import APIError
+from aigc.server.request_log import request_record
+from aigc.server.sse import EventStreamResponse
+
+router = APIRouter(prefix="/api/templates")
+
+
+def _web(request: Request) -> Any:
+    return request.app.state.webapp
+
+
+def _card(web: Any, t: StudioTemplate) -> dict[str, Any]:
+    """A template as the UI needs it, with the model it would run on here."""
+    served = web.backends.names()
+    return {**t.to_dict(), "resolved_model": choose_model(t, served, web.settings.studio_models)}
+
+
+def _plan(web: Any, t: StudioTemplate, body: TemplateRunIn) -> tuple[str, Any, GenerationParams]:
+    prompt = t.render(body.values)
+    name = body.model or choose_model(t, web.backends.names(), web.settings.studio_models)
+    name = pick_model_name(web.backends, name)
+    params = GenerationParams.from_dict({**t.params, **(body.params.model_dump(exclude_unset=True) if body.params else {})})
+    return prompt, web.model(name), params
+
+
+@router.get("")
+async def list_templates(request: Request) -> JSONResponse:
+    web = _web(request)
+    templates = await run_in_threadpool(web.templates.list)
+    return JSONResponse({"data": [_card(web, t) for t in templates]})
+
+
+@router.post("", status_code=201)
+async def create_template(request: Request) -> JSONResponse:
+    web = _web(request)
+    data = await read_json(request)
+    return JSONResponse(_card(web, await run_in_threadpool(web.templates.create, data)), status_code=201)
+
+
+@router.get("/export")
+async def export_templates(request: Request, ids: str | None = None) -> JSONResponse:
+    web = _web(request)
+    chosen = [i for i in (ids or "").split(",") if i]
+    doc = await run_in_threadpool(web.templates.export, chosen or None)
+    return JSONResponse(doc, headers={"Content-Disposition": 'attachment; filename="aigc-templates.json"'})
+
+
+@router.post("/import", status_code=201)
+async def import_templates(request: Request) -> JSONResponse:
+    web = _web(request)
+    data = await read_json(request)
+    created = await run_in_threadpool(web.templates.import_, data)
+    return JSONResponse({"data": [_card(web, t) for t in created]}, status_code=201)
+
+
+@router.get("/{template_id}")
+async def get_template(template_id: str, request: Request) -> JSONResponse:
+    web = _web(request)
+    return JSONResponse(_card(web, await run_in_threadpool(web.templates.get, template_id)))
+
+
+@router.put("/{template_id}")
+async def update_template(template_id: str, request: Request) -> JSONResponse:
+    web = _web(request)
+    data = await read_json(request)
+    return JSONResponse(_card(web, await run_in_threadpool(web.templates.update, template_id, data)))
+
+
+@router.delete("/{template_id}", status_code=204)
+async def delete_template(template_id: str, request: Request) -> Response:
+    await run_in_threadpool(_web(request).templates.delete, template_id)
+    return Response(status_code=204)
+
+
+@router.post("/{template_id}/render")
+async def render_template(template_id: str, request: Request) -> JSONResponse:
+    web = _web(request)
+    body = await read_body(request, TemplateRunIn)
+    t = await run_in_threadpool(web.templates.get, template_id)
+    prompt, chat, params = _plan(web, t, body)
+    return JSONResponse({"template": t.id, "version": t.version, "prompt": prompt, "system": t.system,
+                         "model": chat.name, "params": params.to_dict(),
+                         "prompt_tokens": chat.count_tokens(prompt)})
+
+
+@router.post("/{template_id}/run", response_model=None)
+async def run_template(template_id: str, request: Request) -> EventStreamResponse:
+    web = _web(request)
+    body = await read_body(request, TemplateRunIn)
+    t = await run_in_threadpool(web.templates.get, template_id)
+    prompt, chat, params = _plan(web, t, body)
+    if params.max_tokens >= chat.window:
+        raise APIError(400, f"max_tokens must be smaller than the model's window ({chat.window})",
+                       param="params.max_tokens", code="invalid_value")
+    try:
+        fitted = await run_in_threadpool(chat.fit, studio_messages(t, prompt), chat.window - params.max_tokens)
+    except ContextOverflowError as e:
+        raise ReplyError(str(e), code="context_length_exceeded") from None
+    record = request_record(request)
+    record.model, record.prompt_tokens = chat.name, fitted.used
+    stream = chat.stream(fitted, params)
+    events = studio_events(t, prompt, chat.name, stream, context_report(chat, fitted, params.max_tokens))
+    return EventStreamResponse(as_sse(events), record, on_close=stream.cancel)

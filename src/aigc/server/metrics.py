@@ -1,0 +1,89 @@
+"""Prometheus metrics, one `CollectorRegistry` per app (two servers in one process stay apart).
+
+Counters and histograms are fed from each finished request's `RequestRecord`; the engine's live
+state (running and queued requests, KV-cache use) is read from `Engine.stats()` at scrape time,
+so the gauges are never stale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from aigc.engine.protocol import EngineStats
+
+if TYPE_CHECKING:
+    from aigc.server.request_log import RequestRecord
+
+PREFIX = "aigc"
+# Status label for a request whose client went away before the response ended (nginx's 499).
+CLIENT_CLOSED = 499
+
+_TTFT_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0)
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3,
+                0.4, 0.5, 0.75, 1.0, 2.5)
+_E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 120.0, 300.0)
+
+StatsSource = Callable[[], Iterable[tuple[str, EngineStats]]]
+
+
+class _EngineStatsCollector:
+    """Gauges read from each local engine when Prometheus scrapes."""
+
+    def __init__(self, source: StatsSource):
+        self.source = source
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        running = GaugeMetricFamily(f"{PREFIX}_requests_running", "Requests decoding in the engine.", labels=["model"])
+        queued = GaugeMetricFamily(f"{PREFIX}_requests_waiting", "Requests queued for a KV slot.", labels=["model"])
+        kv = GaugeMetricFamily(f"{PREFIX}_kv_cache_usage_ratio", "Fraction of KV-cache tokens in use (0..1).",
+                               labels=["model"])
+        slots = GaugeMetricFamily(f"{PREFIX}_kv_slots_used", "KV-cache slots owned by running requests.",
+                                  labels=["model"])
+        for name, stats in self.source():
+            running.add_metric([name], stats.running)
+            queued.add_metric([name], stats.queued)
+            kv.add_metric([name], stats.kv_usage)
+            slots.add_metric([name], stats.kv_slots_used)
+        yield from (running, queued, kv, slots)
+
+
+class ServerMetrics:
+    def __init__(self, stats_source: StatsSource):
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(f"{PREFIX}_requests", "Finished API requests by status.",
+                                ["model", "endpoint", "status"], registry=r)
+        self.ttft = Histogram(f"{PREFIX}_time_to_first_token_seconds", "Time from request to first token.",
+                              ["model"], buckets=_TTFT_BUCKETS, registry=r)
+        self.itl = Histogram(f"{PREFIX}_inter_token_latency_seconds", "Time between tokens of one choice.",
+                             ["model"], buckets=_ITL_BUCKETS, registry=r)
+        self.e2e = Histogram(f"{PREFIX}_request_duration_seconds", "Time from request to the response's end.",
+                             ["model", "endpoint"], buckets=_E2E_BUCKETS, registry=r)
+        self.prompt_tokens = Counter(f"{PREFIX}_prompt_tokens", "Prompt tokens processed.", ["model"], registry=r)
+        self.generation_tokens = Counter(f"{PREFIX}_generation_tokens", "Tokens generated.", ["model"], registry=r)
+        self.in_flight = Gauge(f"{PREFIX}_requests_in_flight", "Generation requests being answered "
+                               "(local or proxied to a remote).", ["model"], registry=r)
+        r.register(_EngineStatsCollector(stats_source))
+
+    def observe(self, record: RequestRecord) -> None:
+        status = CLIENT_CLOSED if record.disconnected else record.status
+        self.requests.labels(record.model, record.endpoint, str(status)).inc()
+        self.e2e.labels(record.model, record.endpoint).observe(record.total_s)
+        if record.model:
+            if record.prompt_tokens:
+                self.prompt_tokens.labels(record.model).inc(record.prompt_tokens)
+            if record.completion_tokens:
+                self.generation_tokens.labels(record.model).inc(record.completion_tokens)
+            if record.ttft_s is not None:
+                self.ttft.labels(record.model).observe(record.ttft_s)
+            itl = self.itl.labels(record.model)
+            for gap in record.itl_samples:
+                itl.observe(gap)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,100 @@
+"""The web app's tables: conversations, their messages, feedback on messages, user templates.
+
+Normalized on purpose (one row per message, not one JSON blob per chat): messages can be searched,
+counted, rated and exported one by one, and a crash mid-reply loses at most that reply's tail.
+Types are portable (SQLite and PostgreSQL); SQLite's full-text index is added in `search.py`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+# sqlite_autoincrement: ids are never reused after a delete (a client may still hold an old id).
+_NO_REUSE = {"sqlite_autoincrement": True}
+
+
+class Conversation(Base):
+    __tablename__ = "conversations"
+    __table_args__ = _NO_REUSE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    title: Mapped[str] = mapped_column(String(200), default="")
+    system_prompt: Mapped[str] = mapped_column(Text, default="")
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # temperature, top_p, max_tokens, seed
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+    # passive_deletes: the database's ON DELETE CASCADE removes the rows (no per-message SELECT).
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="conversation", order_by="Message.position", cascade="all, delete-orphan",
+        passive_deletes=True)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    # The unique constraint is also the index that loads a conversation in order.
+    __table_args__ = (UniqueConstraint("conversation_id", "position"), _NO_REUSE)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
+    # Order within the conversation. Edits truncate (later messages are deleted), so positions
+    # stay 0..n-1; `parent_id` names the message this one answers or follows (None for the first).
+    position: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), nullable=True)
+    role: Mapped[str] = mapped_column(String(16))  # user | assistant | system
+    content: Mapped[str] = mapped_column(Text, default="")
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the content's own token count
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)  # assistant: prompt it answered
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # assistant: stop | length | stopped (the user stopped it or left) | error
+    finish_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="messages")
+    feedback: Mapped[Feedback | None] = relationship(back_populates="message", cascade="all, delete-orphan",
+                                                     passive_deletes=True, uselist=False)
+
+
+class Feedback(Base):
+    """👍/👎 on one message (one per message; a new rating replaces the old one)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), unique=True)
+    rating: Mapped[int] = mapped_column(Integer)  # +1 or -1
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    message: Mapped[Message] = relationship(back_populates="feedback")
+
+
+class UserTemplate(Base):
+    """A studio template a user made: `spec` holds the metadata and fields, `body` the jinja2 prompt."""
+
+    __tablename__ = "templates"
+    __table_args__ = _NO_REUSE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+

@@ -1,0 +1,294 @@
+"""Fine-tune a decoder as a text classifier (last-token pooling + linear head), full or with LoRA.
+
+Records are `{text_field: str, label_field: label}` in JSON Lines; labels may be strings, numbers or
+booleans (they become strings). The data is split into train/validation per label (stratified, by
+seed), so both sides keep the label proportions. The report gives accuracy, macro-F1, a confusion
+matrix and the majority-class baseline (the most frequent training label). The output directory is
+a HF `*ForSequenceClassification` model (LoRA is merged in; the PEFT adapter is kept in `adapter/`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from aigc.eval.classification import ClassificationReport, classification_report
+from aigc.models.classifier import SequenceClassifier, encode_texts, pooled_features, predict_probs, right_pad
+from aigc.training.checkpointing import atomic_directory
+from aigc.training.finetune import (
+    LoopConfig,
+    autocast_dtype,
+    check_memory,
+    check_output_dir,
+    count_parameters,
+    freeze,
+    pick_device,
+    progress_console,
+    read_jsonl,
+    set_dropout,
+    train_loop,
+    write_json,
+)
+from aigc.training.progress import TrainingProgress
+from aigc.training.sft import length_batches
+
+
+def load_labeled(path: str | Path, text_field: str = "text", label_field: str = "label") -> tuple[list[str], list[str]]:
+    """(texts, labels as strings). Records with an empty text are skipped; a missing field is an error."""
+    texts, labels = [], []
+    for n, record in read_jsonl(path):
+        for name in (text_field, label_field):
+            if name not in record:
+                raise ValueError(f"{path}:{n}: no {name!r} field (the record has: {', '.join(record) or 'nothing'});"
+                                 " choose fields with --text-field / --label-field")
+        text, label = record[text_field], record[label_field]
+        if not isinstance(text, str):
+            raise ValueError(f"{path}:{n}: {text_field!r} must be a string, got {type(text).__name__}")
+        if label is None or isinstance(label, dict | list):
+            raise ValueError(f"{path}:{n}: {label_field!r} must be a string, number or boolean")
+        if text.strip():
+            texts.append(text)
+            labels.append(str(label))
+    if not texts:
+        raise ValueError(f"{path}: no records with a non-empty {text_field!r}")
+    return texts, labels
+
+
+def stratified_split(labels: list[str], val_fraction: float, seed: int, max_train: int | None = None,
+                     max_val: int | None = None) -> tuple[list[int], list[int]]:
+    """Indices (train, val), split per label so both keep the label proportions; optional caps subsample
+    each side proportionally too."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, lab in enumerate(labels):
+        by_label[lab].append(i)
+    train, val = [], []
+    for lab in sorted(by_label):
+        idx = by_label[lab]
+        rng.shuffle(idx)
+        k = round(len(idx) * val_fraction)
+        if val_fraction > 0 and len(idx) > 1:
+            k = max(1, k)
+        val += idx[:k]
+        train += idx[k:]
+
+    def cap(idx: list[int], n: int | None) -> list[int]:
+        if n is None or n >= len(idx):
+            return idx
+        # Take the same share of each label.
+        groups: dict[str, list[int]] = defaultdict(list)
+        for i in idx:
+            groups[labels[i]].append(i)
+        out = []
+        for lab in sorted(groups):
+            out += groups[lab][: max(1, round(n * len(groups[lab]) / len(idx)))]
+        return out[:n] if len(out) > n else out
+
+    train, val = cap(train, max_train), cap(val, max_val)
+    rng.shuffle(train)
+    return train, val
+
+
+@dataclass
+class ClassifyConfig:
+    base: str
+    data: Path
+    out: Path
+    text_field: str = "text"
+    label_field: str = "label"
+    lora_r: int = 0
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: list[str] | None = None
+    freeze_embeddings: bool = False
+    freeze_layers: int = 0
+    head_only: bool = False  # freeze the whole decoder (a linear probe; features are computed once)
+    dropout: float = 0.0
+    epochs: float = 2.0
+    max_steps: int | None = None
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float | None = None  # default: 5e-4 with LoRA, 1e-3 head only, 3e-5 otherwise
+    min_lr_ratio: float = 0.0
+    warmup_steps: int | None = None
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    max_length: int = 128
+    val_fraction: float = 0.1
+    max_train: int | None = None
+    max_val: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    save_dtype: str = "float32"
+    log_every: int = 10
+    eval_every: int = 0
+    force: bool = False
+    models_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    lengths: torch.Tensor
+    targets: torch.Tensor
+    num_items: int
+
+
+def _collate(rows: list[tuple[list[int], int]], pad_id: int, device: torch.device) -> Batch:
+    ids, lengths = right_pad([r for r, _ in rows], pad_id)
+    targets = torch.tensor([y for _, y in rows], dtype=torch.long)
+    return Batch(ids.to(device), lengths.to(device), targets.to(device), len(rows))
+
+
+def classification_loss(model: SequenceClassifier, batch: Batch) -> torch.Tensor:
+    return F.cross_entropy(model(batch.input_ids, batch.lengths).float(), batch.targets)
+
+
+@dataclass
+class FeatureBatch:
+    features: torch.Tensor  # pooled hidden states [B, D]
+    targets: torch.Tensor
+    num_items: int
+
+
+def _feature_batch(features: torch.Tensor, items: list[tuple[int, int]]) -> FeatureBatch:
+    idx = torch.tensor([i for i, _ in items], device=features.device)
+    targets = torch.tensor([y for _, y in items], dtype=torch.long, device=features.device)
+    return FeatureBatch(features[idx], targets, len(items))
+
+
+def head_loss(model: SequenceClassifier, batch: FeatureBatch) -> torch.Tensor:
+    return F.cross_entropy(model.score(batch.features).float(), batch.targets)
+
+
+def evaluate(model: SequenceClassifier, rows: list[list[int]], targets: list[int], majority: int,
+             batch_size: int, amp: torch.dtype | None) -> ClassificationReport:
+    probs = predict_probs(model, rows, batch_size, amp)
+    return classification_report(targets, probs.argmax(-1).tolist(), model.labels, majority_label=majority)
+
+
+def train_classifier(cfg: ClassifyConfig, quiet: bool = False) -> tuple[ClassificationReport, dict[str, Any]]:
+    """Fine-tune, evaluate on the validation split and write `cfg.out`. Returns (report, summary)."""
+    from aigc.models.hf_checkpoint import parse_dtype
+    from aigc.models.loader import load_model
+    from aigc.training.lora import add_lora, freeze_for_lora, merge_lora, save_peft_adapter
+
+    check_output_dir(cfg.out, cfg.force)
+    if cfg.head_only and cfg.lora_r:
+        raise ValueError("--head-only trains only the classification head; it cannot be combined with --lora-r")
+    if cfg.lora_r < 0 or cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_length < 1:
+        raise ValueError("--lora-r must be >= 0, --batch-size and --grad-accum >= 1, --max-length >= 1")
+    save_dtype = parse_dtype(cfg.save_dtype)
+    texts, labels = load_labeled(cfg.data, cfg.text_field, cfg.label_field)
+    names = sorted(set(labels))
+    if len(names) < 2:
+        raise ValueError(f"{cfg.data}: only one label ({names[0]!r}) in {cfg.label_field!r}; a classifier needs two")
+    train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.seed, cfg.max_train, cfg.max_val)
+    if not train_idx:
+        raise ValueError("no training examples left after the validation split")
+    device = pick_device(cfg.device)
+    amp = autocast_dtype(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+
+    loaded = load_model(cfg.base, models_dir=cfg.models_dir, dtype="float32")
+    tok, backbone = loaded.tokenizer, loaded.model
+    max_length = min(cfg.max_length, backbone.config.max_position_embeddings)
+    label_id = {lab: i for i, lab in enumerate(names)}
+    rows = encode_texts(tok, [texts[i] for i in train_idx + val_idx], max_length)
+    top = max(max(r) for r in rows)
+    if top >= backbone.config.vocab_size:
+        raise ValueError(f"token id {top} is outside the model's vocabulary of {backbone.config.vocab_size}; "
+                         "the tokenizer does not belong to this model (vocab too small)")
+    train = [(r, label_id[labels[i]]) for r, i in zip(rows, train_idx, strict=False)]
+    val_rows, val_y = rows[len(train_idx):], [label_id[labels[i]] for i in val_idx]
+    majority = label_id[Counter(labels[i] for i in train_idx).most_common(1)[0][0]]
+
+    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    set_dropout(backbone, cfg.dropout)
+    model = SequenceClassifier(backbone, names, pad)
+    model.requires_grad_(True)
+    if cfg.lora_r:
+        targets = add_lora(backbone, backbone.config, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        freeze_for_lora(model, keep=("score.",))
+    freeze(backbone, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
+    if cfg.head_only:
+        backbone.requires_grad_(False)
+    model.to(device)
+    trainable, total = count_parameters(model)
+    check_memory(model, device, cfg.batch_size * max(len(r) for r in rows))
+
+    per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
+    steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
+    lr = cfg.lr if cfg.lr is not None else (5e-4 if cfg.lora_r else 1e-3 if cfg.head_only else 3e-5)
+    loop = LoopConfig(max_steps=steps, lr=lr, min_lr=lr * cfg.min_lr_ratio,
+                      warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 10),
+                      weight_decay=cfg.weight_decay, grad_accum=cfg.grad_accum, clip=cfg.clip,
+                      log_every=cfg.log_every, eval_every=cfg.eval_every)
+    t0 = time.perf_counter()
+    probe = not any(p.requires_grad for p in backbone.parameters())
+    if probe:  # only the head trains: the pooled features never change, so compute them once
+        progress_console(quiet).print(f"head only: computing features of {len(rows)} texts once")
+        feats = pooled_features(model, rows, cfg.batch_size * 2, amp)
+        items = [(i, y) for i, (_, y) in enumerate(train)]
+        batches = (_feature_batch(feats, b) for b in length_batches(items, cfg.batch_size, cfg.seed,
+                                                                    length=lambda _: 0))
+        loss_fn = head_loss
+    else:
+        batches = (_collate(b, pad, device) for b in length_batches(train, cfg.batch_size, cfg.seed,
+                                                                       length=lambda r: len(r[0])))
+        loss_fn = classification_loss
+    summary: dict[str, Any] = {
+        "base": cfg.base, "labels": names, "train_examples": len(train), "val_examples": len(val_rows),
+        "steps": steps, "trainable_params": trainable, "total_params": total, "lora": bool(cfg.lora_r),
+        "device": str(device), "autocast": str(amp).replace("torch.", "") if amp else "fp32", "lr": lr,
+        "max_length": max_length, "head_only": probe,
+    }
+
+    def val_report() -> ClassificationReport:
+        if probe:
+            with torch.no_grad():
+                predicted = model.score(feats[len(train):]).argmax(-1).tolist()
+            return classification_report(val_y, predicted, names, majority_label=majority)
+        return evaluate(model, val_rows, val_y, majority, cfg.batch_size * 2, amp)
+
+    def val_metrics() -> dict[str, float]:
+        r = val_report()
+        return {"accuracy": r.accuracy, "macro_f1": r.macro_f1}
+
+    report = None
+    with atomic_directory(cfg.out) as tmp:
+        with TrainingProgress(tmp, steps, description="classify", console=progress_console(quiet)) as progress:
+            progress.print(f"classifier on {cfg.base}: {len(train)} train / {len(val_rows)} validation examples, "
+                           f"labels {names}, {steps} steps, {trainable / 1e6:.2f}M of {total / 1e6:.2f}M "
+                           f"parameters trained on {device}")
+            summary["final_loss"] = train_loop(model, batches, loss_fn, loop, device, amp, progress,
+                                               val_metrics if val_rows else None)
+            summary["train_seconds"] = round(time.perf_counter() - t0, 1)
+            if val_rows:
+                report = val_report()
+                progress.log(steps, {"accuracy": report.accuracy, "macro_f1": report.macro_f1}, split="val")
+        model.to("cpu")
+        if cfg.lora_r:
+            save_peft_adapter(backbone, backbone.config, tmp / "adapter", base_model=cfg.base, task_type="SEQ_CLS",
+                              extra_tensors={"score.weight": model.score.weight}, modules_to_save=["score"])
+            summary["targets"] = targets
+            merge_lora(backbone)
+        model.save_pretrained(tmp, tokenizer=tok, dtype=save_dtype)
+        summary["majority_label"] = names[majority]
+        if report is not None:
+            summary["validation"] = report.to_dict()
+        args = {k: v for k, v in asdict(cfg).items() if k != "extra"}
+        write_json(tmp / "training_args.json", {**args, **cfg.extra})
+        write_json(tmp / "eval_results.json", summary)
+    summary["out"] = str(cfg.out)
+    return report, summary

@@ -1,0 +1,1 @@
+"""Training data: reading text sources, tokenizing them into shards, and sampling batches."""

@@ -1,0 +1,312 @@
+"""Supervised fine-tuning on chat records `{"messages": [{"role": ..., "content": ...}, ...]}`.
+
+Each conversation is rendered with the base model's own chat template through
+`Tokenizer.apply_chat_template` (the code path the server uses), and the loss covers only what the
+assistant says. Assistant spans are found with the template itself: for the i-th message (an
+assistant turn), rendering messages[:i] with the generation prompt gives the text before the reply,
+and rendering messages[:i+1] gives the text through the end of the reply. The reply's span is the
+difference, cut after the turn's end token (`<|im_end|>`, `<|eot_id|>`, ...) so the newline a template
+writes after it is not trained. Tokens whose first character lies in a span get their id as label;
+every other label is -100.
+
+Full fine-tuning writes a Hugging Face model directory; with `lora_r` the output is a PEFT adapter
+(merge it with `aigc merge`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from aigc.chat_template import TemplateError
+from aigc.tokenizer import Tokenizer
+from aigc.training.checkpointing import atomic_directory
+from aigc.training.finetune import (
+    LoopConfig,
+    autocast_dtype,
+    check_memory,
+    check_output_dir,
+    count_parameters,
+    freeze,
+    pick_device,
+    progress_console,
+    read_jsonl,
+    set_dropout,
+    train_loop,
+    write_json,
+)
+from aigc.training.progress import TrainingProgress
+
+IGNORE = -100
+
+
+@dataclass
+class SFTExample:
+    input_ids: list[int]
+    labels: list[int]  # = input_ids on assistant tokens, IGNORE elsewhere (not shifted)
+
+    @property
+    def num_trained(self) -> int:
+        return sum(1 for t in self.labels if t != IGNORE)
+
+
+def _turn_end_strings(tokenizer: Tokenizer) -> list[str]:
+    strings = [tokenizer.id_to_token(i) for i in tokenizer.eos_token_ids]
+    return [s for s in strings if s]
+
+
+def assistant_spans(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans [start, end) of each assistant reply
+    (its content and the end-of-turn token)."""
+    full = tokenizer.apply_chat_template(messages, add_generation_prompt=False)
+    ends = _turn_end_strings(tokenizer)
+    spans = []
+    for i, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        if i == 0:
+            raise TemplateError("the conversation starts with an assistant message; "
+                                "there is no prompt to answer")
+        before = tokenizer.apply_chat_template(messages[:i], add_generation_prompt=True)
+        through = tokenizer.apply_chat_template(messages[: i + 1], add_generation_prompt=False)
+        if not through.startswith(before) or not full.startswith(through):
+            raise TemplateError(
+                "the chat template renders earlier turns differently once later turns follow, so the "
+                f"assistant reply of message {i} cannot be located (is it a template that rewrites history?)")
+        start, end = len(before), len(through)
+        reply = full[start:end]
+        cut = max((reply.rfind(s) + len(s) for s in ends if s in reply), default=-1)
+        end = start + cut if cut > 0 else start + len(reply.rstrip())
+        if end > start:
+            spans.append((start, end))
+    return full, spans
+
+
+def build_example(tokenizer: Tokenizer, messages: list[dict[str, Any]], max_length: int | None = None) -> SFTExample:
+    """Token ids of the rendered conversation (exactly `apply_chat_template(..., tokenize=True)`) and labels."""
+    text, spans = assistant_spans(tokenizer, messages)
+    enc = tokenizer.backend.encode(text, add_special_tokens=False)
+    ids = list(enc.ids)
+    labels = [IGNORE] * len(ids)
+    k = 0
+    for j, (first, _) in enumerate(enc.offsets):
+        while k < len(spans) and first >= spans[k][1]:
+            k += 1
+        if k < len(spans) and spans[k][0] <= first < spans[k][1]:
+            labels[j] = ids[j]
+    if max_length is not None:
+        ids, labels = ids[:max_length], labels[:max_length]
+    return SFTExample(ids, labels)
+
+
+def load_conversations(path: str | Path, field_name: str = "messages") -> list[list[dict[str, Any]]]:
+    """Chat records from a .jsonl(.gz) file; each must hold a list of messages with an assistant reply."""
+    out = []
+    for n, record in read_jsonl(path):
+        messages = record.get(field_name)
+        if messages is None:
+            raise ValueError(f"{path}:{n}: no {field_name!r} field (the record has: {', '.join(record) or 'nothing'})")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise ValueError(f"{path}:{n}: {field_name!r} must be a list of {{role, content}} objects")
+        if not any(m.get("role") == "assistant" for m in messages):
+            raise ValueError(f"{path}:{n}: the conversation has no assistant message to learn from")
+        out.append(messages)
+    if not out:
+        raise ValueError(f"{path}: no records")
+    return out
+
+
+# ---- training ---------------------------------------------------------------------------------
+
+@dataclass
+class SFTConfig:
+    base: str
+    data: Path
+    out: Path
+    messages_field: str = "messages"
+    lora_r: int = 0  # 0 = full fine-tuning
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.05
+    lora_targets: list[str] | None = None  # HF module names; None = all linear layers
+    freeze_embeddings: bool = False
+    freeze_layers: int = 0
+    dropout: float = 0.0
+    epochs: float = 1.0
+    max_steps: int | None = None
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float | None = None  # default: 2e-4 with LoRA, 2e-5 otherwise
+    min_lr_ratio: float = 0.1
+    warmup_steps: int | None = None  # default: 5% of the steps
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    max_length: int = 1024
+    val_fraction: float = 0.05
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    save_dtype: str = "float32"
+    log_every: int = 10
+    eval_every: int = 0
+    force: bool = False
+    models_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    num_items: int
+
+
+def _collate(examples: list[SFTExample], device: torch.device) -> Batch:
+    width = max(len(e.input_ids) for e in examples)
+    # Right padding: with a causal mask no real token attends to the padding, so no mask is needed.
+    ids = torch.zeros(len(examples), width, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    for i, e in enumerate(examples):
+        ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        labels[i, : len(e.labels)] = torch.tensor(e.labels)
+    return Batch(ids.to(device), labels.to(device), len(examples))
+
+
+def length_batches(examples: list, batch_size: int, seed: int, length=len) -> Iterator[list]:
+    """Endless batches: each epoch shuffles, sorts within windows of 50 batches by length (less padding)
+    and shuffles the batches."""
+    rng = random.Random(seed)
+    while True:
+        order = list(range(len(examples)))
+        rng.shuffle(order)
+        window = batch_size * 50
+        batches = []
+        for w in range(0, len(order), window):
+            chunk = sorted(order[w : w + window], key=lambda i: length(examples[i]))
+            batches += [chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size)]
+        rng.shuffle(batches)
+        for b in batches:
+            yield [examples[i] for i in b]
+
+
+def lm_loss(model, batch: Batch) -> torch.Tensor:
+    """Mean cross-entropy over labelled positions; the LM head runs only on those (saves the big matmul)."""
+    h = model.hidden_states(batch.input_ids)
+    target = batch.labels[:, 1:]
+    keep = target != IGNORE
+    logits = model.lm_head(h[:, :-1][keep])
+    return F.cross_entropy(logits.float(), target[keep])
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples: list[SFTExample], batch_size: int, device, amp) -> dict[str, float]:
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(examples), batch_size):
+        batch = _collate(examples[i : i + batch_size], device)
+        n = int((batch.labels[:, 1:] != IGNORE).sum())
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            total += float(lm_loss(model, batch)) * n
+        count += n
+    loss = total / max(count, 1)
+    return {"loss": loss, "ppl": math.exp(min(loss, 50))}
+
+
+def prepare_examples(tokenizer: Tokenizer, conversations: list, max_length: int, vocab_size: int) -> tuple[list, int]:
+    """(examples, number dropped because truncation left no assistant token)."""
+    examples, dropped = [], 0
+    for i, messages in enumerate(conversations):
+        try:
+            ex = build_example(tokenizer, messages, max_length)
+        except TemplateError as e:
+            raise ValueError(f"record {i + 1}: {e}") from None
+        if ex.num_trained == 0:
+            dropped += 1
+            continue
+        top = max(ex.input_ids)
+        if top >= vocab_size:
+            raise ValueError(f"record {i + 1}: token id {top} is outside the model's vocabulary of {vocab_size}; "
+                             "the tokenizer does not belong to this model (vocab too small)")
+        examples.append(ex)
+    if not examples:
+        raise ValueError(f"no usable examples: all {len(conversations)} lose their assistant replies at "
+                         f"--max-length {max_length}")
+    return examples, dropped
+
+
+def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict[str, Any]:
+    """Fine-tune and write `cfg.out`; returns a summary (steps, losses, where things went)."""
+    from aigc.models.hf_checkpoint import parse_dtype, save_hf_dir
+    from aigc.models.loader import load_model
+    from aigc.training.lora import add_lora, freeze_for_lora, save_peft_adapter
+
+    check_output_dir(cfg.out, cfg.force)
+    if cfg.lora_r < 0 or cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_length < 2:
+        raise ValueError("--lora-r must be >= 0, --batch-size and --grad-accum >= 1, --max-length >= 2")
+    save_dtype = parse_dtype(cfg.save_dtype)
+    conversations = load_conversations(cfg.data, cfg.messages_field)
+    device = pick_device(cfg.device)
+    amp = autocast_dtype(cfg.precision, device)
+    torch.manual_seed(cfg.seed)
+
+    loaded = load_model(cfg.base, models_dir=cfg.models_dir, dtype="float32")
+    model, tok = loaded.model, loaded.tokenizer
+    max_length = min(cfg.max_length, model.config.max_position_embeddings)
+    examples, dropped = prepare_examples(tok, conversations, max_length, model.config.vocab_size)
+    random.Random(cfg.seed).shuffle(examples)
+    n_val = int(len(examples) * cfg.val_fraction) if len(examples) >= 20 else 0
+    val, train = examples[:n_val], examples[n_val:]
+
+    set_dropout(model, cfg.dropout)
+    model.requires_grad_(True)
+    if cfg.lora_r:
+        targets = add_lora(model, model.config, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+        freeze_for_lora(model)
+    freeze(model, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
+    model.to(device)
+    trainable, total = count_parameters(model)
+    longest = max(len(e.input_ids) for e in train)
+    check_memory(model, device, cfg.batch_size * longest, logits_width=model.config.vocab_size)
+
+    per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
+    steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
+    lr = cfg.lr if cfg.lr is not None else (2e-4 if cfg.lora_r else 2e-5)
+    loop = LoopConfig(max_steps=steps, lr=lr, min_lr=lr * cfg.min_lr_ratio,
+                      warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 20),
+                      weight_decay=cfg.weight_decay, grad_accum=cfg.grad_accum, clip=cfg.clip,
+                      log_every=cfg.log_every, eval_every=cfg.eval_every)
+    batches = (_collate(b, device) for b in length_batches(train, cfg.batch_size, cfg.seed,
+                                                              length=lambda e: len(e.input_ids)))
+    summary: dict[str, Any] = {
+        "base": cfg.base, "examples": len(train), "val_examples": len(val), "dropped": dropped, "steps": steps,
+        "trainable_params": trainable, "total_params": total, "lora": bool(cfg.lora_r), "device": str(device),
+        "autocast": str(amp).replace("torch.", "") if amp else "fp32", "lr": lr,
+    }
+    with atomic_directory(cfg.out) as tmp:
+        with TrainingProgress(tmp, steps, description="sft", console=progress_console(quiet)) as progress:
+            progress.print(f"SFT {cfg.base}: {len(train)} conversations ({dropped} dropped), {steps} steps, "
+                           f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters trained on {device}")
+            evaluate = (lambda: evaluate_loss(model, val, cfg.batch_size, device, amp)) if val else None
+            summary["final_loss"] = train_loop(model, batches, lm_loss, loop, device, amp, progress, evaluate)
+            if val:
+                scores = evaluate_loss(model, val, cfg.batch_size, device, amp)
+                progress.log(steps, scores, split="val")
+                summary.update(val_loss=scores["loss"], val_ppl=scores["ppl"])
+        model.to("cpu")
+        if cfg.lora_r:
+            save_peft_adapter(model, model.config, tmp, base_model=cfg.base)
+            tok.save_pretrained(tmp)
+            summary["targets"] = targets
+        else:
+            save_hf_dir(model, tmp, tokenizer=tok, dtype=save_dtype)
+        args = {k: v for k, v in asdict(cfg).items() if k != "extra"}
+        write_json(tmp / "training_args.json", {**args, **cfg.extra})
+        write_json(tmp / "train_results.json", summary)
+    summary["out"] = str(cfg.out)
+    return summary

@@ -1,0 +1,38 @@
+// Entry point: language, tabs, then the chat and studio views.
+
+import { $ } from "./dom.js";
+import { applyStatic, lang, setLanguage } from "./i18n.js";
+import { applyIcons } from "./icons.js";
+import { initChat, openConversation, refreshList, showError } from "./chat.js";
+import { initStudio, loadTemplates } from "./studio.js";
+
+let studioLoaded = false;
+
+function showTab(name) {
+  for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.tab === name);
+  $("#chat-view").hidden = name !== "chat";
+  $("#studio-view").hidden = name !== "studio";
+  document.body.dataset.tab = name;
+  if (name === "studio" && !studioLoaded) {
+    studioLoaded = true;
+    loadTemplates().catch(showError);
+  }
+}
+
+async function main() {
+  applyStatic();
+  applyIcons();
+  $("#lang-toggle").addEventListener("click", () => setLanguage(lang() === "zh" ? "en" : "zh"));
+  for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showTab(tab.dataset.tab));
+  $("#sidebar-toggle").addEventListener("click", () => document.body.classList.toggle("sidebar-open"));
+  window.addEventListener("conversationsaved", async (e) => {
+    showTab("chat");
+    await refreshList();
+    await openConversation(e.detail);
+  });
+  initStudio();
+  await initChat();
+  document.body.dataset.ready = "1";
+}
+
+main();

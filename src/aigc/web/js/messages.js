@@ -1,0 +1,161 @@
+// One chat message as DOM, and the context-window meter. Rendering a whole conversation builds
+// every node into one DocumentFragment and attaches it once (one layout for 1,000 messages).
+
+import { copyText, h, toast } from "./dom.js";
+import { formatNumber, t } from "./i18n.js";
+import { icon } from "./icons.js";
+import { renderMarkdown } from "./markdown.js";
+
+// actions: {onEdit(message, node), onRegenerate(), onFeedback(message, rating, comment)}
+export function messageNode(m, { dropped = false, actions = {} } = {}) {
+  const role = m.role === "user" ? "user" : m.role === "assistant" ? "assistant" : "system";
+  const node = h("article", { class: `msg ${role}${dropped ? " dropped" : ""}`, dataset: { id: m.id ?? "", role } });
+  const label = t(role === "user" ? "chat.you" : role === "assistant" ? "chat.assistant" : "chat.system");
+  const head = h("div", { class: "msg-head" }, h("span", { class: "msg-role" }, label));
+  if (role === "assistant" && m.model) head.append(h("span", {}, m.model));
+  if (m.finish_reason === "stopped") head.append(h("span", { class: "badge warn" }, t("msg.stopped")));
+  if (m.finish_reason === "error") head.append(h("span", { class: "badge err" }, t("msg.error")));
+  if (m.finish_reason === "length") head.append(h("span", { class: "badge" }, t("msg.truncated")));
+  if (dropped) head.append(h("span", { class: "badge warn dropped-badge", title: t("msg.dropped.title") }, t("msg.dropped")));
+  const body = h("div", { class: "msg-body" });
+  body.append(renderMarkdown(m.content, t("msg.copy")));
+  const main = h("div", { class: "msg-main" }, head, body);
+  node.append(h("div", { class: "avatar", "aria-hidden": "true" }, role === "user" ? "U" : "AI"), main);
+  if (m.id != null) {
+    pending.set(node, { m, actions });
+    if (m.feedback) ensureActions(node); // a rated reply shows its rating without a hover
+  }
+  return node;
+}
+
+// Action bars are built when a message is first hovered or focused (see watchActions): a long
+// conversation then opens with a fraction of the DOM nodes and listeners.
+const pending = new WeakMap();
+
+export function ensureActions(node) {
+  const entry = pending.get(node);
+  if (!entry) return;
+  pending.delete(node);
+  const last = !node.nextElementSibling;
+  node.querySelector(".msg-main").append(actionBar(entry.m, last, entry.actions, node));
+}
+
+export function watchActions(container) {
+  const build = (e) => {
+    const node = e.target.closest?.(".msg");
+    if (node) ensureActions(node);
+  };
+  container.addEventListener("pointerover", build);
+  container.addEventListener("focusin", build);
+}
+
+function actionBar(m, last, actions, node) {
+  const bar = h("div", { class: "msg-actions" });
+  const copy = h("button", { type: "button", class: "icon-btn", title: t("msg.copy"), "aria-label": t("msg.copy") }, icon("copy"));
+  copy.addEventListener("click", async () => {
+    await copyText(m.content);
+    toast(t("msg.copied"));
+  });
+  bar.append(copy);
+  if (m.role === "user" && actions.onEdit) {
+    bar.append(h("button", { type: "button", class: "icon-btn edit-btn", title: t("msg.edit"), "aria-label": t("msg.edit"),
+      onclick: () => actions.onEdit(m, node) }, icon("edit")));
+  }
+  if (m.role === "assistant") {
+    if (last && actions.onRegenerate) {
+      bar.append(h("button", { type: "button", class: "icon-btn regen-btn", title: t("msg.regenerate"),
+        "aria-label": t("msg.regenerate"), onclick: () => actions.onRegenerate() }, icon("refresh")));
+    }
+    const rating = m.feedback?.rating;
+    for (const [value, glyph, key] of [[1, "up", "msg.good"], [-1, "down", "msg.bad"]]) {
+      bar.append(h("button", { type: "button", class: `icon-btn fb-btn${rating === value ? " on" : ""}`, title: t(key),
+        "aria-label": t(key), dataset: { rating: value }, onclick: () => feedbackForm(m, value, bar, actions) }, icon(glyph)));
+    }
+    if (rating) bar.classList.add("keep");
+  }
+  return bar;
+}
+
+function feedbackForm(m, rating, bar, actions) {
+  actions.onFeedback?.(m, rating, m.feedback?.comment || "");
+  for (const b of bar.querySelectorAll(".fb-btn")) b.classList.toggle("on", Number(b.dataset.rating) === rating);
+  bar.classList.add("keep");
+  bar.parentElement.querySelector(".feedback-form")?.remove();
+  const input = h("input", { type: "text", maxlength: 4000, placeholder: t("msg.feedback.comment") });
+  input.value = m.feedback?.comment || "";
+  const form = h("form", { class: "feedback-form" }, input,
+    h("button", { type: "submit", class: "btn small" }, t("msg.feedback.save")));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    actions.onFeedback?.(m, rating, input.value);
+    form.remove();
+    toast(t("msg.feedback.saved"));
+  });
+  bar.after(form);
+  input.focus();
+}
+
+// The message being streamed: its body is re-rendered (throttled to frames) as text arrives.
+export class StreamingMessage {
+  constructor(model) {
+    this.text = "";
+    this.node = messageNode({ role: "assistant", content: "", model });
+    this.body = this.node.querySelector(".msg-body");
+    this.body.classList.add("cursor");
+    this.pending = false;
+  }
+
+  append(text) {
+    this.text += text;
+    if (this.pending) return;
+    this.pending = true;
+    requestAnimationFrame(() => {
+      this.pending = false;
+      this.body.replaceChildren(renderMarkdown(this.text, t("msg.copy")));
+    });
+  }
+}
+
+export function updateMeter(report) {
+  const meter = document.getElementById("meter");
+  if (!report || report.used_tokens == null) {
+    meter.hidden = true;
+    return;
+  }
+  const used = report.used_tokens;
+  const windowSize = report.window;
+  const share = Math.min(1, used / windowSize);
+  meter.hidden = false;
+  meter.classList.toggle("warn", share > 0.75 && share <= 0.95);
+  meter.classList.toggle("full", share > 0.95);
+  document.getElementById("meter-fill").style.width = `${(share * 100).toFixed(1)}%`;
+  const prefix = report.exact === false ? t("ctx.approx") : "";
+  document.getElementById("meter-text").textContent =
+    prefix + t("ctx.meter", { used: formatNumber(used), window: formatNumber(windowSize) });
+  const note = document.getElementById("dropped-note");
+  const dropped = report.dropped_messages || [];
+  note.hidden = dropped.length === 0;
+  note.textContent = t("ctx.dropped", { n: dropped.length });
+}
+
+// Mark the messages the model no longer sees (after a reply told us which).
+export function markDropped(container, ids) {
+  const set = new Set((ids || []).map(String));
+  for (const node of container.querySelectorAll(".msg")) {
+    const isDropped = set.has(node.dataset.id);
+    if (isDropped === node.classList.contains("dropped")) continue;
+    node.classList.toggle("dropped", isDropped);
+    const head = node.querySelector(".msg-head");
+    head.querySelector(".dropped-badge")?.remove();
+    if (isDropped) head.append(h("span", { class: "badge warn dropped-badge", title: t("msg.dropped.title") }, t("msg.dropped")));
+  }
+}
+
+// Copy buttons inside rendered code blocks (one delegated listener for the whole page).
+document.addEventListener("click", async (e) => {
+  const button = e.target.closest("[data-copy-code]");
+  if (!button) return;
+  await copyText(button.closest(".code-block").querySelector("code").textContent);
+  button.textContent = t("msg.copied");
+  setTimeout(() => (button.textContent = t("msg.copy")), 1200);
+});

@@ -1,0 +1,277 @@
+// The studio tab: template cards -> a form built from the template's typed fields -> the rendered
+// prompt on demand -> streamed output -> "save to conversation". Users' own templates can be
+// created, edited, copied, deleted, exported and imported (JSON).
+
+import { api, download, pickJsonFile, stream } from "./api.js";
+import { $, h, toast } from "./dom.js";
+import { pick, t } from "./i18n.js";
+import { renderMarkdown } from "./markdown.js";
+import { modelNames } from "./settings.js";
+
+const state = { templates: [], selected: null, values: {}, run: null, output: "", prompt: "", model: null };
+
+export async function loadTemplates() {
+  state.templates = (await api("GET", "/api/templates")).data;
+  if (state.selected) state.selected = state.templates.find((x) => x.id === state.selected.id) || null;
+  if (!state.selected && state.templates.length && window.matchMedia("(min-width: 821px)").matches) {
+    select(state.templates[0]); // a wide screen shows the first template's form at once
+    return;
+  }
+  renderCards();
+  renderMain();
+}
+
+function renderCards() {
+  const frag = document.createDocumentFragment();
+  for (const tpl of state.templates) {
+    frag.append(h("button", { type: "button", class: `card${state.selected?.id === tpl.id ? " active" : ""}`,
+      dataset: { template: tpl.id }, onclick: () => select(tpl) },
+      h("div", { class: "card-title" }, h("span", {}, pick(tpl.name)),
+        h("span", { class: "badge" }, tpl.builtin ? t("studio.builtin") : t("studio.mine"))),
+      h("div", { class: "card-desc" }, pick(tpl.description))));
+  }
+  $("#tpl-cards").replaceChildren(frag);
+}
+
+function select(tpl) {
+  if (state.run) return;
+  state.selected = tpl;
+  state.values = Object.fromEntries(tpl.fields.map((f) => [f.name, f.default ?? ""]));
+  state.output = "";
+  state.prompt = "";
+  state.maxTokens = null;
+  state.model = null;
+  renderCards();
+  renderMain();
+}
+
+function fieldInput(f) {
+  const value = state.values[f.name] ?? "";
+  const set = (e) => (state.values[f.name] = e.target.value);
+  let input;
+  if (f.type === "select") {
+    input = h("select", { name: f.name, onchange: set },
+      f.options.map((o) => h("option", { value: o.value, selected: String(value) === o.value }, pick(o.label))));
+  } else if (f.type === "textarea") {
+    input = h("textarea", { name: f.name, rows: 4, oninput: set, placeholder: pick(f.placeholder) || null });
+    input.value = value;
+  } else {
+    input = h("input", { name: f.name, type: f.type === "number" ? "number" : "text", oninput: set,
+      placeholder: pick(f.placeholder) || null, min: f.min ?? null, max: f.max ?? null });
+    input.value = value;
+  }
+  return h("label", { class: f.type === "textarea" ? "full" : "" },
+    h("span", {}, pick(f.label) + (f.required ? " *" : "")), input);
+}
+
+function renderMain() {
+  const main = $("#studio-main");
+  const tpl = state.selected;
+  if (!tpl) {
+    main.replaceChildren(h("p", { class: "placeholder" }, t("studio.pick")));
+    return;
+  }
+  const running = Boolean(state.run);
+  const served = modelNames();
+  const model = h("select", { id: "studio-model", onchange: (e) => (state.model = e.target.value) },
+    served.map((name) => h("option", { value: name, selected: name === (state.model || tpl.resolved_model) }, name)));
+  const owner = tpl.builtin
+    ? [h("button", { type: "button", class: "btn ghost small", onclick: () => openEditor(tpl, true) }, t("studio.copy"))]
+    : [h("button", { type: "button", class: "btn ghost small", onclick: () => openEditor(tpl, false) }, t("studio.edit")),
+      h("button", { type: "button", class: "btn ghost small", onclick: () => removeTemplate(tpl) }, t("studio.delete"))];
+  const parts = [
+    h("div", { class: "tpl-head" },
+      h("div", { style: "flex:1" }, h("h2", {}, pick(tpl.name)), h("p", {}, pick(tpl.description))), ...owner),
+    h("form", { class: "tpl-form", id: "tpl-values", onsubmit: (e) => { e.preventDefault(); run(); } },
+      tpl.fields.map(fieldInput),
+      h("label", {}, h("span", {}, t("studio.model")), model),
+      h("label", {}, h("span", {}, t("settings.max_tokens")),
+        h("input", { id: "studio-max-tokens", type: "number", min: 1, max: 32768,
+          value: state.maxTokens ?? tpl.params.max_tokens ?? 256, oninput: (e) => (state.maxTokens = e.target.value) }))),
+    h("div", { class: "tpl-bar" },
+      running
+        ? h("button", { type: "button", class: "btn danger", id: "studio-stop", onclick: stopRun }, t("chat.stop"))
+        : h("button", { type: "button", class: "btn primary", id: "studio-run", onclick: run }, t("studio.run")),
+      h("button", { type: "button", class: "btn ghost", id: "studio-preview", onclick: togglePrompt },
+        t(state.prompt ? "studio.hide" : "studio.preview")),
+      h("button", { type: "button", class: "btn ghost", id: "studio-save", disabled: running || !state.output,
+        onclick: saveToConversation }, t("studio.save"))),
+    state.prompt ? h("div", {}, h("div", { class: "section-label" }, t("studio.prompt")),
+      h("div", { class: "prompt-box", id: "studio-prompt" }, state.prompt)) : null,
+    h("div", { class: "section-label" }, t("studio.output")),
+    h("div", { class: `output-box msg-body${running ? " cursor" : ""}`, id: "studio-output" },
+      renderMarkdown(state.output, t("msg.copy"))),
+  ];
+  main.replaceChildren(...parts.filter(Boolean));
+}
+
+function requestBody() {
+  const body = { values: state.values };
+  const model = $("#studio-model")?.value;
+  if (model) body.model = model;
+  const maxTokens = parseInt($("#studio-max-tokens")?.value, 10);
+  if (maxTokens > 0) body.params = { max_tokens: maxTokens };
+  return body;
+}
+
+async function togglePrompt() {
+  if (state.prompt) {
+    state.prompt = "";
+  } else {
+    const result = await api("POST", `/api/templates/${encodeURIComponent(state.selected.id)}/render`, requestBody())
+      .catch(fail);
+    if (!result) return;
+    state.prompt = (result.system ? `[system] ${result.system}\n\n` : "") + result.prompt;
+  }
+  renderMain();
+}
+
+async function run() {
+  if (state.run) return;
+  const tpl = state.selected;
+  state.output = "";
+  state.run = { controller: new AbortController(), prompt: "", model: null };
+  renderMain();
+  const out = () => $("#studio-output");
+  let pending = false;
+  try {
+    await stream(`/api/templates/${encodeURIComponent(tpl.id)}/run`, requestBody(), (event) => {
+      if (event.type === "start") {
+        state.run.prompt = event.prompt;
+        state.run.system = event.system;
+        state.run.model = event.model;
+        if (state.prompt) state.prompt = (event.system ? `[system] ${event.system}\n\n` : "") + event.prompt;
+      } else if (event.type === "delta") {
+        state.output += event.text;
+        if (!pending) {
+          pending = true;
+          requestAnimationFrame(() => {
+            pending = false;
+            out()?.replaceChildren(renderMarkdown(state.output, t("msg.copy")));
+          });
+        }
+      } else if (event.type === "error") {
+        toast(event.error?.message || t("error.generic"), true);
+      }
+    }, state.run.controller.signal);
+  } catch (e) {
+    fail(e);
+  }
+  state.lastRun = { ...state.run, template: tpl };
+  state.run = null;
+  renderMain();
+}
+
+function stopRun() {
+  state.run?.controller.abort(); // the server cancels the generation when the client leaves
+}
+
+async function saveToConversation() {
+  const last = state.lastRun;
+  if (!last || !state.output) return;
+  const tpl = last.template;
+  const created = await api("POST", "/api/conversations/import", {
+    title: `${pick(tpl.name)} · ${new Date().toLocaleString()}`.slice(0, 200),
+    system_prompt: last.system || "",
+    model: last.model,
+    params: {},
+    messages: [
+      { role: "user", content: last.prompt },
+      { role: "assistant", content: state.output, model: last.model },
+    ],
+  }).catch(fail);
+  if (!created) return;
+  toast(t("studio.saved"));
+  window.dispatchEvent(new CustomEvent("conversationsaved", { detail: created.id }));
+}
+
+async function removeTemplate(tpl) {
+  if (!confirm(t("studio.delete.confirm"))) return;
+  await api("DELETE", `/api/templates/${encodeURIComponent(tpl.id)}`).catch(fail);
+  state.selected = null;
+  await loadTemplates();
+}
+
+// ---------------------------------------------------------------- editor
+
+let editing = null; // {id} of the user template being edited, or null for a new one
+
+function openEditor(tpl, asCopy) {
+  editing = tpl && !asCopy ? tpl : null;
+  const dialog = $("#tpl-editor");
+  $("#editor-title").textContent = t(editing ? "editor.title.edit" : "editor.title.new");
+  $("#ed-name-en").value = tpl ? tpl.name.en + (asCopy ? " (copy)" : "") : "";
+  $("#ed-name-zh").value = tpl ? tpl.name.zh + (asCopy ? "（副本）" : "") : "";
+  $("#ed-description").value = tpl ? pick(tpl.description) : "";
+  $("#ed-system").value = tpl?.system || "";
+  $("#ed-body").value = tpl?.body || "Write about {{ topic }}.";
+  $("#ed-fields").value = JSON.stringify(tpl?.fields || [{ name: "topic", type: "text", label: "Topic", required: true }], null, 2);
+  $("#ed-model").value = tpl?.model || "";
+  $("#ed-params").value = JSON.stringify(tpl?.params || { temperature: 0.7, max_tokens: 256 });
+  $("#ed-error").hidden = true;
+  dialog.showModal();
+}
+
+function parseJson(id, what) {
+  try {
+    return JSON.parse($(id).value || "null");
+  } catch {
+    throw new Error(t("editor.badjson", { what }));
+  }
+}
+
+async function saveEditor(e) {
+  e.preventDefault();
+  const error = $("#ed-error");
+  try {
+    const body = {
+      name: { en: $("#ed-name-en").value.trim(), zh: $("#ed-name-zh").value.trim() },
+      description: $("#ed-description").value.trim(),
+      system: $("#ed-system").value,
+      body: $("#ed-body").value,
+      fields: parseJson("#ed-fields", "fields") || [],
+      model: $("#ed-model").value.trim() || null,
+      params: parseJson("#ed-params", "params") || {},
+    };
+    const saved = editing
+      ? await api("PUT", `/api/templates/${encodeURIComponent(editing.id)}`, body)
+      : await api("POST", "/api/templates", body);
+    $("#tpl-editor").close();
+    state.selected = saved;
+    await loadTemplates();
+    select(state.templates.find((x) => x.id === saved.id) || saved);
+  } catch (err) {
+    error.textContent = err.message;
+    error.hidden = false;
+  }
+}
+
+async function importTemplates() {
+  const data = await pickJsonFile();
+  if (!data) return;
+  const result = await api("POST", "/api/templates/import", data);
+  toast(t("studio.imported", { n: result.data.length }));
+  await loadTemplates();
+}
+
+async function exportTemplates() {
+  const doc = await api("GET", "/api/templates/export");
+  download("aigc-templates.json", JSON.stringify(doc, null, 2), "application/json");
+}
+
+function fail(e) {
+  toast(e.message || t("error.generic"), true);
+  return null;
+}
+
+export function initStudio() {
+  $("#tpl-new").addEventListener("click", () => openEditor(null, false));
+  $("#tpl-import").addEventListener("click", () => importTemplates().catch(fail));
+  $("#tpl-export").addEventListener("click", () => exportTemplates().catch(fail));
+  $("#tpl-form").addEventListener("submit", saveEditor);
+  $("#ed-cancel").addEventListener("click", () => $("#tpl-editor").close());
+  window.addEventListener("languagechange", () => {
+    renderCards();
+    if (!state.run) renderMain();
+  });
+}
