@@ -4,10 +4,15 @@ one clear line on stderr with exit code 2 (never a traceback for something a use
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from aigc import __version__
+
+# Idle OpenMP workers spin by default, stealing the cores from the engine and server threads; this
+# must be decided before torch is imported. The edge of the program is the place to set it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Subcommand modules; each exposes `register(subparsers)` and sets `func` on its parser.
 _COMMANDS = ("aigc.cli.models_cmd", "aigc.cli.generate_cmd", "aigc.cli.chat_cmd", "aigc.cli.convert_cmd",

@@ -78,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
     summary = train_sft(cfg, quiet=args.quiet)
     what = "LoRA adapter (PEFT format; fold it in with `aigc merge`)" if cfg.lora_r else "model"
     val = f", validation loss {summary['val_loss']:.4f}" if "val_loss" in summary else ""
-    print(f"wrote {what} to {summary['out']}: {summary['steps']} steps, final loss {summary['final_loss']}{val}")
+    print(f"wrote {what} to {summary['out']}: {summary['steps']} steps, final loss {summary['final_loss']:.4f}{val}")
     return 0

@@ -134,5 +134,5 @@ def predict(model, tokenizer, prompts: list[list[int]], *, max_tokens: int = 128
     for start in range(0, len(prompts), batch_size):
         batch = prompts[start : start + batch_size]
         completions = generate(model, batch, params, eos_token_ids=eos_token_ids, tokenizer=tokenizer)
-        out += [c[0].text.strip() for c in completions]
+        out += [c[0].text.rstrip("\ufffd").strip() for c in completions]  # a cut-off last character
     return out
