@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from aigc.models.adapters import ADAPTER_CONFIG, AdapterError, merge_peft_adapter, read_adapter_config
 from aigc.models.config import ModelConfig
 from aigc.models.gguf_checkpoint import read_gguf
 from aigc.models.hf_checkpoint import load_hf_dir, model_from_hf_state_dict, parse_dtype
@@ -35,7 +36,13 @@ class LoadedModel:
 
 def load_model(name: str, *, models_dir: Path | None = None, dtype: str | torch.dtype = "float32",
                offline: bool | None = None) -> LoadedModel:
-    """Resolve `name` (bundled alias, models_dir entry, local path or hub id) and load it for inference."""
+    """Resolve `name` (bundled alias, models_dir entry, local path or hub id) and load it for inference.
+
+    A PEFT LoRA adapter directory (adapter_config.json, no config.json) loads its base model (named in
+    the adapter config) with the adapter merged into the weights: "base + adapter" serving.
+    """
+    if (Path(name) / ADAPTER_CONFIG).is_file() and not (Path(name) / "config.json").is_file():
+        return load_with_adapter(Path(name), models_dir=models_dir, dtype=dtype, offline=offline)
     resolved = resolve_model(name, models_dir=models_dir, offline=offline)
     torch_dtype = parse_dtype(dtype)
     if resolved.kind == "gguf":
@@ -48,3 +55,21 @@ def load_model(name: str, *, models_dir: Path | None = None, dtype: str | torch.
         tokenizer = Tokenizer.from_dir(resolved.path)
     model.requires_grad_(False)
     return LoadedModel(resolved.name, model, tokenizer, cfg, resolved.path)
+
+
+def load_with_adapter(adapter_dir: str | Path, *, base: str | None = None, models_dir: Path | None = None,
+                      dtype: str | torch.dtype = "float32", offline: bool | None = None) -> LoadedModel:
+    """The adapter's base model (or `base`) with the adapter merged in: ready to serve or generate.
+    The tokenizer saved next to the adapter is used when there is one (it is the base's tokenizer)."""
+    adapter_dir = Path(adapter_dir)
+    base = base or read_adapter_config(adapter_dir).get("base_model_name_or_path")
+    if not base:
+        raise AdapterError(f"{adapter_dir}: adapter_config.json names no base model; pass --base")
+    loaded = load_model(base, models_dir=models_dir, dtype="float32", offline=offline)
+    merge_peft_adapter(loaded.model, adapter_dir)  # merge in fp32, then cast
+    loaded.model.to(parse_dtype(dtype))
+    if (adapter_dir / "tokenizer.json").is_file():
+        loaded.tokenizer = Tokenizer.from_dir(adapter_dir)
+    loaded.name = f"{loaded.name}+{adapter_dir.name}"
+    loaded.path = adapter_dir
+    return loaded

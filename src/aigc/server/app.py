@@ -11,15 +11,16 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
-from aigc.server import openai_routes
+from aigc.server import classify_routes, openai_routes
 from aigc.server.app_routes import install_app
 from aigc.server.auth import APIKeyMiddleware
-from aigc.server.backends import LocalBackend, ModelBackends
+from aigc.server.backends import ClassifierBackend, LocalBackend, ModelBackends
 from aigc.server.errors import APIError, install_error_handlers
 from aigc.server.metrics import ServerMetrics
 from aigc.server.remote import RemoteBackend, parse_remote_spec
@@ -29,12 +30,22 @@ from aigc.settings import Settings
 log = logging.getLogger("aigc.server")
 
 
-def load_local_backend(name: str, settings: Settings) -> LocalBackend:
+def load_local_backend(name: str, settings: Settings) -> LocalBackend | ClassifierBackend:
     """Load a model and start its engine (slow: run off the event loop)."""
     # Imported here: the model and engine bring torch; the server's own modules do not need it.
     from aigc.engine.engine import Engine
+    from aigc.models.classifier import is_classifier_dir
     from aigc.models.loader import load_model
+    from aigc.models.registry import resolve_model
 
+    if not (Path(name) / "adapter_config.json").is_file():
+        resolved = resolve_model(name, models_dir=settings.models_dir)
+        if resolved.kind == "hf_dir" and is_classifier_dir(resolved.path):
+            from aigc.apps.classify import Classifier
+
+            classifier = Classifier.load(resolved.path, dtype=settings.dtype)
+            classifier.name = name
+            return ClassifierBackend(name, classifier)
     loaded = load_model(name, models_dir=settings.models_dir, dtype=settings.dtype)
     engine = Engine(loaded.model, loaded.tokenizer, name, max_concurrency=settings.max_concurrency,
                     max_queue=settings.max_queue, max_context=settings.max_context)
@@ -74,6 +85,7 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(openai_routes.router)
+    app.include_router(classify_routes.router)
     install_app(app, settings, backends)  # the web app: /api, /, /static (app_routes.py)
 
     @app.get("/health", response_model=None)

@@ -19,7 +19,7 @@ from aigc.apps.chat.context import FittedContext, fit_messages
 from aigc.apps.chat.model import ApproxTokenizer, ChatModel, GenerationParams
 from aigc.engine.protocol import EngineError, EngineRequest, RequestStream
 from aigc.generation.params import SamplingParams
-from aigc.server.backends import LocalBackend, ModelBackends
+from aigc.server.backends import ClassifierBackend, LocalBackend, ModelBackends
 from aigc.server.errors import APIError, from_engine_error
 from aigc.server.remote import RemoteBackend
 
@@ -168,7 +168,7 @@ class RemoteChatModel:
 
 
 def chat_model(backends: ModelBackends, name: str, remote_window: int) -> ChatModel:
-    backend = backends.get(name)  # 404 unknown, 503 loading
+    backend = backends.generative(name)  # 404 unknown, 503 loading, 400 a classifier
     if isinstance(backend, LocalBackend):
         return LocalChatModel(backend)
     return RemoteChatModel(backend, remote_window)
@@ -178,7 +178,7 @@ def pick_model_name(backends: ModelBackends, requested: str | None, *fallbacks: 
     """The model asked for (404 if unknown), else the first fallback still served, else the first model."""
     if requested:
         return requested
-    served = backends.names()
+    served = [b.name for b in backends.all() if not isinstance(b, ClassifierBackend)]
     for name in fallbacks:
         if name and name in served:
             return name
@@ -193,6 +193,8 @@ def pick_model_name(backends: ModelBackends, requested: str | None, *fallbacks: 
 def model_cards(backends: ModelBackends, remote_window: int) -> list[dict[str, Any]]:
     out = []
     for b in backends.all():
+        if isinstance(b, ClassifierBackend):
+            continue  # not a chat model
         local = isinstance(b, LocalBackend)
         out.append({"id": b.name, "window": b.max_context if local else remote_window,
                     "remote": not local, "ready": True})

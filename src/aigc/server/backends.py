@@ -46,7 +46,23 @@ class LocalBackend:
         self.engine.stop()
 
 
-Loader = Callable[[], LocalBackend]
+@dataclass
+class ClassifierBackend:
+    """A fine-tuned classifier (`aigc train classify` output), answered by POST /v1/classify."""
+
+    name: str
+    classifier: Any  # aigc.apps.classify.Classifier: classify(texts) -> [{label, probabilities}]
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.classifier.labels)
+
+    def close(self) -> None:
+        pass
+
+
+Loader = Callable[[], Any]
 
 
 class ModelBackends:
@@ -150,6 +166,14 @@ class ModelBackends:
         if failed is not None:
             raise APIError(503, f"The model `{name}` failed to load: {failed}", code="model_load_failed")
         raise model_not_found(name, self.names() + self.loading)
+
+    def generative(self, name: str) -> LocalBackend | RemoteBackend:
+        """Like `get`, but a classifier is a client error here: it cannot chat or complete."""
+        backend = self.get(name)
+        if isinstance(backend, ClassifierBackend):
+            raise APIError(400, f"The model `{name}` is a classifier; send its inputs to POST /v1/classify.",
+                           param="model", code="model_not_generative")
+        return backend
 
     def stats(self) -> list[tuple[str, EngineStats]]:
         out = []

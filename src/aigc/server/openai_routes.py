@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from aigc.engine.protocol import CompletionDelta, EngineError, EngineRequest, RequestStream
 from aigc.generation.params import SamplingParams
 from aigc.server import prompts
-from aigc.server.backends import LocalBackend, ModelBackends
+from aigc.server.backends import ClassifierBackend, LocalBackend, ModelBackends
 from aigc.server.errors import APIError, from_engine_error
 from aigc.server.logprobs import CompletionLogprobsBuilder, chat_logprobs
 from aigc.server.remote import RemoteBackend
@@ -50,7 +50,7 @@ def _backends(request: Request) -> ModelBackends:
 
 
 def _resolve(request: Request, model: str, record: RequestRecord) -> LocalBackend | RemoteBackend:
-    backend = _backends(request).get(model)
+    backend = _backends(request).generative(model)
     record.model = backend.name
     return backend
 
@@ -58,7 +58,9 @@ def _resolve(request: Request, model: str, record: RequestRecord) -> LocalBacken
 # ---------------------------------------------------------------------------- models
 
 
-def _card(backend: LocalBackend | RemoteBackend) -> ModelCard:
+def _card(backend: LocalBackend | RemoteBackend | ClassifierBackend) -> ModelCard:
+    if isinstance(backend, ClassifierBackend):
+        return ModelCard(id=backend.name, created=backend.created, owned_by="aigc-classifier")
     if isinstance(backend, LocalBackend):
         return ModelCard(id=backend.name, created=backend.created, max_model_len=backend.max_context)
     return ModelCard(id=backend.name, created=backend.created, owned_by="remote")
