@@ -77,10 +77,10 @@ async def one_stream(client: AsyncOpenAI, prompt: list[int], new_tokens: int) ->
 
 
 async def drive(base_url: str, prompts: list[list[int]], concurrency: int, new_tokens: int) -> dict:
-    client = AsyncOpenAI(base_url=base_url, api_key="bench", timeout=600)
-    start = time.perf_counter()
-    results = await asyncio.gather(*(one_stream(client, p, new_tokens) for p in prompts[:concurrency]))
-    wall = time.perf_counter() - start
+    async with AsyncOpenAI(base_url=base_url, api_key="bench", timeout=600) as client:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one_stream(client, p, new_tokens) for p in prompts[:concurrency]))
+        wall = time.perf_counter() - start
     ttfts = [r[0] for r in results]
     gaps = [g for r in results for g in r[1]]
     tokens = sum(r[2] for r in results)
@@ -91,7 +91,11 @@ async def drive(base_url: str, prompts: list[list[int]], concurrency: int, new_t
 
 async def chat_prefix_reuse(base_url: str, tokenizer, first_tokens: int) -> tuple[float, float, int, int]:
     """TTFT of a first turn vs. a later turn whose history is >= 10x longer (its prefix cached)."""
-    client = AsyncOpenAI(base_url=base_url, api_key="bench", timeout=600)
+    async with AsyncOpenAI(base_url=base_url, api_key="bench", timeout=600) as client:
+        return await _chat_turns(client, tokenizer, first_tokens)
+
+
+async def _chat_turns(client: AsyncOpenAI, tokenizer, first_tokens: int) -> tuple[float, float, int, int]:
     filler = "Tell me more about the history of the Roman Empire and its provinces. "
     first_msg = filler * max(1, first_tokens // 14)
 

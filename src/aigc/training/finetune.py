@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from aigc.training.optim import build_optimizer, lr_at
+from aigc.training.pretrain import available_memory_bytes
 from aigc.training.progress import TrainingProgress
 
 
@@ -128,23 +129,11 @@ def check_memory(model: nn.Module, device: torch.device, tokens_per_step: int, l
     # with flash attention), plus the logits and their gradient; 4 bytes each.
     acts = tokens_per_step * (cfg.num_layers * 17 * cfg.hidden_size + 3 * logits_width) * 4
     need = weights + trainable * 12 + acts
-    free = _free_memory(device)
+    free = available_memory_bytes(device)
     if free is not None and need > free:
         raise ResourceError(
             f"this run needs about {need / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB is free on {device}; "
             "lower --batch-size or --max-length, or train LoRA adapters (--lora-r)")
-
-
-def _free_memory(device: torch.device) -> int | None:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 # ---- output directory -------------------------------------------------------------------------

@@ -59,8 +59,9 @@ class PretrainResult:
 
 
 def available_memory_bytes(device: torch.device) -> int | None:
+    """Memory a run can still use: free GPU memory, or MemAvailable on the host; None if unknown."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[1]
+        return torch.cuda.mem_get_info(device)[0]
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
