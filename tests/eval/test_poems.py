@@ -60,3 +60,33 @@ def test_poem_quality_report():
     assert report["forms"]["七言律诗"]["form_accuracy"] == 1.0
     assert report["not_copied_share"] == 0.75  # the first sample is copied from the corpus
     assert 0 < report["distinct_2"] <= 1
+
+
+def test_eval_poems_cli_on_the_committed_model(tmp_path, capsys):
+    """`aigc eval poems` end to end: the bundled poet model, a tiny corpus, a JSON report."""
+    import json
+    from pathlib import Path
+
+    import pytest
+
+    from aigc.cli import main
+
+    model_dir = Path(__file__).resolve().parents[2] / "models" / "aigc-poet-zh"
+    if not (model_dir / "config.json").exists():
+        pytest.skip("models/aigc-poet-zh is not in this checkout")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    held = [{"title": "春晓", "paragraphs": ["春眠不觉晓，处处闻啼鸟。", "夜来风雨声，花落知多少。"], "shape": "五言绝句"},
+            {"title": "登鹳雀楼", "paragraphs": ["白日依山尽，黄河入海流。", "欲穷千里目，更上一层楼。"], "shape": "五言绝句"}]
+    (corpus / "poems_heldout.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in held))
+    (corpus / "poems_train.jsonl").write_text(json.dumps({"title": "静夜思", "paragraphs": JINGYESI.split("\n")},
+                                                         ensure_ascii=False) + "\n")
+    out = tmp_path / "report.json"
+    assert main(["eval", "poems", "--model", str(model_dir), "--corpus", str(corpus), "--samples", "2",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["forms"]) == {"五言绝句", "七言绝句", "五言律诗", "七言律诗"}
+    assert all(r["samples"] == 2 for r in report["forms"].values())
+    assert report["heldout"]["bits_per_char"] > 0
+    assert "form accuracy" in capsys.readouterr().out
+    assert main(["eval", "poems", "--model", str(model_dir), "--corpus", str(tmp_path / "none")]) == 2

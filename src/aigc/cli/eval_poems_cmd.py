@@ -14,6 +14,9 @@ def register(sub) -> None:
     p.add_argument("--corpus", type=Path, default=Path("runs/poet-zh/corpus"),
                    help="folder with poems_heldout.jsonl and poems_train.jsonl (default: %(default)s); "
                         "build it with: aigc train recipe poet-zh --data ../shared/data --steps corpus")
+    p.add_argument("--data", type=Path, default=None,
+                   help="the shared data folder (holds zh-poetry/): builds --corpus first when it is missing, "
+                        "with the poet-zh recipe's split")
     p.add_argument("--samples", type=int, default=100, help="poems per form (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--seed", type=int, default=0)
@@ -33,6 +36,16 @@ def run(args: argparse.Namespace) -> int:
     if args.temperature < 0:
         raise ValueError("--temperature must be >= 0")
     settings = settings_from(argparse.Namespace(models_dir=args.models_dir, dtype=None))
+    if args.data is not None and not (args.corpus / "poems_heldout.jsonl").exists():
+        from aigc.training.poet import build_corpus
+        from aigc.training.recipe import load_pipeline
+
+        # The same split the committed model was trained with: held-out poems stay unseen.
+        recipe = load_pipeline("poet-zh")
+        c = recipe.get("corpus") or {}
+        build_corpus(args.data, args.corpus, heldout_per_mille=int(c.get("heldout_per_mille", 20)),
+                     seed=int(recipe.get("seed", 1234)), max_per_file=c.get("max_per_file"),
+                     max_sft_pairs=c.get("max_sft_pairs"))
     report = evaluate_poet(args.model, args.corpus, samples=args.samples, temperature=args.temperature,
                            seed=args.seed, models_dir=settings.models_dir)
     table = Table(title=f"{args.model}: {args.samples} poems per form, temperature {args.temperature}")

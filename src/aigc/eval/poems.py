@@ -206,7 +206,8 @@ def evaluate_poet(model: str | Path, corpus_dir: str | Path, *, samples: int = 1
     heldout, train = corpus_dir / "poems_heldout.jsonl", corpus_dir / "poems_train.jsonl"
     for f in (heldout, train):
         if not f.exists():
-            raise FileNotFoundError(f"{f} not found; build the corpus first (aigc train recipe poet-zh --steps corpus)")
+            raise FileNotFoundError(f"{f} not found; pass --data ../shared/data to build the corpus "
+                                    "(or run: aigc train recipe poet-zh --data ../shared/data --steps corpus)")
     loaded = load_model(str(model), models_dir=models_dir)
     titles = eval_titles(heldout, samples, seed)
     poems = generate_poems(loaded, titles, temperature=temperature, seed=seed)
