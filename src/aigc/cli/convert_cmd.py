@@ -21,12 +21,10 @@ def run(args: argparse.Namespace) -> int:
     from aigc.cli.common import settings_from
     from aigc.models.hf_checkpoint import parse_dtype, save_hf_dir
     from aigc.models.loader import load_model
+    from aigc.training.finetune import check_output_dir
 
     out: Path = args.out_dir
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not args.force:
-        raise ValueError(f"{out} is not empty; pass --force to overwrite")
+    check_output_dir(out, args.force)
     settings = settings_from(argparse.Namespace(models_dir=args.models_dir, dtype=None))
     loaded = load_model(args.source, models_dir=settings.models_dir, dtype="float32")
     save_hf_dir(loaded.model, out, tokenizer=loaded.tokenizer, dtype=parse_dtype(args.dtype))

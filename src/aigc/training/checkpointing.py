@@ -176,3 +176,9 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def refuse_to_overwrite(out_dir: Path, force: bool) -> None:
+    """An existing non-empty output (file or directory) is an error unless `force` says to replace it."""
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
+        raise ValueError(f"{out_dir} exists and is not empty; pass --force to replace it")

@@ -23,7 +23,7 @@ from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from aigc.chat_template import DEFAULT_CHAT_TEMPLATE
 from aigc.tokenizer import Tokenizer
-from aigc.training.checkpointing import atomic_directory
+from aigc.training.checkpointing import atomic_directory, refuse_to_overwrite
 from aigc.training.data.sources import Simplifier, expand_inputs, iter_documents
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>")
@@ -146,8 +146,7 @@ def train_tokenizer(
     """Train on the documents of `inputs` and save to `out_dir` (written atomically)."""
     check_vocab_size(vocab_size)
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        raise ValueError(f"{out_dir} exists and is not empty; pass --force to replace it")
+    refuse_to_overwrite(out_dir, force)
     files = expand_inputs(inputs)
     simplifier = Simplifier() if simplify else None
     held_out = _HeldOut()

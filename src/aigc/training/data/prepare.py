@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from aigc.tokenizer import Tokenizer
-from aigc.training.checkpointing import atomic_directory
+from aigc.training.checkpointing import atomic_directory, refuse_to_overwrite
 from aigc.training.data.shards import MANIFEST_FILE, MANIFEST_VERSION, TOKENIZER_DIR, ShardWriter, token_dtype
 from aigc.training.data.sources import Simplifier, detect_format, expand_inputs, iter_pieces
 
@@ -67,8 +67,7 @@ def prepare_data(
     out_dir = Path(out_dir)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        raise ValueError(f"{out_dir} exists and is not empty; pass --force to replace it")
+    refuse_to_overwrite(out_dir, force)
     files = expand_inputs(inputs)
     sep = separator_id(tokenizer)
     dtype = token_dtype(tokenizer.vocab_size)
