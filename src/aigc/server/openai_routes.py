@@ -55,6 +55,16 @@ def _resolve(request: Request, model: str, record: RequestRecord) -> LocalBacken
     return backend
 
 
+def _begin(request: Request, req: CompletionRequest | ChatCompletionRequest,
+           endpoint: str) -> tuple[RequestRecord, LocalBackend | RemoteBackend]:
+    """What every generation request does first: log record, shared checks, the model's backend."""
+    record = request_record(request)
+    record.endpoint = endpoint
+    if req.stream_options is not None and not req.stream:
+        raise APIError(400, "stream_options is only allowed when stream is true.", param="stream_options")
+    return record, _resolve(request, req.model, record)
+
+
 # ---------------------------------------------------------------------------- models
 
 
@@ -160,11 +170,7 @@ async def _guarded_events(events: AsyncIterator[bytes], record: RequestRecord) -
 
 @router.post("/v1/completions", response_model=None)
 async def completions(req: CompletionRequest, request: Request) -> Response:
-    record = request_record(request)
-    record.endpoint = "/v1/completions"
-    if req.stream_options is not None and not req.stream:
-        raise APIError(400, "stream_options is only allowed when stream is true.", param="stream_options")
-    backend = _resolve(request, req.model, record)
+    record, backend = _begin(request, req, "/v1/completions")
     if isinstance(backend, RemoteBackend):
         return await backend.forward(request, "completions", req.model_dump(exclude_unset=True), record)
 
@@ -249,11 +255,7 @@ async def _engine_errors(work) -> None:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(req: ChatCompletionRequest, request: Request) -> Response:
-    record = request_record(request)
-    record.endpoint = "/v1/chat/completions"
-    if req.stream_options is not None and not req.stream:
-        raise APIError(400, "stream_options is only allowed when stream is true.", param="stream_options")
-    backend = _resolve(request, req.model, record)
+    record, backend = _begin(request, req, "/v1/chat/completions")
     if isinstance(backend, RemoteBackend):
         return await backend.forward(request, "chat/completions", req.model_dump(exclude_unset=True), record)
 
