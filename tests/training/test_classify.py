@@ -12,15 +12,7 @@ from finetune_harness import byte_tokenizer, tiny_llama
 from aigc.apps.classify import Classifier
 from aigc.cli import main
 from aigc.models.classifier import SequenceClassifier, encode_texts, predict_probs
-from aigc.models.hf_checkpoint import save_hf_dir
 from aigc.training.classify import load_labeled, stratified_split
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("base")
-    save_hf_dir(tiny_llama(), d, tokenizer=byte_tokenizer())
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,6 @@ IDS = torch.tensor([[10, 40, 50, 60, 70, 80, 90, 100]])
 
 
 @pytest.fixture(scope="module")
-def base_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("base")
-    save_hf_dir(tiny_llama(), d, tokenizer=byte_tokenizer())
-    return d
-
-
-@pytest.fixture(scope="module")
 def chat_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "chat.jsonl"
     with open(path, "w") as f:
