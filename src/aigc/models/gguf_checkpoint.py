@@ -360,13 +360,20 @@ def _rotary_heads(gguf_name: str, config: ModelConfig) -> int | None:
 # ---- reading ----------------------------------------------------------------------------------
 
 
-def read_gguf(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a llama GGUF file: (config, HF-named float32 state dict, metadata).
+def read_gguf(path: str | Path, packed: bool = False) -> tuple[ModelConfig, dict[str, Any], dict[str, Any]]:
+    """Load a llama GGUF file: (config, HF-named state dict, metadata).
 
     The metadata holds every key/value of the file decoded to Python values, including the
     tokenizer (`tokenizer.ggml.tokens`, `.merges`, `.token_type`) and `tokenizer.chat_template`.
     Tied models (no `output.weight`) have no `lm_head.weight` entry, as in HF checkpoints.
+
+    packed=False: every tensor dequantized to float32. packed=True: 2-D weights stay in their stored
+    blocks as `kernels.PackedWeight` (read from a private memory map of the file: pages are shared
+    with the page cache, nothing is converted); formats the kernels do not read (Q2_K, Q3_K, IQ*)
+    are dequantized and kept as F16.
     """
+    if packed:
+        return _read_gguf_packed(Path(path))
     buf, metadata, infos = _open(path)
     try:
         config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_freqs(buf, infos))
@@ -384,6 +391,44 @@ def read_gguf(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], d
             buf.close()
         except BufferError:  # a numpy view still alive (only on error paths); the GC unmaps it
             pass
+    _check_complete(config, state, path)
+    return config, state, metadata
+
+
+def _read_gguf_packed(path: Path) -> tuple[ModelConfig, dict[str, Any], dict[str, Any]]:
+    from aigc.kernels import FORMATS, PackedWeight
+
+    buf, metadata, infos = _open(path)
+    buf.close()
+    with open(path, "rb") as f:  # copy-on-write map: torch wants writable memory; we never write it
+        cow = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_freqs(cow, infos))
+    state: dict[str, Any] = {}
+    for info in infos:
+        if info.name == "rope_freqs.weight":
+            continue
+        if info.offset + info.n_bytes > len(cow):
+            raise GGUFError(f"tensor {info.name!r} extends past the end of the file (truncated download?)")
+        n_heads = _rotary_heads(info.name, config)
+        fmt = FORMATS.get(info.ggml_type.name)
+        if len(info.shape) != 2 or fmt is None or fmt.name == "F32":
+            w = _tensor_array(cow, info)
+            if n_heads is not None:
+                w = np.ascontiguousarray(unpermute_from_gguf(w, n_heads))
+            t = torch.from_numpy(w)
+            if len(info.shape) == 2 and fmt is None:  # a format without kernels: keep it as F16
+                t = PackedWeight(t.to(torch.float16).contiguous(), "F16", *info.shape)
+            state[gguf_to_hf_name(info.name)] = t
+            continue
+        rows, cols = info.shape
+        raw = torch.frombuffer(cow, dtype=torch.uint8, count=info.n_bytes, offset=info.offset)
+        if n_heads is not None:  # whole rows move: the blocks inside a row stay as stored
+            raw = torch.from_numpy(unpermute_from_gguf(raw.view(rows, -1).numpy(), n_heads).copy()).view(-1)
+        if fmt.name in ("F16", "BF16"):
+            raw = raw.view(torch.float16 if fmt.name == "F16" else torch.bfloat16)
+        pw = PackedWeight(raw, fmt, rows, cols)
+        pw.owner = cow  # the map lives as long as any weight that reads it
+        state[gguf_to_hf_name(info.name)] = pw
     _check_complete(config, state, path)
     return config, state, metadata
 

@@ -225,13 +225,14 @@ class Transformer(nn.Module):
             else:
                 nn.init.normal_(p, 0.0, std)
 
+    # The final norm is always a float parameter; the embedding may be a packed table (quantized.py).
     @property
     def device(self) -> torch.device:
-        return self.tok_emb.weight.device
+        return self.norm.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.tok_emb.weight.dtype
+        return self.norm.weight.dtype
 
     def new_cache(self, slots: int, max_len: int | None = None) -> KVCache:
         return KVCache.allocate(self.config, slots, max_len or self.config.max_position_embeddings,

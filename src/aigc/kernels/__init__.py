@@ -1,0 +1,145 @@
+"""Native CPU kernels: matrix products over weights in their stored (GGUF block) formats, and a
+whole-model forward for the Llama family. See csrc/ for the C code and build.py for how it is built.
+
+    from aigc import kernels
+    w = kernels.PackedWeight(raw_uint8_tensor, "Q4_K", rows, cols)
+    y = kernels.matmul([w], x)          # x: [M, cols] float32 -> [M, rows]
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from aigc.kernels.formats import FORMATS, WeightFormat, weight_format
+from aigc.kernels.library import CLayer, CModel, CWeight, KernelUnavailableError, available, load
+
+__all__ = ["FORMATS", "WeightFormat", "weight_format", "PackedWeight", "matmul", "dequantize", "quantize", "isa",
+           "set_isa", "set_int8_min_rows", "supported_isas", "num_threads", "set_num_threads", "available", "load",
+           "KernelUnavailableError", "CLayer", "CModel", "CWeight"]
+
+
+@dataclass
+class PackedWeight:
+    """A [rows, cols] weight in one format: `data` holds its bytes as stored (uint8 for block formats,
+    float32/float16/bfloat16 tensors for the float formats), row-major, contiguous, on the CPU."""
+
+    data: torch.Tensor
+    format: WeightFormat | str
+    rows: int
+    cols: int
+    owner: object = field(default=None, repr=False, compare=False)  # keeps a memory map alive
+    _c: CWeight | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.format, str):
+            self.format = weight_format(self.format)
+        if not self.data.is_contiguous() or self.data.device.type != "cpu":
+            raise ValueError("packed weights must be contiguous CPU tensors")
+        want = self.rows * self.format.row_bytes(self.cols)
+        have = self.data.numel() * self.data.element_size()
+        if have != want:
+            raise ValueError(f"{self.format.name} [{self.rows}, {self.cols}] needs {want} bytes, got {have}")
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.numel() * self.data.element_size()
+
+    def c_struct(self) -> CWeight:
+        if self._c is None:
+            self._c = CWeight(self.data.data_ptr(), self.format.ggml_type, self.rows, self.cols)
+        return self._c
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def matmul(parts: list[PackedWeight], x: torch.Tensor, bias: torch.Tensor | None = None,
+           out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
+    """y = x @ cat(parts).T (+ bias); x [M, K] float32. Integer formats quantize x to int8 blocks of
+    32 on the fly (as llama.cpp does); float formats use x as it is. `accumulate` adds into `out`."""
+    lib = load()
+    if x.dtype != torch.float32 or x.dim() != 2:
+        raise ValueError("matmul takes a 2-D float32 activation tensor")
+    x = x.contiguous()
+    n = sum(p.rows for p in parts)
+    if out is None:
+        out = torch.empty(x.shape[0], n, dtype=torch.float32)
+    arr = (CWeight * len(parts))(*[p.c_struct() for p in parts])
+    if bias is not None:
+        bias = bias.to(torch.float32).contiguous()
+    rc = lib.aigc_matmul(arr, len(parts), x.data_ptr(), x.shape[0], out.data_ptr(), _ptr(bias), int(accumulate))
+    if rc != 0:
+        raise ValueError(f"kernel matmul rejected its arguments (code {rc}): parts must share one column count")
+    return out
+
+
+def dequantize(w: PackedWeight) -> torch.Tensor:
+    """The weight as float32 [rows, cols] (reference results, embedding rows, other devices)."""
+    out = torch.empty(w.rows, w.cols, dtype=torch.float32)
+    if load().aigc_dequantize(ctypes.byref(w.c_struct()), out.data_ptr()) != 0:
+        raise ValueError(f"cannot dequantize {w.format.name}")
+    return out
+
+
+def quantize(w: torch.Tensor, fmt: WeightFormat | str) -> PackedWeight:
+    """Quantize a float [rows, cols] weight into a block format (Q8_0 ... Q6_K) or cast it to F32/F16/BF16."""
+    fmt = weight_format(fmt) if isinstance(fmt, str) else fmt
+    if w.dim() != 2:
+        raise ValueError("quantize takes a 2-D weight")
+    rows, cols = w.shape
+    if fmt.is_float:
+        dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[fmt.name]
+        return PackedWeight(w.detach().to(dtype).contiguous(), fmt, rows, cols)
+    x = w.detach().to(torch.float32).contiguous()
+    out = torch.empty(rows * fmt.row_bytes(cols), dtype=torch.uint8)
+    if load().aigc_quantize(fmt.ggml_type, x.data_ptr(), rows, cols, out.data_ptr()) != 0:
+        raise ValueError(f"cannot quantize [{rows}, {cols}] to {fmt.name}")
+    return PackedWeight(out, fmt, rows, cols)
+
+
+def isa() -> str:
+    """The instruction set the kernels use now: portable, avx2 or avx512."""
+    return load().aigc_isa_name().decode()
+
+
+def supported_isas() -> list[str]:
+    """Every ISA path this CPU can run (the portable one always)."""
+    lib, current, found = load(), isa(), []
+    for name in ("portable", "avx2", "avx512"):
+        if lib.aigc_set_isa(name.encode()) == 0:
+            found.append(name)
+    lib.aigc_set_isa(current.encode())
+    return found
+
+
+def set_isa(name: str) -> None:
+    """Switch the ISA path (tests; `auto` = the best this CPU has)."""
+    rc = load().aigc_set_isa(name.encode())
+    if rc == -1:
+        raise ValueError(f"unknown kernel ISA {name!r} (portable, avx2, avx512, auto)")
+    if rc == -2:
+        raise ValueError(f"this CPU cannot run the {name} kernels")
+
+
+def set_int8_min_rows(rows: int) -> None:
+    """Products with at least `rows` activation rows use int8 activations (default 8); fewer stay
+    float. 1 = always int8 (llama.cpp's way), a huge number = never (exact float activations)."""
+    load().aigc_set_int8_min_rows(int(rows))
+
+
+def num_threads() -> int:
+    return load().aigc_num_threads()
+
+
+def set_num_threads(n: int) -> None:
+    """Threads for every later kernel call (0 = AIGC_NUM_THREADS or the CPUs this process may use)."""
+    load().aigc_set_num_threads(int(n))
+
+
+if os.environ.get("AIGC_NUM_THREADS", "").strip() == "0":  # explicit 0 means "the default"
+    os.environ.pop("AIGC_NUM_THREADS")

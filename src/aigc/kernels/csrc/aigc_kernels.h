@@ -1,0 +1,112 @@
+/* aigc CPU kernels: shared declarations.
+ *
+ * Weights stay in the block formats llama.cpp stores in GGUF files (ggml type ids below); the
+ * kernels read them as they are. Integer formats are multiplied with activations quantized on the
+ * fly to int8 blocks of 32 (one float scale per block, as llama.cpp does for its integer dot
+ * products); float formats (F32/F16/BF16) multiply with float activations.
+ *
+ * `kernels_isa.c` is compiled once per instruction set (portable, AVX2, AVX-512) into functions with
+ * a suffix; `runtime.c` picks one set at load time (cpuid, or AIGC_KERNEL_ISA) and owns the thread
+ * pool. Everything Python calls is declared at the end of this file.
+ */
+#ifndef AIGC_KERNELS_H
+#define AIGC_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ggml type ids (the numbers GGUF files use) */
+enum {
+    T_F32 = 0, T_F16 = 1, T_Q4_0 = 2, T_Q4_1 = 3, T_Q5_0 = 6, T_Q5_1 = 7, T_Q8_0 = 8,
+    T_Q2_K = 10, T_Q3_K = 11, T_Q4_K = 12, T_Q5_K = 13, T_Q6_K = 14, T_BF16 = 30,
+};
+
+#define QK 32     /* elements per block of the 32-formats and of quantized activations */
+#define QK_K 256  /* elements per super-block of the K-formats */
+
+/* Activations quantized to int8: per block of 32, a scale d and s = d * sum(q). */
+typedef struct {
+    const int8_t *q;
+    const float *d;
+    const float *s;
+} act_q8;
+
+/* One ISA's kernels. */
+typedef struct {
+    const char *name;
+    /* out[r] = dot(weight row w, activation row r) for r < R (R <= 4); x is act_q8* or const float** */
+    void (*dot_rows)(int type, const uint8_t *w, int64_t K, const void *x, int R, float *out);
+    /* integer weights with float activations; xsum[r] = per-32-block sums of activation row r */
+    void (*dot_rows_fx)(int type, const uint8_t *w, int64_t K, const float *const *x, const float *const *xsum,
+                        int R, float *out);
+    void (*quantize_act)(const float *x, int64_t K, int8_t *q, float *d, float *s);
+    void (*dequant_row)(int type, const uint8_t *w, int64_t K, float *out);
+    void (*rmsnorm)(const float *x, const float *w, int64_t n, float eps, float *out);
+    void (*attention)(const float *q, const void *k, const void *v, int kv_f16, int64_t pos_stride,
+                      int64_t len, int hd, float scale, float *scores, float *out);
+    void (*silu_mul)(const float *g, const float *u, int64_t n, float *out);
+    void (*store_kv)(const float *src, void *dst, int kv_f16, int n);
+} isa_kernels;
+
+extern const isa_kernels kernels_portable;
+#if defined(__x86_64__)
+extern const isa_kernels kernels_avx2;
+extern const isa_kernels kernels_avx512;
+#endif
+
+/* bytes of one row of `cols` elements in format `type`; 0 if unsupported or misaligned */
+int64_t aigc_row_bytes(int type, int64_t cols);
+
+/* ---- what Python calls (ctypes) --------------------------------------------------------------- */
+
+typedef struct {
+    const void *data;
+    int32_t type;
+    int64_t rows, cols;
+} aigc_weight;
+
+typedef struct {
+    aigc_weight qkv[3];
+    int32_t n_qkv;
+    const float *qkv_bias;
+    aigc_weight o;
+    const float *o_bias;
+    aigc_weight gate_up[2];
+    int32_t n_gate_up;
+    const float *gate_up_bias;
+    aigc_weight down;
+    const float *down_bias;
+    const float *attn_norm;
+    const float *mlp_norm;
+    void *k_cache; /* [slots, n_kv, capacity, head_dim] */
+    void *v_cache;
+} aigc_layer;
+
+typedef struct {
+    int32_t n_layers, hidden, n_heads, n_kv, head_dim, inter, vocab;
+    float eps;
+    const float *inv_freq; /* [head_dim / 2] */
+    aigc_weight embed;
+    aigc_weight lm_head;
+    const float *final_norm;
+    aigc_layer *layers;
+    int32_t kv_f16;            /* cache element type: 1 = f16, 0 = f32 */
+    int64_t kv_slot_stride;    /* elements between slots */
+    int64_t kv_head_stride;    /* elements between kv heads (= capacity * head_dim) */
+    int64_t kv_capacity;       /* positions per slot */
+} aigc_model;
+
+const char *aigc_isa_name(void);
+int aigc_set_isa(const char *name);
+int aigc_num_threads(void);
+void aigc_set_num_threads(int n);
+void aigc_set_int8_min_rows(int64_t rows);
+int aigc_matmul(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
+                const float *bias, int accumulate);
+int aigc_dequantize(const aigc_weight *w, float *out);
+int aigc_quantize(int type, const float *x, int64_t rows, int64_t cols, uint8_t *out);
+int aigc_forward(const aigc_model *m, int64_t n, const int32_t *ids, const int32_t *pos,
+                 const int32_t *slot, int64_t n_out, const int32_t *out_idx, float *logits,
+                 float *hidden_out);
+
+#endif

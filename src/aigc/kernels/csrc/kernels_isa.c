@@ -1,0 +1,729 @@
+/* Kernels for one instruction set. This file is compiled once per ISA with -DISA=<name> and that
+ * ISA's compiler flags (see aigc/kernels/build.py); `#if defined(__AVX2__)` etc. pick the code. The
+ * portable build uses plain C only, so it runs on any CPU (ARM included).
+ *
+ * Integer formats: a block of 32 weights is unpacked once to 32 small integers plus a scale (and,
+ * for formats with a minimum, an additive term), then dotted with each activation row's int8 block.
+ *  - "unsigned" blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K): codes u in 0..63,
+ *    w = sc*u + m  ->  dot = sc*dx*sum(u*xq) + m*s_x   (s_x = dx*sum(xq), stored with the activations)
+ *  - "signed" blocks (Q8_0, Q6_K): codes q in -128..127 with one scale per half (16 elements),
+ *    w = s_half*q  ->  dot = dx*(s_lo*sum_lo(q*xq) + s_hi*sum_hi(q*xq))
+ */
+#include <math.h>
+#include <string.h>
+
+#include "aigc_kernels.h"
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#define CAT2(a, b) a##b
+#define CAT(a, b) CAT2(a, b)
+#define TABLE CAT(kernels_, ISA)
+#define STR2(x) #x
+#define STR(x) STR2(x)
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* ---- scalar helpers ---------------------------------------------------------------------------- */
+
+INLINE float f16_to_f32(uint16_t h) {
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while (!(mant & 0x400)) { mant <<= 1; exp--; }
+            bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
+        }
+    } else if (exp == 31) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+#endif
+}
+
+INLINE uint16_t f32_to_f16(float f) {
+#if defined(__F16C__)
+    return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+#else
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000, e = (x >> 23) & 0xff, mant = x & 0x7fffff;
+    if (e == 0xff) return (uint16_t)(sign | 0x7c00 | (mant ? 0x200 : 0));
+    int32_t ne = (int32_t)e - 127 + 15;
+    if (ne >= 31) return (uint16_t)(sign | 0x7c00);
+    if (ne <= 0) { /* subnormal or zero, round to nearest even */
+        if (ne < -10) return (uint16_t)sign;
+        mant |= 0x800000;
+        uint32_t shift = (uint32_t)(14 - ne), half = 1u << (shift - 1);
+        uint32_t r = mant >> shift, rem = mant & ((1u << shift) - 1);
+        if (rem > half || (rem == half && (r & 1))) r++;
+        return (uint16_t)(sign | r);
+    }
+    uint32_t r = ((uint32_t)ne << 10) | (mant >> 13), rem = mant & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (r & 1))) r++; /* may carry into the exponent: correct */
+    return (uint16_t)(sign | r);
+#endif
+}
+
+INLINE float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* exp(x) to ~1 ulp for the range softmax and SiLU need; written so the compiler vectorizes it */
+INLINE float exp_fast(float x) {
+    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    float t = x * 1.44269504088896341f;
+    float fi = (float)(int)(t + (t >= 0 ? 0.5f : -0.5f));
+    float r = x - fi * 0.693359375f + fi * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    int32_t bits = ((int32_t)fi + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return y * scale;
+}
+
+/* Q4_K / Q5_K: 6-bit scale and minimum of sub-block j (0..7) */
+INLINE void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4));
+        *m = (uint8_t)((q[j + 4] >> 4) | ((q[j] >> 6) << 4));
+    }
+}
+
+INLINE uint16_t rd16(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+INLINE uint32_t rd32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* ---- dequantization (embedding rows, tests, fallbacks): plain C in every ISA ------------------- */
+
+static void dequant_row(int type, const uint8_t *w, int64_t K, float *out) {
+    switch (type) {
+    case T_F32: memcpy(out, w, (size_t)K * 4); return;
+    case T_F16: for (int64_t i = 0; i < K; i++) out[i] = f16_to_f32(rd16(w + 2 * i)); return;
+    case T_BF16: for (int64_t i = 0; i < K; i++) out[i] = bf16_to_f32(rd16(w + 2 * i)); return;
+    default: break;
+    }
+    if (type == T_Q4_K || type == T_Q5_K || type == T_Q6_K) {
+        for (int64_t sb = 0; sb < K / QK_K; sb++, out += QK_K) {
+            if (type == T_Q6_K) {
+                const uint8_t *b = w + sb * 210, *ql = b, *qh = b + 128;
+                const int8_t *sc = (const int8_t *)(b + 192);
+                float d = f16_to_f32(rd16(b + 208));
+                for (int n = 0; n < 2; n++) {
+                    for (int l = 0; l < 32; l++) {
+                        int is = l / 16;
+                        int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                        int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                        int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                        int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                        out[128 * n + l] = d * sc[is + 0] * q1;
+                        out[128 * n + l + 32] = d * sc[is + 2] * q2;
+                        out[128 * n + l + 64] = d * sc[is + 4] * q3;
+                        out[128 * n + l + 96] = d * sc[is + 6] * q4;
+                    }
+                    ql += 64;
+                    qh += 32;
+                    sc += 8;
+                }
+                continue;
+            }
+            int q5 = type == T_Q5_K;
+            const uint8_t *b = w + sb * (q5 ? 176 : 144);
+            float d = f16_to_f32(rd16(b)), dmin = f16_to_f32(rd16(b + 2));
+            const uint8_t *scales = b + 4, *qh = b + 16, *qs = b + (q5 ? 48 : 16);
+            for (int c = 0; c < 4; c++) {
+                uint8_t s1, m1, s2, m2;
+                scale_min_k4(2 * c, scales, &s1, &m1);
+                scale_min_k4(2 * c + 1, scales, &s2, &m2);
+                for (int l = 0; l < 32; l++) {
+                    int lo = qs[32 * c + l] & 0xF, hi = qs[32 * c + l] >> 4;
+                    if (q5) {
+                        lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+                        hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                    }
+                    out[64 * c + l] = d * s1 * lo - dmin * m1;
+                    out[64 * c + 32 + l] = d * s2 * hi - dmin * m2;
+                }
+            }
+        }
+        return;
+    }
+    for (int64_t ib = 0; ib < K / QK; ib++, out += QK) {
+        switch (type) {
+        case T_Q8_0: {
+            const uint8_t *b = w + ib * 34;
+            float d = f16_to_f32(rd16(b));
+            for (int i = 0; i < 32; i++) out[i] = d * (int8_t)b[2 + i];
+            break;
+        }
+        case T_Q4_0: case T_Q4_1: {
+            int has_m = type == T_Q4_1;
+            const uint8_t *b = w + ib * (has_m ? 20 : 18), *qs = b + (has_m ? 4 : 2);
+            float d = f16_to_f32(rd16(b)), m = has_m ? f16_to_f32(rd16(b + 2)) : -8.0f * d;
+            for (int i = 0; i < 16; i++) {
+                out[i] = d * (qs[i] & 0xF) + m;
+                out[i + 16] = d * (qs[i] >> 4) + m;
+            }
+            break;
+        }
+        case T_Q5_0: case T_Q5_1: {
+            int has_m = type == T_Q5_1;
+            const uint8_t *b = w + ib * (has_m ? 24 : 22), *qs = b + (has_m ? 8 : 6);
+            float d = f16_to_f32(rd16(b)), m = has_m ? f16_to_f32(rd16(b + 2)) : -16.0f * d;
+            uint32_t qh = rd32(b + (has_m ? 4 : 2));
+            for (int i = 0; i < 16; i++) {
+                out[i] = d * ((qs[i] & 0xF) | (((qh >> i) & 1) << 4)) + m;
+                out[i + 16] = d * ((qs[i] >> 4) | (((qh >> (i + 16)) & 1) << 4)) + m;
+            }
+            break;
+        }
+        default: memset(out, 0, QK * sizeof(float)); break;
+        }
+    }
+}
+
+/* ---- activations to int8 blocks ----------------------------------------------------------------- */
+
+static void quantize_act(const float *x, int64_t K, int8_t *q, float *d, float *s) {
+    for (int64_t ib = 0; ib < K / QK; ib++) {
+        const float *xb = x + ib * QK;
+        float amax = 0.0f;
+        for (int i = 0; i < QK; i++) {
+            float a = fabsf(xb[i]);
+            amax = a > amax ? a : amax;
+        }
+        float dd = amax / 127.0f, id = dd > 0.0f ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < QK; i++) {
+            int v = (int)nearbyintf(xb[i] * id);
+            v = v > 127 ? 127 : (v < -127 ? -127 : v);
+            q[ib * QK + i] = (int8_t)v;
+            sum += v;
+        }
+        d[ib] = dd;
+        s[ib] = dd * (float)sum;
+    }
+}
+
+/* ---- one block, unpacked ------------------------------------------------------------------------
+ * Every integer format is reduced to blocks of 32 codes: `codes` (32 bytes, unsigned 0..63 or signed
+ * int8), scales for the two halves and an additive term `m` (per 32, unsigned formats only). */
+typedef struct {
+    uint8_t codes[32];
+    float s_lo, s_hi, m;
+} block_u;
+
+/* Scalar unpack of block `ib` (index of the 32-block inside the row) */
+INLINE void unpack_scalar(int type, const uint8_t *w, int64_t ib, block_u *o) {
+    switch (type) {
+    case T_Q8_0: {
+        const uint8_t *b = w + ib * 34;
+        o->s_lo = o->s_hi = f16_to_f32(rd16(b));
+        o->m = 0;
+        memcpy(o->codes, b + 2, 32);
+        return;
+    }
+    case T_Q4_0: case T_Q4_1: {
+        int has_m = type == T_Q4_1;
+        const uint8_t *b = w + ib * (has_m ? 20 : 18), *qs = b + (has_m ? 4 : 2);
+        float d = f16_to_f32(rd16(b));
+        o->s_lo = o->s_hi = d;
+        o->m = has_m ? f16_to_f32(rd16(b + 2)) : -8.0f * d;
+        for (int i = 0; i < 16; i++) {
+            o->codes[i] = qs[i] & 0xF;
+            o->codes[i + 16] = qs[i] >> 4;
+        }
+        return;
+    }
+    case T_Q5_0: case T_Q5_1: {
+        int has_m = type == T_Q5_1;
+        const uint8_t *b = w + ib * (has_m ? 24 : 22), *qs = b + (has_m ? 8 : 6);
+        float d = f16_to_f32(rd16(b));
+        uint32_t qh = rd32(b + (has_m ? 4 : 2));
+        o->s_lo = o->s_hi = d;
+        o->m = has_m ? f16_to_f32(rd16(b + 2)) : -16.0f * d;
+        for (int i = 0; i < 16; i++) {
+            o->codes[i] = (uint8_t)((qs[i] & 0xF) | (((qh >> i) & 1) << 4));
+            o->codes[i + 16] = (uint8_t)((qs[i] >> 4) | (((qh >> (i + 16)) & 1) << 4));
+        }
+        return;
+    }
+    case T_Q4_K: case T_Q5_K: {
+        int q5 = type == T_Q5_K;
+        const uint8_t *b = w + (ib / 8) * (q5 ? 176 : 144);
+        int j = (int)(ib % 8), c = j / 2, hi = j & 1;
+        const uint8_t *qs = b + (q5 ? 48 : 16) + 32 * c, *qh = b + 16;
+        uint8_t sc, mn;
+        scale_min_k4(j, b + 4, &sc, &mn);
+        o->s_lo = o->s_hi = f16_to_f32(rd16(b)) * sc;
+        o->m = -f16_to_f32(rd16(b + 2)) * mn;
+        for (int l = 0; l < 32; l++) {
+            int v = hi ? qs[l] >> 4 : qs[l] & 0xF;
+            if (q5) v |= ((qh[l] >> j) & 1) << 4;
+            o->codes[l] = (uint8_t)v;
+        }
+        return;
+    }
+    case T_Q6_K: {
+        const uint8_t *b = w + (ib / 8) * 210;
+        int j = (int)(ib % 8), n = j / 4, g = j % 4;
+        const uint8_t *ql = b + 64 * n, *qh = b + 128 + 32 * n;
+        const int8_t *sc = (const int8_t *)(b + 192) + 8 * n;
+        float d = f16_to_f32(rd16(b + 208));
+        o->s_lo = d * sc[2 * g];
+        o->s_hi = d * sc[2 * g + 1];
+        o->m = 0;
+        for (int l = 0; l < 32; l++) {
+            int lo = (g & 1) ? ql[l + 32] : ql[l];
+            lo = (g & 2) ? lo >> 4 : lo & 0xF;
+            int h = (qh[l] >> (2 * g)) & 3;
+            o->codes[l] = (uint8_t)(int8_t)((lo | (h << 4)) - 32);
+        }
+        return;
+    }
+    default: memset(o, 0, sizeof(*o)); return;
+    }
+}
+
+INLINE int is_signed_type(int type) { return type == T_Q8_0 || type == T_Q6_K; }
+
+/* ---- SIMD unpack: 32 codes into one 256-bit register ------------------------------------------ */
+#if defined(__AVX2__)
+
+INLINE __m256i nibbles_16(const uint8_t *qs) { /* 16 bytes -> lows in bytes 0..15, highs in 16..31 */
+    __m128i b = _mm_loadu_si128((const __m128i *)qs);
+    __m128i m = _mm_set1_epi8(0x0F);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(b, 4), m), _mm_and_si128(b, m));
+}
+
+INLINE __m256i bits_to_0x10(uint32_t qh) { /* byte e = 0x10 if bit e of qh is set */
+    __m256i v = _mm256_set1_epi32((int)qh);
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    v = _mm256_shuffle_epi8(v, shuf);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* codes of block ib in a register; scales as in unpack_scalar */
+INLINE __m256i unpack_simd(int type, const uint8_t *w, int64_t ib, float *s_lo, float *s_hi, float *m) {
+    switch (type) {
+    case T_Q8_0: {
+        const uint8_t *b = w + ib * 34;
+        *s_lo = *s_hi = f16_to_f32(rd16(b));
+        *m = 0;
+        return _mm256_loadu_si256((const __m256i *)(b + 2));
+    }
+    case T_Q4_0: {
+        const uint8_t *b = w + ib * 18;
+        float d = f16_to_f32(rd16(b));
+        *s_lo = *s_hi = d;
+        *m = -8.0f * d;
+        return nibbles_16(b + 2);
+    }
+    case T_Q4_1: {
+        const uint8_t *b = w + ib * 20;
+        *s_lo = *s_hi = f16_to_f32(rd16(b));
+        *m = f16_to_f32(rd16(b + 2));
+        return nibbles_16(b + 4);
+    }
+    case T_Q5_0: {
+        const uint8_t *b = w + ib * 22;
+        float d = f16_to_f32(rd16(b));
+        *s_lo = *s_hi = d;
+        *m = -16.0f * d;
+        return _mm256_or_si256(nibbles_16(b + 6), bits_to_0x10(rd32(b + 2)));
+    }
+    case T_Q5_1: {
+        const uint8_t *b = w + ib * 24;
+        *s_lo = *s_hi = f16_to_f32(rd16(b));
+        *m = f16_to_f32(rd16(b + 2));
+        return _mm256_or_si256(nibbles_16(b + 8), bits_to_0x10(rd32(b + 4)));
+    }
+    case T_Q4_K: case T_Q5_K: {
+        int q5 = type == T_Q5_K;
+        const uint8_t *b = w + (ib / 8) * (q5 ? 176 : 144);
+        int j = (int)(ib % 8), c = j / 2;
+        uint8_t sc, mn;
+        scale_min_k4(j, b + 4, &sc, &mn);
+        *s_lo = *s_hi = f16_to_f32(rd16(b)) * sc;
+        *m = -f16_to_f32(rd16(b + 2)) * mn;
+        __m256i q = _mm256_loadu_si256((const __m256i *)(b + (q5 ? 48 : 16) + 32 * c));
+        if (j & 1) q = _mm256_srli_epi16(q, 4);
+        q = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+        if (q5) {
+            __m256i h = _mm256_loadu_si256((const __m256i *)(b + 16));
+            h = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(j)), _mm256_set1_epi8(1));
+            q = _mm256_or_si256(q, _mm256_slli_epi16(h, 4));
+        }
+        return q;
+    }
+    case T_Q6_K: {
+        const uint8_t *b = w + (ib / 8) * 210;
+        int j = (int)(ib % 8), n = j / 4, g = j % 4;
+        const int8_t *sc = (const int8_t *)(b + 192) + 8 * n;
+        float d = f16_to_f32(rd16(b + 208));
+        *s_lo = d * sc[2 * g];
+        *s_hi = d * sc[2 * g + 1];
+        *m = 0;
+        __m256i lo = _mm256_loadu_si256((const __m256i *)(b + 64 * n + ((g & 1) ? 32 : 0)));
+        if (g & 2) lo = _mm256_srli_epi16(lo, 4);
+        lo = _mm256_and_si256(lo, _mm256_set1_epi8(0x0F));
+        __m256i h = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * n));
+        h = _mm256_and_si256(_mm256_srl_epi16(h, _mm_cvtsi32_si128(2 * g)), _mm256_set1_epi8(3));
+        return _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(h, 4)), _mm256_set1_epi8(32));
+    }
+    default: return _mm256_setzero_si256();
+    }
+}
+
+/* 8 int32 partial sums (each of 4 consecutive products) of u8 codes x s8 activations */
+INLINE __m256i dot_u8s8(__m256i u, __m256i x) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, x);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1));
+#endif
+}
+
+INLINE __m256i dot_s8s8(__m256i q, __m256i x) { /* sign trick: |q| * (x * sign(q)) */
+    return dot_u8s8(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
+}
+
+INLINE float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE void dot_rows_int(int type, const uint8_t *w, int64_t K, const act_q8 *x, int R, float *out) {
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    float mt[4] = {0, 0, 0, 0};
+    const int sgn = is_signed_type(type);
+    const int64_t nb = K / QK;
+    for (int64_t ib = 0; ib < nb; ib++) {
+        float s_lo, s_hi, m;
+        __m256i codes = unpack_simd(type, w, ib, &s_lo, &s_hi, &m);
+        __m256 sc = _mm256_set_m128(_mm_set1_ps(s_hi), _mm_set1_ps(s_lo));
+        for (int r = 0; r < R; r++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(x[r].q + ib * QK));
+            __m256i p = sgn ? dot_s8s8(codes, xv) : dot_u8s8(codes, xv);
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(sc, _mm256_set1_ps(x[r].d[ib])), acc[r]);
+            mt[r] += m * x[r].s[ib];
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = hsum256(acc[r]) + mt[r];
+}
+
+#else /* portable */
+
+INLINE void dot_rows_int(int type, const uint8_t *w, int64_t K, const act_q8 *x, int R, float *out) {
+    float acc[4] = {0, 0, 0, 0};
+    const int sgn = is_signed_type(type);
+    const int64_t nb = K / QK;
+    block_u blk;
+    for (int64_t ib = 0; ib < nb; ib++) {
+        unpack_scalar(type, w, ib, &blk);
+        for (int r = 0; r < R; r++) {
+            const int8_t *xq = x[r].q + ib * QK;
+            int lo = 0, hi = 0;
+            if (sgn) {
+                for (int i = 0; i < 16; i++) lo += (int8_t)blk.codes[i] * xq[i];
+                for (int i = 16; i < 32; i++) hi += (int8_t)blk.codes[i] * xq[i];
+            } else {
+                for (int i = 0; i < 16; i++) lo += blk.codes[i] * xq[i];
+                for (int i = 16; i < 32; i++) hi += blk.codes[i] * xq[i];
+            }
+            acc[r] += x[r].d[ib] * (blk.s_lo * (float)lo + blk.s_hi * (float)hi) + blk.m * x[r].s[ib];
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = acc[r];
+}
+
+#endif
+
+/* ---- float formats: weights converted to f32 on the fly, activations stay f32 ------------------ */
+
+#if defined(__AVX512F__)
+#define FW 16
+typedef __m512 vf;
+#define VZERO() _mm512_setzero_ps()
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define VHSUM(v) _mm512_reduce_add_ps(v)
+INLINE vf load_w(int type, const uint8_t *w, int64_t i) {
+    if (type == T_F32) return _mm512_loadu_ps((const float *)w + i);
+    __m256i h = _mm256_loadu_si256((const __m256i *)(w + 2 * i));
+    if (type == T_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+#elif defined(__AVX2__)
+#define FW 8
+typedef __m256 vf;
+#define VZERO() _mm256_setzero_ps()
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define VHSUM(v) hsum256(v)
+INLINE vf load_w(int type, const uint8_t *w, int64_t i) {
+    if (type == T_F32) return _mm256_loadu_ps((const float *)w + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)(w + 2 * i));
+    if (type == T_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+#endif
+
+INLINE float load_w1(int type, const uint8_t *w, int64_t i) {
+    if (type == T_F32) return ((const float *)w)[i];
+    return type == T_F16 ? f16_to_f32(rd16(w + 2 * i)) : bf16_to_f32(rd16(w + 2 * i));
+}
+
+INLINE void dot_rows_float(int type, const uint8_t *w, int64_t K, const float *const *x, int R, float *out) {
+    int64_t i = 0;
+    float acc_s[4] = {0, 0, 0, 0};
+#if defined(FW)
+    vf acc[4] = {VZERO(), VZERO(), VZERO(), VZERO()};
+    for (; i + FW <= K; i += FW) {
+        vf wv = load_w(type, w, i);
+        for (int r = 0; r < R; r++) acc[r] = VFMA(wv, VLOAD(x[r] + i), acc[r]);
+    }
+    for (int r = 0; r < R; r++) acc_s[r] = VHSUM(acc[r]);
+#endif
+    for (; i < K; i++) {
+        float wv = load_w1(type, w, i);
+        for (int r = 0; r < R; r++) acc_s[r] += wv * x[r][i];
+    }
+    for (int r = 0; r < R; r++) out[r] = acc_s[r];
+}
+
+/* Integer weights with float activations (exact up to float rounding; used for small M, where the
+ * product is bound by reading the weights). xsum[r][ib] = sum of activation block ib, for the m term. */
+INLINE void dot_rows_int_fx(int type, const uint8_t *w, int64_t K, const float *const *x,
+                            const float *const *xsum, int R, float *out) {
+    const int64_t nb = K / QK;
+    const int sgn = is_signed_type(type);
+    float mt[4] = {0, 0, 0, 0}, acc_s[4] = {0, 0, 0, 0};
+#if defined(__AVX512F__)
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t ib = 0; ib < nb; ib++) {
+        float s_lo, s_hi, m;
+        __m256i codes = unpack_simd(type, w, ib, &s_lo, &s_hi, &m);
+        __m128i c0 = _mm256_castsi256_si128(codes), c1 = _mm256_extracti128_si256(codes, 1);
+        __m512 f0 = _mm512_cvtepi32_ps(sgn ? _mm512_cvtepi8_epi32(c0) : _mm512_cvtepu8_epi32(c0));
+        __m512 f1 = _mm512_cvtepi32_ps(sgn ? _mm512_cvtepi8_epi32(c1) : _mm512_cvtepu8_epi32(c1));
+        f0 = _mm512_mul_ps(f0, _mm512_set1_ps(s_lo));
+        f1 = _mm512_mul_ps(f1, _mm512_set1_ps(s_hi));
+        for (int r = 0; r < R; r++) {
+            const float *xb = x[r] + ib * QK;
+            acc[r] = _mm512_fmadd_ps(f0, _mm512_loadu_ps(xb), acc[r]);
+            acc[r] = _mm512_fmadd_ps(f1, _mm512_loadu_ps(xb + 16), acc[r]);
+            mt[r] += m * xsum[r][ib];
+        }
+    }
+    for (int r = 0; r < R; r++) acc_s[r] = _mm512_reduce_add_ps(acc[r]);
+#elif defined(__AVX2__)
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t ib = 0; ib < nb; ib++) {
+        float s_lo, s_hi, m;
+        __m256i codes = unpack_simd(type, w, ib, &s_lo, &s_hi, &m);
+        __m128i c0 = _mm256_castsi256_si128(codes), c1 = _mm256_extracti128_si256(codes, 1);
+        __m256 f[4];
+        if (sgn) {
+            f[0] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c0));
+            f[1] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c0, 8)));
+            f[2] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(c1));
+            f[3] = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(c1, 8)));
+        } else {
+            f[0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c0));
+            f[1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(c0, 8)));
+            f[2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c1));
+            f[3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(c1, 8)));
+        }
+        __m256 slo = _mm256_set1_ps(s_lo), shi = _mm256_set1_ps(s_hi);
+        f[0] = _mm256_mul_ps(f[0], slo);
+        f[1] = _mm256_mul_ps(f[1], slo);
+        f[2] = _mm256_mul_ps(f[2], shi);
+        f[3] = _mm256_mul_ps(f[3], shi);
+        for (int r = 0; r < R; r++) {
+            const float *xb = x[r] + ib * QK;
+            for (int g = 0; g < 4; g++) acc[r] = _mm256_fmadd_ps(f[g], _mm256_loadu_ps(xb + 8 * g), acc[r]);
+            mt[r] += m * xsum[r][ib];
+        }
+    }
+    for (int r = 0; r < R; r++) acc_s[r] = hsum256(acc[r]);
+#else
+    block_u blk;
+    for (int64_t ib = 0; ib < nb; ib++) {
+        unpack_scalar(type, w, ib, &blk);
+        float wf[32];
+        for (int i = 0; i < 32; i++)
+            wf[i] = (sgn ? (float)(int8_t)blk.codes[i] : (float)blk.codes[i]) * (i < 16 ? blk.s_lo : blk.s_hi);
+        for (int r = 0; r < R; r++) {
+            const float *xb = x[r] + ib * QK;
+            float a = 0.0f;
+            for (int i = 0; i < 32; i++) a += wf[i] * xb[i];
+            acc_s[r] += a;
+            mt[r] += blk.m * xsum[r][ib];
+        }
+    }
+#endif
+    for (int r = 0; r < R; r++) out[r] = acc_s[r] + mt[r];
+}
+
+static void dot_rows_fx(int type, const uint8_t *w, int64_t K, const float *const *x, const float *const *xsum,
+                        int R, float *out) {
+    switch (R) {
+    case 1: dot_rows_int_fx(type, w, K, x, xsum, 1, out); return;
+    case 2: dot_rows_int_fx(type, w, K, x, xsum, 2, out); return;
+    case 3: dot_rows_int_fx(type, w, K, x, xsum, 3, out); return;
+    default: dot_rows_int_fx(type, w, K, x, xsum, 4, out); return;
+    }
+}
+
+static void dot_rows(int type, const uint8_t *w, int64_t K, const void *x, int R, float *out) {
+    if (type == T_F32 || type == T_F16 || type == T_BF16) {
+        switch (R) { /* constant R: the compiler keeps the accumulators in registers */
+        case 1: dot_rows_float(type, w, K, (const float *const *)x, 1, out); return;
+        case 2: dot_rows_float(type, w, K, (const float *const *)x, 2, out); return;
+        case 3: dot_rows_float(type, w, K, (const float *const *)x, 3, out); return;
+        default: dot_rows_float(type, w, K, (const float *const *)x, 4, out); return;
+        }
+    }
+    switch (R) {
+    case 1: dot_rows_int(type, w, K, (const act_q8 *)x, 1, out); return;
+    case 2: dot_rows_int(type, w, K, (const act_q8 *)x, 2, out); return;
+    case 3: dot_rows_int(type, w, K, (const act_q8 *)x, 3, out); return;
+    default: dot_rows_int(type, w, K, (const act_q8 *)x, 4, out); return;
+    }
+}
+
+/* ---- the other decode-step ops ------------------------------------------------------------------ */
+
+static void rmsnorm(const float *x, const float *w, int64_t n, float eps, float *out) {
+    float ss = 0.0f;
+    for (int64_t i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+static void silu_mul(const float *g, const float *u, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + exp_fast(-g[i])) * u[i];
+}
+
+static void store_kv(const float *src, void *dst, int kv_f16, int n) {
+    if (!kv_f16) {
+        memcpy(dst, src, (size_t)n * 4);
+        return;
+    }
+    uint16_t *d = (uint16_t *)dst;
+    int i = 0;
+#if defined(__F16C__)
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++) d[i] = f32_to_f16(src[i]);
+}
+
+/* dot of q (f32, hd) with one cached key row (f16 or f32) */
+INLINE float dot_kv(const float *q, const void *k, int kv_f16, int hd) {
+    int i = 0;
+    float s = 0.0f;
+#if defined(__AVX512F__)
+    __m512 acc = _mm512_setzero_ps();
+    for (; i + 16 <= hd; i += 16) {
+        __m512 kv = kv_f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)k + i)))
+                           : _mm512_loadu_ps((const float *)k + i);
+        acc = _mm512_fmadd_ps(_mm512_loadu_ps(q + i), kv, acc);
+    }
+    s = _mm512_reduce_add_ps(acc);
+#elif defined(__AVX2__)
+    __m256 acc = _mm256_setzero_ps();
+    for (; i + 8 <= hd; i += 8) {
+        __m256 kv = kv_f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)k + i)))
+                           : _mm256_loadu_ps((const float *)k + i);
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), kv, acc);
+    }
+    s = hsum256(acc);
+#endif
+    for (; i < hd; i++) s += q[i] * (kv_f16 ? f16_to_f32(((const uint16_t *)k)[i]) : ((const float *)k)[i]);
+    return s;
+}
+
+/* out += p * v_row */
+INLINE void axpy_kv(float p, const void *v, int kv_f16, int hd, float *out) {
+    int i = 0;
+#if defined(__AVX512F__)
+    __m512 pv = _mm512_set1_ps(p);
+    for (; i + 16 <= hd; i += 16) {
+        __m512 vv = kv_f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)v + i)))
+                           : _mm512_loadu_ps((const float *)v + i);
+        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(pv, vv, _mm512_loadu_ps(out + i)));
+    }
+#elif defined(__AVX2__)
+    __m256 pv = _mm256_set1_ps(p);
+    for (; i + 8 <= hd; i += 8) {
+        __m256 vv = kv_f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)v + i)))
+                           : _mm256_loadu_ps((const float *)v + i);
+        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(pv, vv, _mm256_loadu_ps(out + i)));
+    }
+#endif
+    for (; i < hd; i++) out[i] += p * (kv_f16 ? f16_to_f32(((const uint16_t *)v)[i]) : ((const float *)v)[i]);
+}
+
+/* One query head over `len` cached positions of one kv head: softmax(q.K^T * scale) V */
+static void attention(const float *q, const void *k, const void *v, int kv_f16, int64_t pos_stride,
+                      int64_t len, int hd, float scale, float *scores, float *out) {
+    const size_t es = kv_f16 ? 2 : 4;
+    float mx = -INFINITY;
+    for (int64_t j = 0; j < len; j++) {
+        float s = dot_kv(q, (const uint8_t *)k + (size_t)j * pos_stride * es, kv_f16, hd) * scale;
+        scores[j] = s;
+        mx = s > mx ? s : mx;
+    }
+    float sum = 0.0f;
+    for (int64_t j = 0; j < len; j++) {
+        float e = exp_fast(scores[j] - mx);
+        scores[j] = e;
+        sum += e;
+    }
+    for (int i = 0; i < hd; i++) out[i] = 0.0f;
+    float inv = 1.0f / sum;
+    for (int64_t j = 0; j < len; j++)
+        axpy_kv(scores[j] * inv, (const uint8_t *)v + (size_t)j * pos_stride * es, kv_f16, hd, out);
+}
+
+const isa_kernels TABLE = {
+    STR(ISA), dot_rows, dot_rows_fx, quantize_act, dequant_row, rmsnorm, attention, silu_mul, store_kv,
+};

@@ -1,0 +1,553 @@
+/* Runtime: ISA dispatch, the thread pool, matmul over quantized weights and the whole-model forward.
+ *
+ * Compiled without ISA flags: everything vector-width specific lives in kernels_isa.c, reached
+ * through the `isa_kernels` table chosen once at load (best the CPU has, or AIGC_KERNEL_ISA).
+ *
+ * Threads: a small pool of pthreads that spin briefly between parallel regions (a decode step is
+ * ~10 regions per layer, so a sleeping wake-up per region would cost more than the work) and then
+ * sleep on a condition variable, so an idle server burns no CPU.
+ */
+#define _GNU_SOURCE
+#include <math.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aigc_kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* ---- ISA dispatch ------------------------------------------------------------------------------- */
+
+static const isa_kernels *K = &kernels_portable;
+
+static const isa_kernels *best_isa(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return &kernels_avx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return &kernels_avx2;
+#endif
+    return &kernels_portable;
+}
+
+static int isa_allowed(const isa_kernels *k) {
+    const isa_kernels *best = best_isa();
+    if (k == &kernels_portable || k == best) return 1;
+#if defined(__x86_64__)
+    if (k == &kernels_avx2 && best == &kernels_avx512) return 1;
+#endif
+    return 0;
+}
+
+int aigc_set_isa(const char *name) {
+    const isa_kernels *all[] = {
+        &kernels_portable,
+#if defined(__x86_64__)
+        &kernels_avx2, &kernels_avx512,
+#endif
+    };
+    if (name == NULL || !*name || !strcmp(name, "auto") || !strcmp(name, "best")) {
+        K = best_isa();
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+        if (!strcmp(all[i]->name, name)) {
+            if (!isa_allowed(all[i])) return -2; /* this CPU cannot run it */
+            K = all[i];
+            return 0;
+        }
+    }
+    return -1;
+}
+
+const char *aigc_isa_name(void) { return K->name; }
+
+#ifndef AIGC_SOURCE_HASH
+#define AIGC_SOURCE_HASH "unknown"
+#endif
+/* hash of the sources this library was built from: the loader rebuilds a stale build */
+const char *aigc_source_hash(void) { return AIGC_SOURCE_HASH; }
+
+__attribute__((constructor)) static void init_isa(void) {
+    const char *env = getenv("AIGC_KERNEL_ISA");
+    if (aigc_set_isa(env) != 0) K = best_isa(); /* unknown or unsupported name: the loader reports it */
+}
+
+/* ---- thread pool -------------------------------------------------------------------------------- */
+
+typedef void (*task_fn)(void *ctx, int64_t begin, int64_t end, int tid);
+
+#define MAX_THREADS 64
+
+static struct {
+    int n; /* threads including the caller */
+    pthread_t th[MAX_THREADS];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    atomic_int generation;
+    atomic_int sleepers;
+    atomic_int busy; /* workers still inside the current region */
+    atomic_llong next;
+    int64_t total, chunk;
+    task_fn fn;
+    void *ctx;
+    int started;
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+
+static pthread_mutex_t pool_setup = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t call_lock = PTHREAD_MUTEX_INITIALIZER; /* one parallel region at a time */
+
+static void run_chunks(int tid) {
+    for (;;) {
+        int64_t b = atomic_fetch_add(&pool.next, pool.chunk);
+        if (b >= pool.total) break;
+        int64_t e = b + pool.chunk < pool.total ? b + pool.chunk : pool.total;
+        pool.fn(pool.ctx, b, e, tid);
+    }
+}
+
+#define SPIN_ITERS 200000 /* roughly 0.1-1 ms of spinning before sleeping */
+
+static int start_generation[MAX_THREADS]; /* the generation a worker was spawned in */
+
+static void *worker(void *arg) {
+    int tid = (int)(intptr_t)arg;
+    int seen = start_generation[tid];
+    for (;;) {
+        int spins = 0;
+        while (atomic_load_explicit(&pool.generation, memory_order_acquire) == seen) {
+            if (++spins < SPIN_ITERS) {
+                CPU_RELAX();
+                continue;
+            }
+            pthread_mutex_lock(&pool.mu);
+            atomic_fetch_add(&pool.sleepers, 1);
+            while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.cv, &pool.mu);
+            atomic_fetch_sub(&pool.sleepers, 1);
+            pthread_mutex_unlock(&pool.mu);
+        }
+        seen = atomic_load(&pool.generation);
+        if (tid >= pool.n) { /* shrunk: this worker only acknowledges the region */
+            atomic_fetch_sub(&pool.busy, 1);
+            continue;
+        }
+        run_chunks(tid);
+        atomic_fetch_sub_explicit(&pool.busy, 1, memory_order_release);
+    }
+    return NULL;
+}
+
+static int default_threads(void) {
+    const char *env = getenv("AIGC_NUM_THREADS");
+    if (env && atoi(env) > 0) return atoi(env) > MAX_THREADS ? MAX_THREADS : atoi(env);
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+        int n = CPU_COUNT(&set);
+        return n < 1 ? 1 : (n > MAX_THREADS ? MAX_THREADS : n);
+    }
+    return 1;
+}
+
+static int spawned = 1; /* threads that exist, including the caller */
+
+static void ensure_pool(int want) {
+    pthread_mutex_lock(&pool_setup);
+    if (!pool.started) {
+        pool.n = want > 0 ? want : default_threads();
+        pool.started = 1;
+    }
+    while (spawned < pool.n) {
+        start_generation[spawned] = atomic_load(&pool.generation);
+        pthread_create(&pool.th[spawned], NULL, worker, (void *)(intptr_t)spawned);
+        pthread_detach(pool.th[spawned]);
+        spawned++;
+    }
+    pthread_mutex_unlock(&pool_setup);
+}
+
+int aigc_num_threads(void) {
+    ensure_pool(0);
+    return pool.n;
+}
+
+void aigc_set_num_threads(int n) {
+    pthread_mutex_lock(&call_lock);
+    if (n < 1) n = default_threads();
+    if (n > MAX_THREADS) n = MAX_THREADS;
+    pthread_mutex_lock(&pool_setup);
+    pool.started = 1;
+    pool.n = n;
+    pthread_mutex_unlock(&pool_setup);
+    ensure_pool(n);
+    pthread_mutex_unlock(&call_lock);
+}
+
+/* run fn over [0, total) in chunks on every thread; returns when all are done.
+ * Callers hold call_lock (aigc_matmul / aigc_forward take it once per call). */
+static void parallel_for(task_fn fn, void *ctx, int64_t total, int64_t chunk) {
+    if (total <= 0) return;
+    if (chunk < 1) chunk = 1;
+    if (pool.n <= 1 || total <= chunk) {
+        fn(ctx, 0, total, 0);
+        return;
+    }
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.total = total;
+    pool.chunk = chunk;
+    atomic_store(&pool.next, 0);
+    atomic_store(&pool.busy, spawned - 1);
+    atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_broadcast(&pool.cv);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    run_chunks(0);
+    while (atomic_load_explicit(&pool.busy, memory_order_acquire) > 0) CPU_RELAX();
+}
+
+/* ---- formats ------------------------------------------------------------------------------------ */
+
+int64_t aigc_row_bytes(int type, int64_t cols) {
+    switch (type) {
+    case T_F32: return cols * 4;
+    case T_F16: case T_BF16: return cols * 2;
+    case T_Q4_0: return cols % QK ? 0 : cols / QK * 18;
+    case T_Q4_1: return cols % QK ? 0 : cols / QK * 20;
+    case T_Q5_0: return cols % QK ? 0 : cols / QK * 22;
+    case T_Q5_1: return cols % QK ? 0 : cols / QK * 24;
+    case T_Q8_0: return cols % QK ? 0 : cols / QK * 34;
+    case T_Q4_K: return cols % QK_K ? 0 : cols / QK_K * 144;
+    case T_Q5_K: return cols % QK_K ? 0 : cols / QK_K * 176;
+    case T_Q6_K: return cols % QK_K ? 0 : cols / QK_K * 210;
+    default: return 0;
+    }
+}
+
+static int is_float_type(int type) { return type == T_F32 || type == T_F16 || type == T_BF16; }
+
+/* ---- matmul: y[m, :] (+)= x[m, :] @ W^T for weights given as row-stacked parts ---------------- */
+
+/* Integer-format products with at least this many activation rows quantize the activations to int8
+ * (compute-bound: int8 dot products are ~4x denser); fewer rows keep them in float (bound by reading
+ * the weights, and exact up to float rounding). */
+static int64_t int8_min_rows = 8;
+
+void aigc_set_int8_min_rows(int64_t rows) { int8_min_rows = rows < 1 ? 1 : rows; }
+
+typedef struct {
+    const aigc_weight *parts;
+    int n_parts;
+    int64_t N, K, M, ldy;
+    const float *x;
+    const float *xsum; /* [M, K/32] block sums, when integer parts take float activations */
+    act_q8 *xq; /* per activation row, when integer parts take int8 activations */
+    float *y;
+    const float *bias;
+    int accumulate;
+} matmul_ctx;
+
+static void matmul_task(void *p, int64_t begin, int64_t end, int tid) {
+    (void)tid;
+    const matmul_ctx *c = (const matmul_ctx *)p;
+    for (int64_t n = begin; n < end; n++) {
+        /* which part holds global row n */
+        int64_t row = n;
+        int pi = 0;
+        while (row >= c->parts[pi].rows) row -= c->parts[pi++].rows;
+        const aigc_weight *w = &c->parts[pi];
+        const uint8_t *wr = (const uint8_t *)w->data + row * aigc_row_bytes(w->type, c->K);
+        const float b = c->bias ? c->bias[n] : 0.0f;
+        for (int64_t m = 0; m < c->M; m += 4) {
+            int R = c->M - m < 4 ? (int)(c->M - m) : 4;
+            float out[4];
+            if (is_float_type(w->type) || c->xsum) {
+                const float *xs[4], *sums[4];
+                for (int r = 0; r < R; r++) {
+                    xs[r] = c->x + (m + r) * c->K;
+                    sums[r] = c->xsum ? c->xsum + (m + r) * (c->K / QK) : NULL;
+                }
+                if (is_float_type(w->type)) K->dot_rows(w->type, wr, c->K, xs, R, out);
+                else K->dot_rows_fx(w->type, wr, c->K, xs, sums, R, out);
+            } else {
+                K->dot_rows(w->type, wr, c->K, c->xq + m, R, out);
+            }
+            for (int r = 0; r < R; r++) {
+                float *dst = c->y + (m + r) * c->ldy + n;
+                *dst = (c->accumulate ? *dst : 0.0f) + out[r] + b;
+            }
+        }
+    }
+}
+
+typedef struct {
+    const float *x;
+    int64_t K;
+    act_q8 *xq;
+    int8_t *q;
+    float *d, *s;
+} quant_ctx;
+
+static void quant_task(void *p, int64_t begin, int64_t end, int tid) {
+    (void)tid;
+    quant_ctx *c = (quant_ctx *)p;
+    int64_t nb = c->K / QK;
+    for (int64_t m = begin; m < end; m++) {
+        K->quantize_act(c->x + m * c->K, c->K, c->q + m * c->K, c->d + m * nb, c->s + m * nb);
+        c->xq[m].q = c->q + m * c->K;
+        c->xq[m].d = c->d + m * nb;
+        c->xq[m].s = c->s + m * nb;
+    }
+}
+
+/* scratch that lives across calls (grown, never shrunk); only used under call_lock */
+typedef struct {
+    void *p;
+    size_t n;
+} scratch;
+
+static void *grow(scratch *s, size_t n) {
+    if (n > s->n) {
+        free(s->p);
+        s->p = aligned_alloc(64, (n + 63) / 64 * 64);
+        s->n = s->p ? n : 0;
+    }
+    return s->p;
+}
+
+static scratch q_scratch, act_scratch;
+
+static int64_t row_chunk(int64_t N, int64_t M) {
+    /* enough chunks per thread for balance; bigger chunks when each row is dotted with many tokens */
+    int64_t c = N / (pool.n * 8);
+    if (M >= 16) c = N / (pool.n * 4);
+    return c < 1 ? 1 : c;
+}
+
+static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
+                         int64_t ldy, const float *bias, int accumulate) {
+    int64_t N = 0, Kd = parts[0].cols;
+    int any_int = 0;
+    for (int i = 0; i < n_parts; i++) {
+        if (parts[i].cols != Kd || aigc_row_bytes(parts[i].type, Kd) == 0) return -1;
+        N += parts[i].rows;
+        any_int |= !is_float_type(parts[i].type);
+    }
+    matmul_ctx c = {parts, n_parts, N, Kd, M, ldy, x, NULL, NULL, y, bias, accumulate};
+    if (any_int && M < int8_min_rows) {
+        int64_t nb = Kd / QK;
+        float *sums = (float *)grow(&q_scratch, (size_t)M * nb * sizeof(float) + 64);
+        if (!sums) return -3;
+        for (int64_t r = 0; r < M; r++)
+            for (int64_t b = 0; b < nb; b++) {
+                float s = 0.0f;
+                for (int i = 0; i < QK; i++) s += x[r * Kd + b * QK + i];
+                sums[r * nb + b] = s;
+            }
+        c.xsum = sums;
+    } else if (any_int) {
+        int64_t nb = Kd / QK;
+        size_t bytes = (size_t)M * Kd + (size_t)M * nb * 8 + 64;
+        uint8_t *buf = (uint8_t *)grow(&q_scratch, bytes);
+        act_q8 *xq = (act_q8 *)grow(&act_scratch, (size_t)M * sizeof(act_q8));
+        if (!buf || !xq) return -3;
+        float *d = (float *)buf, *s = d + M * nb;
+        quant_ctx qc = {x, Kd, xq, (int8_t *)(s + M * nb), d, s};
+        parallel_for(quant_task, &qc, M, M >= 8 ? (M + pool.n - 1) / pool.n : M);
+        c.xq = xq;
+    }
+    parallel_for(matmul_task, &c, N, row_chunk(N, M));
+    return 0;
+}
+
+int aigc_matmul(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
+                const float *bias, int accumulate) {
+    ensure_pool(0);
+    int64_t N = 0;
+    for (int i = 0; i < n_parts; i++) N += parts[i].rows;
+    pthread_mutex_lock(&call_lock);
+    int rc = matmul_locked(parts, n_parts, x, M, y, N, bias, accumulate);
+    pthread_mutex_unlock(&call_lock);
+    return rc;
+}
+
+int aigc_dequantize(const aigc_weight *w, float *out) {
+    int64_t rb = aigc_row_bytes(w->type, w->cols);
+    if (rb == 0) return -1;
+    for (int64_t r = 0; r < w->rows; r++)
+        K->dequant_row(w->type, (const uint8_t *)w->data + r * rb, w->cols, out + r * w->cols);
+    return 0;
+}
+
+/* ---- the whole forward of a Llama-family model ---------------------------------------------------
+ * n tokens of any mix of sequences (decode tokens of running requests and prompt chunks): token t
+ * sits at position pos[t] of KV slot slot[t] and attends to that slot's positions 0..pos[t]. Each
+ * layer first writes every token's keys/values, then attends, so tokens of one prompt chunk see
+ * each other causally. Logits (or final hidden states) come back for the tokens in out_idx. */
+
+typedef struct {
+    const aigc_model *m;
+    const aigc_layer *L;
+    int64_t n;
+    const int32_t *pos, *slot;
+    float *x, *xn, *qkv, *att, *cos_t, *sin_t, *scores;
+    int64_t scores_stride;
+    int64_t qkv_dim;
+} fwd_ctx;
+
+static void rope_kv_task(void *p, int64_t begin, int64_t end, int tid) {
+    (void)tid;
+    fwd_ctx *c = (fwd_ctx *)p;
+    const aigc_model *m = c->m;
+    const int hd = m->head_dim, half = hd / 2, H = m->n_heads, KV = m->n_kv;
+    const size_t es = m->kv_f16 ? 2 : 4;
+    for (int64_t t = begin; t < end; t++) {
+        float *row = c->qkv + t * c->qkv_dim;
+        const float *cs = c->cos_t + t * half, *sn = c->sin_t + t * half;
+        for (int h = 0; h < H + KV; h++) { /* rotate q and k heads (half-split pairs, as HF) */
+            float *v = row + h * hd;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], b = v[i + half];
+                v[i] = a * cs[i] - b * sn[i];
+                v[i + half] = b * cs[i] + a * sn[i];
+            }
+        }
+        for (int h = 0; h < KV; h++) {
+            int64_t off = (int64_t)c->slot[t] * m->kv_slot_stride + h * m->kv_head_stride + (int64_t)c->pos[t] * hd;
+            K->store_kv(row + (H + h) * hd, (uint8_t *)c->L->k_cache + off * es, m->kv_f16, hd);
+            K->store_kv(row + (H + KV + h) * hd, (uint8_t *)c->L->v_cache + off * es, m->kv_f16, hd);
+        }
+    }
+}
+
+static void attention_task(void *p, int64_t begin, int64_t end, int tid) {
+    fwd_ctx *c = (fwd_ctx *)p;
+    const aigc_model *m = c->m;
+    const int hd = m->head_dim, H = m->n_heads, group = m->n_heads / m->n_kv;
+    const size_t es = m->kv_f16 ? 2 : 4;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *scores = c->scores + tid * c->scores_stride;
+    for (int64_t i = begin; i < end; i++) {
+        int64_t t = i / H;
+        int h = (int)(i % H), kvh = h / group;
+        int64_t off = (int64_t)c->slot[t] * m->kv_slot_stride + kvh * m->kv_head_stride;
+        K->attention(c->qkv + t * c->qkv_dim + h * hd, (const uint8_t *)c->L->k_cache + off * es,
+                     (const uint8_t *)c->L->v_cache + off * es, m->kv_f16, hd, (int64_t)c->pos[t] + 1, hd,
+                     scale, scores, c->att + t * H * hd + h * hd);
+    }
+}
+
+typedef struct {
+    const float *x;
+    const float *w;
+    float *out;
+    int64_t dim;
+    float eps;
+    const float *g; /* silu_mul: gate/up rows of 2*dim */
+    int64_t g_stride;
+} rowwise_ctx;
+
+static void rmsnorm_task(void *p, int64_t begin, int64_t end, int tid) {
+    (void)tid;
+    rowwise_ctx *c = (rowwise_ctx *)p;
+    for (int64_t t = begin; t < end; t++) K->rmsnorm(c->x + t * c->dim, c->w, c->dim, c->eps, c->out + t * c->dim);
+}
+
+static void silu_task(void *p, int64_t begin, int64_t end, int tid) {
+    (void)tid;
+    rowwise_ctx *c = (rowwise_ctx *)p;
+    for (int64_t t = begin; t < end; t++)
+        K->silu_mul(c->g + t * c->g_stride, c->g + t * c->g_stride + c->dim, c->dim, c->out + t * c->dim);
+}
+
+static void rowwise(task_fn fn, rowwise_ctx *c, int64_t n) { parallel_for(fn, c, n, n >= 16 ? 4 : n); }
+
+static scratch fwd_scratch;
+
+int aigc_forward(const aigc_model *m, int64_t n, const int32_t *ids, const int32_t *pos,
+                 const int32_t *slot, int64_t n_out, const int32_t *out_idx, float *logits,
+                 float *hidden_out) {
+    ensure_pool(0);
+    const int64_t D = m->hidden, hd = m->head_dim, H = m->n_heads, KV = m->n_kv, F = m->inter;
+    const int64_t qkv_dim = (H + 2 * KV) * hd, half = hd / 2;
+    for (int64_t t = 0; t < n; t++) {
+        if (ids[t] < 0 || ids[t] >= m->vocab || pos[t] < 0 || pos[t] >= m->kv_capacity) return -4;
+    }
+    int64_t max_len = 0;
+    for (int64_t t = 0; t < n; t++) max_len = pos[t] + 1 > max_len ? pos[t] + 1 : max_len;
+    pthread_mutex_lock(&call_lock);
+    const int64_t scores_stride = (max_len + 15) / 16 * 16;
+    size_t floats = (size_t)n * (2 * D + qkv_dim + H * hd + 2 * F + F + 2 * half) +
+                    (size_t)pool.n * scores_stride + (size_t)n_out * D * 2 + 64;
+    float *buf = (float *)grow(&fwd_scratch, floats * sizeof(float));
+    if (!buf) {
+        pthread_mutex_unlock(&call_lock);
+        return -3;
+    }
+    fwd_ctx c = {0};
+    c.m = m;
+    c.n = n;
+    c.pos = pos;
+    c.slot = slot;
+    c.qkv_dim = qkv_dim;
+    c.x = buf;
+    c.xn = c.x + n * D;
+    c.qkv = c.xn + n * D;
+    c.att = c.qkv + n * qkv_dim;
+    float *gu = c.att + n * H * hd, *act = gu + n * 2 * F;
+    c.cos_t = act + n * F;
+    c.sin_t = c.cos_t + n * half;
+    c.scores = c.sin_t + n * half;
+    c.scores_stride = scores_stride;
+    float *sel = c.scores + pool.n * scores_stride, *seln = sel + n_out * D;
+
+    int64_t eb = aigc_row_bytes(m->embed.type, D);
+    for (int64_t t = 0; t < n; t++) {
+        K->dequant_row(m->embed.type, (const uint8_t *)m->embed.data + (int64_t)ids[t] * eb, D, c.x + t * D);
+        for (int64_t i = 0; i < half; i++) {
+            float a = (float)pos[t] * m->inv_freq[i];
+            c.cos_t[t * half + i] = cosf(a);
+            c.sin_t[t * half + i] = sinf(a);
+        }
+    }
+    int rc = 0;
+    rowwise_ctx rw = {0};
+    rw.dim = D;
+    rw.eps = m->eps;
+    for (int l = 0; l < m->n_layers && rc == 0; l++) {
+        const aigc_layer *L = &m->layers[l];
+        c.L = L;
+        rw.x = c.x; rw.w = L->attn_norm; rw.out = c.xn; rw.dim = D;
+        rowwise(rmsnorm_task, &rw, n);
+        rc |= matmul_locked(L->qkv, L->n_qkv, c.xn, n, c.qkv, qkv_dim, L->qkv_bias, 0);
+        parallel_for(rope_kv_task, &c, n, n >= 16 ? 4 : n);
+        parallel_for(attention_task, &c, n * H, 1);
+        rc |= matmul_locked(&L->o, 1, c.att, n, c.x, D, L->o_bias, 1);
+        rw.x = c.x; rw.w = L->mlp_norm; rw.out = c.xn; rw.dim = D;
+        rowwise(rmsnorm_task, &rw, n);
+        rc |= matmul_locked(L->gate_up, L->n_gate_up, c.xn, n, gu, 2 * F, L->gate_up_bias, 0);
+        rw.g = gu; rw.g_stride = 2 * F; rw.out = act; rw.dim = F;
+        rowwise(silu_task, &rw, n);
+        rc |= matmul_locked(&L->down, 1, act, n, c.x, D, L->down_bias, 1);
+    }
+    if (rc == 0 && n_out > 0) {
+        for (int64_t i = 0; i < n_out; i++) memcpy(sel + i * D, c.x + (int64_t)out_idx[i] * D, D * sizeof(float));
+        rw.x = sel; rw.w = m->final_norm; rw.out = hidden_out ? hidden_out : seln; rw.dim = D;
+        rowwise(rmsnorm_task, &rw, n_out);
+        if (!hidden_out) rc |= matmul_locked(&m->lm_head, 1, seln, n_out, logits, m->vocab, NULL, 0);
+    }
+    pthread_mutex_unlock(&call_lock);
+    return rc;
+}
