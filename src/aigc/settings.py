@@ -22,7 +22,10 @@ class Settings(BaseSettings):
 
     models: list[str] = Field(default_factory=lambda: ["smollm2-135m-instruct"])
     models_dir: Path = Field(default_factory=_default_models_dir)
-    dtype: str = "float32"  # float32 | bfloat16: fp32 decodes fastest on this CPU (see BENCHMARKS.md)
+    dtype: str = "float32"  # float32 | bfloat16 | float16: float weights that are not quantized
+    # Weights as kernels read them: auto keeps a GGUF file's blocks as stored and quantizes HF checkpoints
+    # to q8_0 where the native kernels run; none = float weights in `dtype`; or a format (q4_k, ...).
+    quantize: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
     api_keys: list[str] = Field(default_factory=list)

@@ -322,15 +322,15 @@ def test_penalised_request_is_unaffected_by_batch_changes(make_engine, tokenizer
 
 def test_a_failed_forward_fails_its_requests_and_the_engine_goes_on(make_engine, tokenizer, reference, run_all):
     engine = make_engine(max_concurrency=2)
-    real_decode, calls = engine._runner.decode, []
+    real_step, calls = engine._runner.step, []
 
-    def broken_once(batch):
+    def broken_once(batch, chunk):
         calls.append(batch)
-        if len(calls) == 1:
+        if len(calls) == 2:  # the first decode step (the first step only prefills)
             raise RuntimeError("device fell over")
-        return real_decode(batch)
+        return real_step(batch, chunk)
 
-    engine._runner.decode = broken_once
+    engine._runner.step = broken_once
     prompt = tokenizer.encode("fragile")
     with pytest.raises(RuntimeError, match="device fell over"):
         run_all(engine, [EngineRequest(prompt, greedy(5))])

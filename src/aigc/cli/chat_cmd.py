@@ -25,8 +25,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aigc.apps.chat.context import ContextOverflowError, fit_messages
-    from aigc.generation.generate import stream_generate
+    from aigc.engine.offline import started_engine, stream
 
     params = sampling_params_from(args)
     if args.max_context is not None and args.max_context < 16:
@@ -36,12 +35,18 @@ def run(args: argparse.Namespace) -> int:
     reply_room = min(params.max_tokens or window // 4, window // 2)
     budget = window - reply_room
     system = args.system
-    history: list[dict[str, str]] = []
     interactive = sys.stdin.isatty()
     out = sys.stdout
     err = sys.stderr
     print(f"aigc chat · {lm.name} · context {window} tokens · {HELP}", file=err)
+    with started_engine(lm, max_context=window) as engine:
+        return _loop(args, lm, engine, stream, params, budget, system, interactive, out, err)
 
+
+def _loop(args, lm, engine, stream, params, budget, system, interactive, out, err) -> int:
+    from aigc.apps.chat.context import ContextOverflowError, fit_messages
+
+    history: list[dict[str, str]] = []
     while True:
         try:
             line = input("you> " if interactive else "")
@@ -86,11 +91,10 @@ def run(args: argparse.Namespace) -> int:
             out.write("assistant> ")
         reply = []
         try:
-            for event in stream_generate(lm.model, lm.tokenizer, fitted.prompt_ids, params,
-                                         eos_token_ids=lm.eos_token_ids):
-                if event.text_delta:
-                    reply.append(event.text_delta)
-                    out.write(event.text_delta)
+            for delta in stream(engine, fitted.prompt_ids, params):
+                if delta.text:
+                    reply.append(delta.text)
+                    out.write(delta.text)
                     out.flush()
         except KeyboardInterrupt:
             print("\n[interrupted]", file=err)

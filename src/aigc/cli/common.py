@@ -14,8 +14,17 @@ def add_model_args(p: argparse.ArgumentParser, *, default: str | None = "smollm2
                         "(default: %(default)s)")
     p.add_argument("--models-dir", type=Path, default=None,
                    help="folder of local models (default: AIGC_MODELS_DIR or the repo's models/)")
+    add_weight_args(p)
+
+
+def add_weight_args(p: argparse.ArgumentParser) -> None:
+    from aigc.models.quantized import SCHEMES
+
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
-                   help="weights dtype for inference (default: float32, fastest decode on CPU)")
+                   help="dtype of float (unquantized) weights (default: float32)")
+    p.add_argument("--quantize", "-q", default=None, choices=SCHEMES, type=str.lower,
+                   help="weight format: auto (default) keeps a GGUF file's blocks and quantizes HF "
+                        "checkpoints to q8_0 where the native kernels run; none = float weights")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, *, max_tokens: int = 256) -> None:
@@ -39,6 +48,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         overrides["models_dir"] = args.models_dir
     if getattr(args, "dtype", None):
         overrides["dtype"] = args.dtype
+    if getattr(args, "quantize", None):
+        overrides["quantize"] = args.quantize
     return Settings(**overrides)
 
 
@@ -59,4 +70,4 @@ def load(args: argparse.Namespace):
     from aigc.models.loader import load_model
 
     settings = settings_from(args)
-    return load_model(args.model, models_dir=settings.models_dir, dtype=settings.dtype)
+    return load_model(args.model, models_dir=settings.models_dir, dtype=settings.dtype, quantize=settings.quantize)

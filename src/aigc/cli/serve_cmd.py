@@ -6,6 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
+from aigc.cli.common import add_weight_args
+
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API")
@@ -13,7 +15,7 @@ def register(sub) -> None:
                    help="model to serve (repeatable; default: the bundled smollm2-135m-instruct plus every "
                         "model in --models-dir, e.g. aigc-poet-zh)")
     p.add_argument("--models-dir", type=Path, default=None)
-    p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
+    add_weight_args(p)
     p.add_argument("--host", default=None, help="bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: 8000)")
     p.add_argument("--api-key", action="append", default=None, help="accepted API key (repeatable)")
@@ -43,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     from aigc.settings import Settings
 
     fields = {
-        "models": args.model, "models_dir": args.models_dir, "dtype": args.dtype, "host": args.host,
+        "models": args.model, "models_dir": args.models_dir, "dtype": args.dtype,
+        "quantize": args.quantize, "host": args.host,
         "port": args.port, "api_keys": args.api_key, "max_concurrency": args.max_concurrency,
         "max_queue": args.max_queue, "max_context": args.max_context, "remotes": args.remote,
         "cors_origins": args.cors_origin, "database_url": args.database_url,

@@ -224,33 +224,28 @@ class Engine:
             if sched.prefilling is not None and sched.prefilling.admitted_at is None:
                 sched.prefilling.admitted_at = time.monotonic()
             batch = sched.decode_batch()
-            if batch is not None:
-                ids, infos = runner.decode(batch)
-                sched.decoded(batch)
-        except Exception as e:  # the cache rows of everyone running are suspect now
+            chunk = sched.prefill_chunk_to_run()
+            decoded, sampled = runner.step(batch, chunk)
+        except Exception as e:  # the cache rows of everyone in the step are suspect now
             return self._fail(sched.running_requests(), e)
         if batch is not None:
+            sched.decoded(batch)
+            ids, infos = decoded
             reqs = [sched.decoding[c.slot][0] for c in batch.choices]
             for req, choice, tok, info in zip(reqs, batch.choices, ids, infos, strict=True):
                 out.setdefault(id(req), (req, []))[1].append(req.accept(choice, tok, info))
                 if choice.finished:
                     sched.finish_choice(choice)
 
-        chunk = sched.prefill_chunk_to_run()
         if chunk is not None:
             req = chunk.request
-            try:
-                sampled = runner.prefill(chunk)
-                runner.copy(sched.prefilled(chunk))  # forks the prompt to the other choices after the last chunk
-                self.prompt_tokens_processed += len(chunk.token_ids)
-            except Exception as e:
-                self._fail([req], e)
-            else:
-                if sampled is not None:
-                    self.prompt_tokens_cached += req.stream.metrics.cached_prompt_tokens
-                    deltas = [req.accept(c, t, i) for c, t, i in zip(req.choices, *sampled, strict=True)]
-                    out[id(req)] = (req, deltas)
-                    sched.start_decoding(req)
+            runner.copy(sched.prefilled(chunk))  # forks the prompt to the other choices after the last chunk
+            self.prompt_tokens_processed += len(chunk.token_ids)
+            if sampled is not None:
+                self.prompt_tokens_cached += req.stream.metrics.cached_prompt_tokens
+                deltas = [req.accept(c, t, i) for c, t, i in zip(req.choices, *sampled, strict=True)]
+                out[id(req)] = (req, deltas)
+                sched.start_decoding(req)
 
         for req, deltas in out.values():
             self.tokens_generated += len(deltas)

@@ -1,7 +1,13 @@
-"""ModelRunner: turns a scheduled step into model forwards on the engine's one KV cache, and samples.
+"""ModelRunner: turns a scheduled step into one model forward on the engine's KV cache, and samples.
 
 It owns the tensors (the cache and the per-step inputs) so the scheduler can stay plain Python.
 Every method must run on the engine's worker thread under `torch.inference_mode()`.
+
+On the CPU, Llama-family models run natively (`models/native.py`): the step's decode tokens and its
+prefill chunk go through ONE forward (a mixed batch, as in vLLM's v1 scheduler), so a prompt being
+prefilled never costs the running streams a second pass over the weights. The native KV cache is
+float16 and grows with the positions in use instead of holding slots x max_context up front.
+Elsewhere (GPU, GPT-2) the torch network runs the decode rows and the chunk as two forwards.
 """
 
 from __future__ import annotations
@@ -10,23 +16,88 @@ import torch
 
 from aigc.engine.scheduler import DecodeBatch, PrefillChunk, SlotCopy
 from aigc.generation.sampler import Sampler, SamplingState, TokenLogprobs
+from aigc.models.native import NativeModel, grown_cache, native_unsupported_reason, new_native_cache
 from aigc.models.transformer import CacheWrite, Transformer
 
 Sampled = tuple[list[int], list[TokenLogprobs | None]]
+INITIAL_NATIVE_CAPACITY = 256  # positions per slot at start; doubles when a sequence needs more
 
 
 class ModelRunner:
-    def __init__(self, model: Transformer, slots: int, max_len: int):
+    def __init__(self, model: Transformer, slots: int, max_len: int, native: bool | None = None):
         self.model = model.eval()
         self.device = model.device
-        self.cache = model.new_cache(slots, max_len)
+        self.max_len = max_len
+        use_native = native_unsupported_reason(model) is None if native is None else native
+        self.native: NativeModel | None = None
+        if use_native:
+            self.cache = new_native_cache(model, slots, min(max_len, INITIAL_NATIVE_CAPACITY))
+            self.native = NativeModel(model, self.cache)
+        else:
+            self.cache = model.new_cache(slots, max_len)
         # Two samplers: each caches per-row parameter tensors for its usual batch composition.
         self._decode_sampler, self._prefill_sampler = Sampler(), Sampler()
+
+    @property
+    def kv_bytes(self) -> int:
+        return self.cache.nbytes()
 
     def copy(self, copies: list[SlotCopy]) -> None:
         for c in copies:
             if c.length > 0 and c.src != c.dst:
                 self.cache.copy_slot(c.src, c.dst, c.length)
+
+    def step(self, batch: DecodeBatch | None, chunk: PrefillChunk | None) -> tuple[Sampled | None, Sampled | None]:
+        """Run the step's decode rows and prefill chunk; sample the decode rows' next tokens and, after
+        a prompt's last chunk, each choice's first token."""
+        if self.native is not None:
+            return self._native_step(batch, chunk)
+        return (self.decode(batch) if batch is not None else None,
+                self.prefill(chunk) if chunk is not None else None)
+
+    # ---- native: one mixed forward --------------------------------------------------------------
+
+    def _ensure_capacity(self, needed: int) -> None:
+        cap = self.cache.max_len
+        if needed <= cap:
+            return
+        if needed > self.max_len:
+            raise ValueError(f"position {needed - 1} is past the context window ({self.max_len})")
+        self.cache = grown_cache(self.cache, min(self.max_len, max(needed, 2 * cap)))
+        self.native.bind_cache(self.cache)
+
+    def _native_step(self, batch, chunk) -> tuple[Sampled | None, Sampled | None]:
+        ids: list[int] = []
+        pos: list[int] = []
+        slots: list[int] = []
+        out_rows: list[int] = []
+        if batch is not None:
+            for off in batch.active:
+                ids.append(batch.tokens[off])
+                pos.append(batch.positions[off])
+                slots.append(batch.lo + off)
+            out_rows = list(range(len(ids)))
+        wants_prefill_logits = chunk is not None and chunk.last
+        if chunk is not None:
+            ids += chunk.token_ids
+            pos += range(chunk.start, chunk.start + len(chunk.token_ids))
+            slots += [chunk.slot] * len(chunk.token_ids)
+            if wants_prefill_logits:
+                out_rows.append(len(ids) - 1)
+        if not ids:
+            return None, None
+        self._ensure_capacity(max(pos) + 1)
+        logits = self.native.forward(ids, pos, slots, out_rows)
+        decoded = prefilled = None
+        n_dec = len(batch.active) if batch is not None else 0
+        if batch is not None:
+            decoded = self._sample(self._decode_sampler, logits[:n_dec], [c.sampling for c in batch.choices])
+        if wants_prefill_logits:
+            rows = [c.sampling for c in chunk.request.choices]
+            prefilled = self._sample(self._prefill_sampler, logits[n_dec:].expand(len(rows), -1), rows)
+        return decoded, prefilled
+
+    # ---- torch: decode rows and prefill chunk as two forwards -----------------------------------
 
     def decode(self, batch: DecodeBatch) -> Sampled:
         """One token for every active row of `batch` (rows lo..lo+len(tokens)-1 of the cache)."""

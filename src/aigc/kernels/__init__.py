@@ -127,8 +127,8 @@ def set_isa(name: str) -> None:
 
 
 def set_int8_min_rows(rows: int) -> None:
-    """Products with at least `rows` activation rows use int8 activations (default 8); fewer stay
-    float. 1 = always int8 (llama.cpp's way), a huge number = never (exact float activations)."""
+    """Products with at least `rows` activation rows use int8 activations; fewer stay float.
+    Default: never (exact), or 8 with AIGC_INT8_ACTIVATIONS=1. 1 = always int8 (llama.cpp's way)."""
     load().aigc_set_int8_min_rows(int(rows))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import logging
 import os
 import threading
 from pathlib import Path
@@ -140,8 +141,15 @@ def load() -> ctypes.CDLL:
 
 
 def available() -> bool:
+    """True when the kernels load; otherwise warns once and callers take the torch path."""
     try:
         load()
         return True
-    except KernelUnavailableError:
+    except KernelUnavailableError as e:
+        if not _warned:
+            _warned.append(True)
+            logging.getLogger(__name__).warning("%s; using the slower torch path", e)
         return False
+
+
+_warned: list[bool] = []

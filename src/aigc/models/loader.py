@@ -7,10 +7,17 @@ from pathlib import Path
 
 import torch
 
+from aigc import kernels
 from aigc.models.adapters import ADAPTER_CONFIG, AdapterError, merge_peft_adapter, read_adapter_config
 from aigc.models.config import ModelConfig
 from aigc.models.gguf_checkpoint import read_gguf
 from aigc.models.hf_checkpoint import load_hf_dir, model_from_hf_state_dict, parse_dtype
+from aigc.models.quantized import (
+    SCHEMES,
+    QuantizationError,
+    model_from_packed_state,
+    quantize_model,
+)
 from aigc.models.registry import resolve_model
 from aigc.models.transformer import Transformer
 from aigc.tokenizer import Tokenizer
@@ -35,30 +42,45 @@ class LoadedModel:
 
 
 def load_model(name: str, *, models_dir: Path | None = None, dtype: str | torch.dtype = "float32",
-               offline: bool | None = None) -> LoadedModel:
+               offline: bool | None = None, quantize: str = "none") -> LoadedModel:
     """Resolve `name` (bundled alias, models_dir entry, local path or hub id) and load it for inference.
+
+    quantize (see `models/quantized.py`): "none" gives float weights in `dtype` (what training and
+    conversion need); "auto" keeps a GGUF file's blocks as stored and quantizes an HF checkpoint to
+    the machine's default format; a format name (q8_0, q4_k, ...) quantizes to it.
 
     A PEFT LoRA adapter directory (adapter_config.json, no config.json) loads its base model (named in
     the adapter config) with the adapter merged into the weights: "base + adapter" serving.
     """
     if (Path(name) / ADAPTER_CONFIG).is_file() and not (Path(name) / "config.json").is_file():
-        return load_with_adapter(Path(name), models_dir=models_dir, dtype=dtype, offline=offline)
+        return load_with_adapter(Path(name), models_dir=models_dir, dtype=dtype, offline=offline, quantize=quantize)
     resolved = resolve_model(name, models_dir=models_dir, offline=offline)
     torch_dtype = parse_dtype(dtype)
+    scheme = (quantize or "none").lower()
+    if scheme not in SCHEMES:
+        raise QuantizationError(f"unknown quantization {quantize!r}; choose one of {', '.join(SCHEMES)}")
     if resolved.kind == "gguf":
-        cfg, state_dict, meta = read_gguf(resolved.path)
-        model = model_from_hf_state_dict(cfg, state_dict, dtype=torch_dtype)
+        keep_blocks = scheme == "auto" and kernels.available()
+        cfg, state_dict, meta = read_gguf(resolved.path, packed=keep_blocks)
+        if keep_blocks:
+            model = model_from_packed_state(cfg, state_dict, dtype=torch.float32)
+        else:
+            model = model_from_hf_state_dict(cfg, state_dict, dtype=torch_dtype)
+            if scheme != "auto":
+                quantize_model(model, scheme)
         tokenizer = Tokenizer.from_gguf(meta)  # parsed metadata: avoids a second slow read
     else:
         model = load_hf_dir(resolved.path, dtype=torch_dtype)
         cfg = model.config
         tokenizer = Tokenizer.from_dir(resolved.path)
+        quantize_model(model, scheme)
     model.requires_grad_(False)
     return LoadedModel(resolved.name, model, tokenizer, cfg, resolved.path)
 
 
 def load_with_adapter(adapter_dir: str | Path, *, base: str | None = None, models_dir: Path | None = None,
-                      dtype: str | torch.dtype = "float32", offline: bool | None = None) -> LoadedModel:
+                      dtype: str | torch.dtype = "float32", offline: bool | None = None,
+                      quantize: str = "none") -> LoadedModel:
     """The adapter's base model (or `base`) with the adapter merged in: ready to serve or generate.
     The tokenizer saved next to the adapter is used when there is one (it is the base's tokenizer)."""
     adapter_dir = Path(adapter_dir)
@@ -68,6 +90,8 @@ def load_with_adapter(adapter_dir: str | Path, *, base: str | None = None, model
     loaded = load_model(base, models_dir=models_dir, dtype="float32", offline=offline)
     merge_peft_adapter(loaded.model, adapter_dir)  # merge in fp32, then cast
     loaded.model.to(parse_dtype(dtype))
+    # merged weights are floats: "auto" quantizes them as it would an HF checkpoint
+    quantize_model(loaded.model, quantize)
     if (adapter_dir / "tokenizer.json").is_file():
         loaded.tokenizer = Tokenizer.from_dir(adapter_dir)
     loaded.name = f"{loaded.name}+{adapter_dir.name}"

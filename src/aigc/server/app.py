@@ -46,7 +46,7 @@ def load_local_backend(name: str, settings: Settings) -> LocalBackend | Classifi
             classifier = Classifier.load(resolved.path, dtype=settings.dtype)
             classifier.name = name
             return ClassifierBackend(name, classifier)
-    loaded = load_model(name, models_dir=settings.models_dir, dtype=settings.dtype)
+    loaded = load_model(name, models_dir=settings.models_dir, dtype=settings.dtype, quantize=settings.quantize)
     engine = Engine(loaded.model, loaded.tokenizer, name, max_concurrency=settings.max_concurrency,
                     max_queue=settings.max_queue, max_context=settings.max_context)
     engine.start()
