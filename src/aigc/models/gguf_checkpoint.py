@@ -454,9 +454,9 @@ def write_gguf(
 ) -> None:
     """Write a llama GGUF file from an HF-named state dict.
 
-    `quant` is a ggml type name (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1): 2-D weights are
-    stored in it, norms and biases stay F32 (as llama.cpp does). Rows whose length is not a
-    multiple of the block size stay F32. `tokenizer_metadata` holds extra GGUF keys, e.g.
+    `quant` is a ggml type name (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K):
+    2-D weights are stored in it, norms and biases stay F32 (as llama.cpp does). Rows whose length
+    is not a multiple of the block size stay F32. `tokenizer_metadata` holds extra GGUF keys, e.g.
     `tokenizer.ggml.tokens` or `tokenizer.chat_template`.
     """
     if config.family != "llama":
@@ -517,12 +517,22 @@ def write_gguf(
         elif qtype == gguf.GGMLQuantizationType.F16:
             writer.add_tensor(gguf_name, w.astype(np.float16))
         else:
-            writer.add_tensor(gguf_name, gguf.quants.quantize(w, qtype), raw_dtype=qtype)
+            writer.add_tensor(gguf_name, _quantize_blocks(w, qtype), raw_dtype=qtype)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def _quantize_blocks(w: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
+    """Block bytes [rows, row_bytes]: our native quantizers (fast, K-formats too), else the gguf package."""
+    from aigc import kernels
+
+    if qtype.name in kernels.FORMATS and kernels.available():
+        packed = kernels.quantize(torch.from_numpy(np.ascontiguousarray(w)), qtype.name)
+        return packed.data.view(torch.uint8).numpy().reshape(w.shape[0], -1)
+    return gguf.quants.quantize(w, qtype)
 
 
 def _add_metadata(writer: gguf.GGUFWriter, key: str, value: Any) -> None:

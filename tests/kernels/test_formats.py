@@ -1,0 +1,136 @@
+"""Every kernel format on every ISA path this CPU has (and the portable one): products equal a float
+matmul on the dequantized weights; our quantizers write the standard GGUF layout."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import gguf
+import numpy as np
+import pytest
+import torch
+
+from aigc import kernels
+
+INT_FORMATS = ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K"]
+FLOAT_FORMATS = ["F32", "F16", "BF16"]
+ISAS = kernels.supported_isas()
+
+
+@pytest.fixture(autouse=True)
+def restore_isa():
+    yield
+    kernels.set_isa("auto")
+    kernels.set_int8_min_rows(2**62)
+
+
+def _cols(fmt: str) -> int:
+    # not a multiple of the 512-bit vector width (16 floats) where the format allows it
+    return {"Q4_K": 768, "Q5_K": 768, "Q6_K": 768}.get(fmt, 224 if fmt in INT_FORMATS else 203)
+
+
+def _weight(fmt: str, rows: int = 37) -> tuple[kernels.PackedWeight, torch.Tensor]:
+    torch.manual_seed(hash(fmt) % 1000)
+    w = torch.randn(rows, _cols(fmt))
+    packed = kernels.quantize(w, fmt)
+    return packed, kernels.dequantize(packed)
+
+
+def test_the_portable_path_is_always_there():
+    assert "portable" in ISAS
+    assert kernels.isa() == ISAS[-1]  # the best one is picked by default
+
+
+@pytest.mark.parametrize("fmt", INT_FORMATS)
+def test_our_quantizers_write_what_the_gguf_package_reads(fmt):
+    packed, ours = _weight(fmt)
+    raw = packed.data.numpy().reshape(packed.rows, -1)
+    theirs = np.asarray(gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[fmt]), dtype=np.float32)
+    np.testing.assert_array_equal(ours.numpy(), theirs)
+
+
+@pytest.mark.parametrize("fmt", ["Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"])
+def test_we_read_blocks_the_gguf_package_wrote(fmt):
+    w = np.random.default_rng(1).standard_normal((19, 96)).astype(np.float32)
+    raw = gguf.quants.quantize(w, gguf.GGMLQuantizationType[fmt])
+    packed = kernels.PackedWeight(torch.from_numpy(np.ascontiguousarray(raw)).view(-1), fmt, 19, 96)
+    expected = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType[fmt])
+    np.testing.assert_array_equal(kernels.dequantize(packed).numpy(), expected)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("fmt", INT_FORMATS + FLOAT_FORMATS)
+@pytest.mark.parametrize("m", [1, 3, 5, 9])
+def test_matmul_equals_float_matmul_on_dequantized_weights(isa, fmt, m):
+    kernels.set_isa(isa)
+    packed, dense = _weight(fmt)
+    x = torch.randn(m, packed.cols)
+    bias = torch.randn(packed.rows)
+    ref = (x.double() @ dense.double().T + bias.double()).float()
+    y = kernels.matmul([packed], x, bias)
+    scale = float((x.abs() @ dense.abs().T).max())
+    assert torch.allclose(y, ref, rtol=0, atol=2e-6 * scale), float((y - ref).abs().max())
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("fmt", INT_FORMATS)
+def test_int8_activations_stay_within_their_rounding_bound(isa, fmt):
+    """With activations quantized to int8 blocks, each activation moves by at most half a step:
+    the error of every output is bounded by sum over blocks of (step / 2) * sum |w|."""
+    kernels.set_isa(isa)
+    kernels.set_int8_min_rows(1)
+    packed, dense = _weight(fmt)
+    x = torch.randn(6, packed.cols)
+    y = kernels.matmul([packed], x)
+    ref = x.double() @ dense.double().T
+    step = x.view(6, -1, 32).abs().amax(-1) / 127  # [M, blocks]
+    wsum = dense.abs().view(packed.rows, -1, 32).sum(-1).double()  # [N, blocks]
+    bound = (step.double() / 2) @ wsum.T
+    assert ((y.double() - ref).abs() <= bound * 1.001 + 1e-4).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_parts_in_different_formats_act_as_one_stacked_weight(isa):
+    kernels.set_isa(isa)
+    parts = [kernels.quantize(torch.randn(r, 256), f) for r, f in ((33, "Q4_K"), (7, "Q8_0"), (5, "F16"))]
+    x = torch.randn(4, 256)
+    dense = torch.cat([kernels.dequantize(p) for p in parts])
+    out = torch.ones(4, 45)
+    kernels.matmul(parts, x, out=out, accumulate=True)
+    assert torch.allclose(out, 1 + x @ dense.T, atol=1e-4)
+
+
+def test_bad_shapes_are_refused():
+    with pytest.raises(ValueError, match="multiple of 32"):
+        kernels.quantize(torch.randn(4, 48), "Q8_0")
+    with pytest.raises(ValueError, match="needs"):
+        kernels.PackedWeight(torch.zeros(10, dtype=torch.uint8), "Q4_0", 1, 32)
+    a, b = kernels.quantize(torch.randn(2, 64), "Q8_0"), kernels.quantize(torch.randn(2, 32), "Q8_0")
+    with pytest.raises(ValueError, match="column"):
+        kernels.matmul([a, b], torch.randn(1, 64))
+
+
+def test_the_isa_can_be_forced_with_an_environment_variable():
+    code = "from aigc import kernels; print(kernels.isa())"
+    env = {**os.environ, "AIGC_KERNEL_ISA": "portable"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "portable"
+    env["AIGC_KERNEL_ISA"] = "no-such-isa"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "AIGC_KERNEL_ISA" in bad.stderr
+
+
+def test_threads_can_be_set_and_results_do_not_depend_on_them():
+    packed, _ = _weight("Q4_1", rows=301)
+    x = torch.randn(2, packed.cols)
+    before = kernels.num_threads()
+    try:
+        kernels.set_num_threads(1)
+        one = kernels.matmul([packed], x)
+        kernels.set_num_threads(3)
+        assert kernels.num_threads() == 3
+        assert torch.equal(kernels.matmul([packed], x), one)
+    finally:
+        kernels.set_num_threads(before)
