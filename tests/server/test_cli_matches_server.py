@@ -8,6 +8,7 @@ import sys
 
 import openai
 import pytest
+
 from conftest import REAL
 
 PROMPT = "Tell me a story about a cat."
