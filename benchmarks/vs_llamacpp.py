@@ -1,0 +1,219 @@
+"""aigc against llama.cpp on the same GGUF files, in one run: batch-1 decode, prefill, RSS.
+
+    python benchmarks/vs_llamacpp.py [--cache ~/.cache/aigc-bench] [--skip-big] [--threads 2]
+
+llama.cpp is built from the llama-cpp-python sdist (PyPI) into the cache folder on first use
+(cmake, ~12 min on 2 cores; never inside the repo). Files: the bundled SmolLM2-135M Q4_1, the same
+requantized to Q8_0 and F16 with llama-quantize, and a ~0.49B random-weight Llama-shape model written
+with our GGUF writer (F16) and quantized by llama-quantize to Q8_0 and Q4_K_M.
+
+Ours: the product path (`load_model(..., quantize="auto")` keeps the blocks; the engine runs one
+native forward per step). Decode = 128 greedy tokens after a 32-token prompt, from the engine's own
+metrics; prefill = time to first token of a fresh 200-token prompt. llama.cpp: `llama-bench -p 200
+-n 128`. Prints every figure and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import torch
+
+from aigc import kernels
+from aigc.engine.offline import complete, started_engine
+from aigc.generation.params import SamplingParams
+from aigc.models.config import ModelConfig
+from aigc.models.gguf_checkpoint import read_gguf_metadata, write_gguf
+from aigc.models.loader import load_model
+from aigc.models.quantized import weight_bytes
+from aigc.models.registry import bundled_path
+
+
+def sh(cmd: list[str], **kw) -> str:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
+
+
+def build_llamacpp(cache: Path) -> Path:
+    bin_dir = next(cache.glob("llama_cpp_python-*/vendor/llama.cpp/build/bin"), None)
+    if bin_dir is not None and (bin_dir / "llama-bench").exists() and (bin_dir / "llama-quantize").exists():
+        return bin_dir
+    cache.mkdir(parents=True, exist_ok=True)
+    print("building llama.cpp from the llama-cpp-python sdist (one time, ~12 min)...", flush=True)
+    sh([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps", "llama-cpp-python", "-d",
+        str(cache)])
+    sdist = sorted(cache.glob("llama_cpp_python-*.tar.gz"))[-1]
+    with tarfile.open(sdist) as t:
+        t.extractall(cache, filter="data")
+    src = next(cache.glob("llama_cpp_python-*/vendor/llama.cpp"))
+    sh(["cmake", "-B", "build", "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DGGML_NATIVE=ON"], cwd=src)
+    sh(["cmake", "--build", "build", "--target", "llama-bench", "llama-server", "llama-quantize", "-j2"], cwd=src)
+    return src / "build" / "bin"
+
+
+def quantized_copy(bin_dir: Path, src: Path, dst: Path, kind: str) -> Path:
+    if not dst.exists():
+        sh([str(bin_dir / "llama-quantize"), "--allow-requantize", str(src), str(dst), kind])
+    return dst
+
+
+def big_model(cache: Path) -> Path:
+    """~0.49B-parameter Llama shape, random weights, SmolLM2's tokenizer (llama.cpp needs a real one)."""
+    path = cache / "llama-0.5b-random-F16.gguf"
+    if path.exists():
+        return path
+    meta = read_gguf_metadata(bundled_path("smollm2-135m-instruct"))
+    tok_meta = {k: v for k, v in meta.items() if k.startswith("tokenizer.")}
+    cfg = ModelConfig(vocab_size=49152, hidden_size=1280, intermediate_size=3584, num_layers=24, num_heads=20,
+                      num_kv_heads=4, max_position_embeddings=8192, tie_word_embeddings=True, norm_eps=1e-5,
+                      rope_theta=100000.0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    d, f, hd = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
+    sd = {"model.embed_tokens.weight": torch.randn(cfg.vocab_size, d) * 0.02, "model.norm.weight": torch.ones(d)}
+    for i in range(cfg.num_layers):
+        p = f"model.layers.{i}."
+        shapes = {"self_attn.q_proj": (d, d), "self_attn.k_proj": (cfg.num_kv_heads * hd, d),
+                  "self_attn.v_proj": (cfg.num_kv_heads * hd, d), "self_attn.o_proj": (d, d),
+                  "mlp.gate_proj": (f, d), "mlp.up_proj": (f, d), "mlp.down_proj": (d, f)}
+        for name, shape in shapes.items():
+            sd[p + name + ".weight"] = torch.randn(shape) * 0.02
+        sd[p + "input_layernorm.weight"] = torch.ones(d)
+        sd[p + "post_attention_layernorm.weight"] = torch.ones(d)
+    write_gguf(path, cfg, sd, tok_meta, quant="F16")
+    return path
+
+
+def llama_bench(bin_dir: Path, model: Path, threads: int) -> dict[str, float]:
+    out = sh([str(bin_dir / "llama-bench"), "-m", str(model), "-p", "200", "-n", "128", "-t", str(threads),
+              "-r", "3", "-o", "json"])
+    res = {}
+    for row in json.loads(out):
+        key = "prefill" if row.get("n_prompt", 0) > 0 else "decode"
+        res[key] = float(row["avg_ts"])
+    return res
+
+
+def ours(model_path: Path) -> dict[str, float]:
+    lm = load_model(str(model_path), quantize="auto")
+    result = {"weight_bytes": weight_bytes(lm.model)}
+    with started_engine(lm) as engine:
+        greedy = SamplingParams(max_tokens=128, temperature=0.0, ignore_eos=True)
+        complete(engine, list(range(100, 132)), SamplingParams(max_tokens=8, temperature=0.0))  # warm-up
+        decode, prefill = [], []
+        for rep in range(3):
+            s = engine.submit(_req(list(range(1000 + 40 * rep, 1032 + 40 * rep)), greedy))
+            list(s)
+            m = s.metrics
+            decode.append((m.completion_tokens - 1) / (m.total_s - m.time_to_first_token_s))
+            prompt = [(7919 * (i + 1) + 104729 * rep) % 40000 + 500 for i in range(200)]
+            s = engine.submit(_req(prompt, SamplingParams(max_tokens=1, temperature=0.0)))
+            list(s)
+            prefill.append(200 / s.metrics.time_to_first_token_s)
+    result["decode"] = sorted(decode)[1]
+    result["prefill"] = sorted(prefill)[1]
+    return result
+
+
+def _req(ids, params):
+    from aigc.engine.protocol import EngineRequest
+
+    return EngineRequest(ids, params)
+
+
+def read_bandwidth_gbs() -> float:
+    x = torch.ones(256 * 1024 * 1024 // 4 * 4)  # 1 GiB of float32
+    x.sum()
+    t = time.perf_counter()
+    for _ in range(3):
+        x.sum()
+    return 3 * x.numel() * 4 / (time.perf_counter() - t) / 1e9
+
+
+def rss_llama_server(bin_dir: Path, model: Path, threads: int) -> float | None:
+    port = "18187"
+    proc = subprocess.Popen([str(bin_dir / "llama-server"), "-m", str(model), "-np", "16", "-c", "65536", "-t",
+                             str(threads), "--port", port, "--host", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import httpx
+
+        for _ in range(120):
+            time.sleep(0.5)
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+        httpx.post(f"http://127.0.0.1:{port}/v1/completions", json={"prompt": "Hello", "max_tokens": 16}, timeout=60)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")) / 1e6
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def rss_ours(model: Path) -> float:
+    """RSS (GB) of a fresh process holding the engine with 16 slots x 4096 context after one request."""
+    code = f"""
+import resource
+from aigc.engine.offline import complete, started_engine
+from aigc.generation.params import SamplingParams
+from aigc.models.loader import load_model
+lm = load_model({str(model)!r}, quantize="auto")
+with started_engine(lm, max_concurrency=16, max_context=4096) as e:
+    complete(e, list(range(100, 300)), SamplingParams(max_tokens=16, temperature=0.0))
+    status = open("/proc/self/status").read()
+    print(next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmRSS")))
+"""
+    return int(sh([sys.executable, "-c", code]).strip().splitlines()[-1]) / 1e6
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "aigc-bench")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--skip-big", action="store_true", help="skip the 0.5B model")
+    ap.add_argument("--skip-rss", action="store_true")
+    args = ap.parse_args()
+    kernels.set_num_threads(args.threads)
+    bin_dir = build_llamacpp(args.cache)
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    bw = read_bandwidth_gbs()
+    print(f"CPU: {cpu} · kernels: {kernels.isa()} · {args.threads} threads · read bandwidth {bw:.1f} GB/s")
+    bundled = Path(bundled_path("smollm2-135m-instruct"))
+    files = {"SmolLM2-135M Q4_1 (bundled)": bundled,
+             "SmolLM2-135M Q8_0": quantized_copy(bin_dir, bundled, args.cache / "smollm2-Q8_0.gguf", "Q8_0"),
+             "SmolLM2-135M F16": quantized_copy(bin_dir, bundled, args.cache / "smollm2-F16.gguf", "F16")}
+    if not args.skip_big:
+        big = big_model(args.cache)
+        files["Llama-0.49B Q8_0"] = quantized_copy(bin_dir, big, args.cache / "llama-0.5b-Q8_0.gguf", "Q8_0")
+        files["Llama-0.49B Q4_K_M"] = quantized_copy(bin_dir, big, args.cache / "llama-0.5b-Q4_K_M.gguf", "Q4_K_M")
+    print("| file | decode ours | decode llama.cpp | ratio | of roofline | prefill ours | prefill llama.cpp | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, path in files.items():
+        theirs = llama_bench(bin_dir, path, args.threads)
+        mine = ours(path)
+        roof = bw * 1e9 / mine["weight_bytes"]
+        print(f"| {name} | {mine['decode']:.1f} | {theirs['decode']:.1f} | {mine['decode'] / theirs['decode']:.2f}x "
+              f"| {mine['decode'] / roof:.0%} | {mine['prefill']:.0f} | {theirs['prefill']:.0f} "
+              f"| {mine['prefill'] / theirs['prefill']:.2f}x |", flush=True)
+    if not args.skip_rss:
+        q8 = files["SmolLM2-135M Q8_0"]
+        theirs_rss, mine_rss = rss_llama_server(bin_dir, q8, args.threads), rss_ours(q8)
+        print(f"RSS, 16 slots x 4096 context, SmolLM2 Q8_0: ours {mine_rss:.2f} GB, llama-server {theirs_rss:.2f} GB "
+              f"({mine_rss / theirs_rss:.2f}x)")
+    print(f"max RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6:.2f} GB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
