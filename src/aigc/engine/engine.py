@@ -181,6 +181,8 @@ class Engine:
                     self._fail(self._sched.running_requests(), e)
                 self._publish_stats()
             self._abort_all()
+        if self._runner.torch_threads_before is not None:
+            torch.set_num_threads(self._runner.torch_threads_before)
 
     def _next_batch_of_work(self) -> bool:
         """Wait for work; move new requests and cancellations in. False when the engine stops."""

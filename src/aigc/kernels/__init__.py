@@ -18,7 +18,7 @@ from aigc.kernels.formats import FORMATS, WeightFormat, weight_format
 from aigc.kernels.library import CLayer, CModel, CWeight, KernelUnavailableError, available, load
 
 __all__ = ["FORMATS", "WeightFormat", "weight_format", "PackedWeight", "matmul", "dequantize", "quantize", "isa",
-           "set_isa", "set_int8_min_rows", "supported_isas", "num_threads", "set_num_threads", "available", "load",
+           "set_isa", "set_int8_min_rows", "set_exact_activations", "supported_isas", "num_threads", "set_num_threads", "available", "load",
            "KernelUnavailableError", "CLayer", "CModel", "CWeight"]
 
 
@@ -130,6 +130,12 @@ def set_int8_min_rows(rows: int) -> None:
     """Products with at least `rows` activation rows use int8 activations; fewer stay float.
     Default: never (exact), or 8 with AIGC_INT8_ACTIVATIONS=1. 1 = always int8 (llama.cpp's way)."""
     load().aigc_set_int8_min_rows(int(rows))
+
+
+def set_exact_activations(exact: bool) -> None:
+    """True: integer-format products take float32 activations (slower, bit-for-bit float math).
+    False (default): int16 activation blocks where the ISA has the kernel (error below float16 rounding)."""
+    load().aigc_set_activation_mode(0 if exact else 1)
 
 
 def num_threads() -> int:

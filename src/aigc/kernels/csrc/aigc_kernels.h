@@ -31,6 +31,13 @@ typedef struct {
     const float *s;
 } act_q8;
 
+/* Activations quantized to int16 (near-exact): per block of 32, a scale d and s = d * sum(q). */
+typedef struct {
+    const int16_t *q;
+    const float *d;
+    const float *s;
+} act_q16;
+
 /* One ISA's kernels. */
 typedef struct {
     const char *name;
@@ -39,6 +46,9 @@ typedef struct {
     /* integer weights with float activations; xsum[r] = per-32-block sums of activation row r */
     void (*dot_rows_fx)(int type, const uint8_t *w, int64_t K, const float *const *x, const float *const *xsum,
                         int R, float *out);
+    /* integer weights with int16 activations; NULL where the ISA has no fast path for it */
+    void (*dot_rows_q16)(int type, const uint8_t *w, int64_t K, const act_q16 *x, int R, float *out);
+    void (*quantize_act16)(const float *x, int64_t K, int16_t *q, float *d, float *s);
     void (*quantize_act)(const float *x, int64_t K, int8_t *q, float *d, float *s);
     void (*dequant_row)(int type, const uint8_t *w, int64_t K, float *out);
     void (*rmsnorm)(const float *x, const float *w, int64_t n, float eps, float *out);
@@ -101,6 +111,7 @@ int aigc_set_isa(const char *name);
 int aigc_num_threads(void);
 void aigc_set_num_threads(int n);
 void aigc_set_int8_min_rows(int64_t rows);
+void aigc_set_activation_mode(int int16);
 int aigc_matmul(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
                 const float *bias, int accumulate);
 int aigc_dequantize(const aigc_weight *w, float *out);

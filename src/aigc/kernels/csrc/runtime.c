@@ -30,6 +30,11 @@
  * changed greedy answers (KL ~0.006 nats per token against float activations), so speed is opt-in
  * with AIGC_INT8_ACTIVATIONS=1 (or aigc_set_int8_min_rows). */
 static int64_t int8_min_rows = INT64_MAX;
+/* Below that, activations go to int16 blocks where the ISA has the kernel (error below float16
+ * rounding; AIGC_EXACT_ACTIVATIONS=1 keeps them float32). */
+static int use_q16 = 1;
+
+void aigc_set_activation_mode(int int16) { use_q16 = int16 != 0; }
 
 /* ---- ISA dispatch ------------------------------------------------------------------------------- */
 
@@ -89,6 +94,8 @@ const char *aigc_source_hash(void) { return AIGC_SOURCE_HASH; }
 __attribute__((constructor)) static void init_isa(void) {
     const char *env = getenv("AIGC_KERNEL_ISA");
     if (aigc_set_isa(env) != 0) K = best_isa(); /* unknown or unsupported name: the loader reports it */
+    const char *exact = getenv("AIGC_EXACT_ACTIVATIONS");
+    if (exact && *exact && strcmp(exact, "0") != 0) use_q16 = 0;
     const char *int8 = getenv("AIGC_INT8_ACTIVATIONS");
     if (int8 && *int8 && strcmp(int8, "0") != 0) int8_min_rows = 8;
 }
@@ -259,6 +266,7 @@ typedef struct {
     int64_t N, K, M, ldy;
     const float *x;
     const float *xsum; /* [M, K/32] block sums, when integer parts take float activations */
+    act_q16 *x16;      /* per activation row, when integer parts take int16 activations */
     act_q8 *xq; /* per activation row, when integer parts take int8 activations */
     float *y;
     const float *bias;
@@ -279,7 +287,9 @@ static void matmul_task(void *p, int64_t begin, int64_t end, int tid) {
         for (int64_t m = 0; m < c->M; m += 4) {
             int R = c->M - m < 4 ? (int)(c->M - m) : 4;
             float out[4];
-            if (is_float_type(w->type) || c->xsum) {
+            if (!is_float_type(w->type) && c->x16) {
+                K->dot_rows_q16(w->type, wr, c->K, c->x16 + m, R, out);
+            } else if (is_float_type(w->type) || c->xsum) {
                 const float *xs[4], *sums[4];
                 for (int r = 0; r < R; r++) {
                     xs[r] = c->x + (m + r) * c->K;
@@ -351,8 +361,23 @@ static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, 
         N += parts[i].rows;
         any_int |= !is_float_type(parts[i].type);
     }
-    matmul_ctx c = {parts, n_parts, N, Kd, M, ldy, x, NULL, NULL, y, bias, accumulate};
-    if (any_int && M < int8_min_rows) {
+    matmul_ctx c = {parts, n_parts, N, Kd, M, ldy, x, NULL, NULL, NULL, y, bias, accumulate};
+    if (any_int && M < int8_min_rows && K->dot_rows_q16 && use_q16) {
+        int64_t nb = Kd / QK;
+        size_t bytes = (size_t)M * Kd * 2 + (size_t)M * nb * 8 + 64;
+        uint8_t *buf = (uint8_t *)grow(&q_scratch, bytes);
+        act_q16 *x16 = (act_q16 *)grow(&act_scratch, (size_t)M * sizeof(act_q16));
+        if (!buf || !x16) return -3;
+        float *d = (float *)buf, *s = d + M * nb;
+        int16_t *q = (int16_t *)(s + M * nb);
+        for (int64_t r = 0; r < M; r++) {
+            K->quantize_act16(x + r * Kd, Kd, q + r * Kd, d + r * nb, s + r * nb);
+            x16[r].q = q + r * Kd;
+            x16[r].d = d + r * nb;
+            x16[r].s = s + r * nb;
+        }
+        c.x16 = x16;
+    } else if (any_int && M < int8_min_rows) {
         int64_t nb = Kd / QK;
         float *sums = (float *)grow(&q_scratch, (size_t)M * nb * sizeof(float) + 64);
         if (!sums) return -3;
