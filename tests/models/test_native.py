@@ -109,9 +109,13 @@ def test_packed_gguf_models_match_the_dequantized_reference(tmp_path, quant):
     ids = torch.tensor([[5, 77, 130, 2, 9, 31, 200]])
     with torch.inference_mode():
         got, ref = packed.model(ids), reference(ids)
-    assert torch.allclose(got, ref, atol=1e-3), float((got - ref).abs().max())
+    assert torch.allclose(got, ref, atol=5e-3), float((got - ref).abs().max())  # int16 activation blocks
     prompt = ids[0].tolist()
-    assert _greedy(packed, prompt) == _greedy(_loaded(reference), prompt)
+    kernels.set_exact_activations(True)  # float math on both sides: random tiny models have near-ties
+    try:
+        assert _greedy(packed, prompt) == _greedy(_loaded(reference), prompt)
+    finally:
+        kernels.set_exact_activations(False)
 
 
 @pytest.mark.parametrize(("scheme", "fmt", "tolerance"), [("q8_0", "Q8_0", 0.06), ("q4_k", "Q4_K", 0.6)])
