@@ -368,3 +368,15 @@ def test_from_dir_errors(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(TokenizerError, match="cannot be loaded"):
         Tokenizer.from_dir(tmp_path)
+
+
+def test_gguf_metadata_of_a_hf_tokenizer_rebuilds_the_same_tokenizer():
+    from pathlib import Path
+
+    from aigc.tokenizer import Tokenizer
+
+    src = Tokenizer.from_dir(Path(__file__).resolve().parents[1] / "models" / "aigc-poet-zh")
+    again = Tokenizer.from_gguf(src.gguf_metadata())
+    for text in ["床前明月光，疑是地上霜。", "Hello world 123 <|im_start|>", "  spaces\tand\nlines"]:
+        assert again.encode(text) == src.encode(text)
+    assert again.eos_token_ids == src.eos_token_ids

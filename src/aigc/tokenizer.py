@@ -272,7 +272,7 @@ class Tokenizer:
 
         arch = meta.get("general.architecture")
         extra_eos = [meta[k] for k in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id") if isinstance(meta.get(k), int)]
-        return cls(
+        tok = cls(
             backend,
             bos_token=token_at("tokenizer.ggml.bos_token_id"),
             eos_token=token_at("tokenizer.ggml.eos_token_id"),
@@ -283,8 +283,54 @@ class Tokenizer:
             extra_eos_token_ids=extra_eos,
             model_max_length=meta.get(f"{arch}.context_length") if arch else None,
         )
+        tok._gguf_meta = {k: v for k, v in meta.items() if k.startswith("tokenizer.")}
+        return tok
 
     # ----------------------------------------------------------------- saving
+
+    def gguf_metadata(self) -> dict[str, Any]:
+        """The `tokenizer.*` keys a GGUF file needs for this tokenizer (llama.cpp reads them).
+
+        A tokenizer read from GGUF gives its own keys back; one from a HF directory is described
+        from its byte-level BPE model (tokens by id, merges, control/user-defined token types, the
+        pre-tokenizer name llama.cpp knows, special ids, chat template)."""
+        if getattr(self, "_gguf_meta", None):
+            return dict(self._gguf_meta)
+        spec = json.loads(self._backend.to_str())
+        model = spec.get("model") or {}
+        if model.get("type") != "BPE":
+            raise TokenizerError(f"only byte-level BPE tokenizers can be written to GGUF, not {model.get('type')!r}")
+        vocab: dict[str, int] = dict(model.get("vocab") or {})
+        added = {t["id"]: t for t in spec.get("added_tokens") or []}
+        for i, t in added.items():
+            vocab.setdefault(t["content"], i)
+        size = max(vocab.values()) + 1 if vocab else 0
+        tokens = [f"[PAD{i}]" for i in range(size)]
+        for t, i in vocab.items():
+            tokens[i] = t
+        types = [_TOKEN_TYPE_CONTROL if i in added and added[i].get("special") else
+                 _TOKEN_TYPE_USER_DEFINED if i in added else 1 for i in range(size)]
+        merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
+        pre_spec = json.dumps(spec.get("pre_tokenizer") or {})
+        if '"individual_digits": true' in pre_spec:
+            pre = "smollm"
+        elif "\\p{N}{1,3}" in pre_spec or "p{N}{1,3}" in pre_spec:
+            pre = "llama-bpe"
+        elif "Split" in pre_spec:
+            pre = "qwen2"
+        else:
+            pre = "gpt-2"
+        meta: dict[str, Any] = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre,
+                                "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+                                "tokenizer.ggml.merges": merges, "tokenizer.ggml.add_bos_token": self.add_bos_token}
+        for key, value in (("bos_token_id", self.bos_token_id), ("eos_token_id", self.eos_token_id),
+                           ("padding_token_id", self.pad_token_id), ("unknown_token_id", self.unk_token_id)):
+            if value is not None:
+                meta[f"tokenizer.ggml.{key}"] = int(value)
+        template = self.chat_templates.get("default")
+        if template:
+            meta["tokenizer.chat_template"] = template
+        return meta
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`.

@@ -93,6 +93,34 @@ def test_convert_gguf_writes_a_dir_transformers_opens(tmp_path):
     assert again.returncode == 2 and "not empty" in again.stderr
 
 
+def test_convert_writes_a_quantized_gguf_that_loads_with_its_tokenizer(tmp_path):
+    """HF directory -> Q8_0 GGUF (tokenizer and chat template inside): same ids, same greedy answer."""
+    import gguf
+
+    from aigc.models.loader import load_model
+    from aigc.models.quantized import QuantizedLinear
+
+    out = tmp_path / "poet-q8.gguf"
+    r = run_cli("convert", "models/aigc-poet-zh", str(out), "--quant", "q8_0")
+    assert r.returncode == 0, r.stderr
+    reader = gguf.GGUFReader(out)
+    types = {t.tensor_type.name for t in reader.tensors}
+    assert "Q8_0" in types and types <= {"Q8_0", "F32"}
+    src, packed = load_model("models/aigc-poet-zh"), load_model(str(out), quantize="auto")
+    assert all(m.formats == ["Q8_0"] * len(m.formats) for m in packed.model.modules() if isinstance(m, QuantizedLinear))
+    text = "春眠不觉晓，处处闻啼鸟。"
+    assert packed.tokenizer.encode(text) == src.tokenizer.encode(text)
+    messages = [{"role": "user", "content": "春天"}]
+    assert packed.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True) == \
+        src.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    a = run_cli("generate", "-m", str(out), "--chat", "春天", "-t", "0", "--max-tokens", "24")
+    b = run_cli("generate", "-m", "models/aigc-poet-zh", "--quantize", "q8_0", "--chat", "春天", "-t", "0",
+                "--max-tokens", "24")
+    assert a.returncode == 0 and a.stdout.strip() and a.stdout == b.stdout
+    again = run_cli("convert", "models/aigc-poet-zh", str(out), "--quant", "q4_k")
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
 @pytest.mark.slow
 def test_chat_repl_multi_turn_reset_and_dropping():
     script = "My name is Ada.\n/system You are a terse assistant.\nWhat is 2+2?\n/reset\n/bogus\n/exit\n"

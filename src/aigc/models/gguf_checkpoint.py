@@ -455,8 +455,9 @@ def write_gguf(
     """Write a llama GGUF file from an HF-named state dict.
 
     `quant` is a ggml type name (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K):
-    2-D weights are stored in it, norms and biases stay F32 (as llama.cpp does). Rows whose length
-    is not a multiple of the block size stay F32. `tokenizer_metadata` holds extra GGUF keys, e.g.
+    2-D weights are stored in it, norms and biases stay F32 (as llama.cpp does). K-format weights
+    whose rows are not multiples of 256 take Q5_0/Q5_1/Q8_0 instead (as llama-quantize does); rows
+    no block fits stay F32. `tokenizer_metadata` holds extra GGUF keys, e.g.
     `tokenizer.ggml.tokens` or `tokenizer.chat_template`.
     """
     if config.family != "llama":
@@ -511,18 +512,25 @@ def write_gguf(
         n_heads = _rotary_heads(gguf_name, config)
         if n_heads is not None:
             w = np.ascontiguousarray(permute_for_gguf(w, n_heads))
-        block_size = gguf.GGML_QUANT_SIZES[qtype][0]
-        if w.ndim < 2 or qtype == gguf.GGMLQuantizationType.F32 or w.shape[-1] % block_size:
+        wtype = qtype
+        if w.ndim >= 2 and w.shape[-1] % gguf.GGML_QUANT_SIZES[wtype][0] and wtype.name in _K_FALLBACK:
+            wtype = gguf.GGMLQuantizationType[_K_FALLBACK[wtype.name]]  # as llama-quantize does
+        block_size = gguf.GGML_QUANT_SIZES[wtype][0]
+        if w.ndim < 2 or wtype == gguf.GGMLQuantizationType.F32 or w.shape[-1] % block_size:
             writer.add_tensor(gguf_name, w)
-        elif qtype == gguf.GGMLQuantizationType.F16:
+        elif wtype == gguf.GGMLQuantizationType.F16:
             writer.add_tensor(gguf_name, w.astype(np.float16))
         else:
-            writer.add_tensor(gguf_name, _quantize_blocks(w, qtype), raw_dtype=qtype)
+            writer.add_tensor(gguf_name, _quantize_blocks(w, wtype), raw_dtype=wtype)
 
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+# K-formats need rows of 256: other rows take these formats (llama-quantize's fallbacks)
+_K_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 
 def _quantize_blocks(w: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
