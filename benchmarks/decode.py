@@ -42,7 +42,7 @@ def weight_bytes_per_token(model: torch.nn.Module) -> int:
 
 
 def time_ours(model, prompt, new_tokens, repeats) -> tuple[float, float]:
-    from aigc.generation.generate import generate
+    from aigc.engine.offline import generate
     from aigc.generation.params import SamplingParams
 
     params = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)

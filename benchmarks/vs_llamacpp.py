@@ -16,6 +16,7 @@ metrics; prefill = time to first token of a fresh 200-token prompt. llama.cpp: `
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 from aigc import kernels
-from aigc.engine.offline import complete, started_engine
+from aigc.engine import Engine, EngineRequest
 from aigc.generation.params import SamplingParams
 from aigc.models.config import ModelConfig
 from aigc.models.gguf_checkpoint import read_gguf_metadata, write_gguf
@@ -102,30 +103,29 @@ def llama_bench(bin_dir: Path, model: Path, threads: int) -> dict[str, float]:
 
 
 def ours(model_path: Path) -> dict[str, float]:
+    """Batch-1 decode and prefill through the engine `aigc serve` runs (no HTTP)."""
     lm = load_model(str(model_path), quantize="auto")
     result = {"weight_bytes": weight_bytes(lm.model)}
-    with started_engine(lm) as engine:
+    engine = Engine(lm.model, lm.tokenizer, lm.name, max_concurrency=1, max_context=4096)
+    engine.start()
+    try:
         greedy = SamplingParams(max_tokens=128, temperature=0.0, ignore_eos=True)
-        complete(engine, list(range(100, 132)), SamplingParams(max_tokens=8, temperature=0.0))  # warm-up
+        list(engine.submit(EngineRequest(list(range(100, 132)), SamplingParams(max_tokens=8, temperature=0.0))))
         decode, prefill = [], []
         for rep in range(3):
-            s = engine.submit(_req(list(range(1000 + 40 * rep, 1032 + 40 * rep)), greedy))
+            s = engine.submit(EngineRequest(list(range(1000 + 40 * rep, 1032 + 40 * rep)), greedy))
             list(s)
             m = s.metrics
             decode.append((m.completion_tokens - 1) / (m.total_s - m.time_to_first_token_s))
             prompt = [(7919 * (i + 1) + 104729 * rep) % 40000 + 500 for i in range(200)]
-            s = engine.submit(_req(prompt, SamplingParams(max_tokens=1, temperature=0.0)))
+            s = engine.submit(EngineRequest(prompt, SamplingParams(max_tokens=1, temperature=0.0)))
             list(s)
             prefill.append(200 / s.metrics.time_to_first_token_s)
+    finally:
+        engine.stop()
     result["decode"] = sorted(decode)[1]
     result["prefill"] = sorted(prefill)[1]
     return result
-
-
-def _req(ids, params):
-    from aigc.engine.protocol import EngineRequest
-
-    return EngineRequest(ids, params)
 
 
 def read_bandwidth_gbs() -> float:
@@ -163,17 +163,101 @@ def rss_llama_server(bin_dir: Path, model: Path, threads: int) -> float | None:
 def rss_ours(model: Path) -> float:
     """RSS (GB) of a fresh process holding the engine with 16 slots x 4096 context after one request."""
     code = f"""
-import resource
-from aigc.engine.offline import complete, started_engine
+from aigc.engine import Engine, EngineRequest
 from aigc.generation.params import SamplingParams
 from aigc.models.loader import load_model
 lm = load_model({str(model)!r}, quantize="auto")
-with started_engine(lm, max_concurrency=16, max_context=4096) as e:
-    complete(e, list(range(100, 300)), SamplingParams(max_tokens=16, temperature=0.0))
-    status = open("/proc/self/status").read()
-    print(next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmRSS")))
+e = Engine(lm.model, lm.tokenizer, lm.name, max_concurrency=16, max_context=4096)
+e.start()
+list(e.submit(EngineRequest(list(range(100, 300)), SamplingParams(max_tokens=16, temperature=0.0))))
+status = open("/proc/self/status").read()
+print(next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmRSS")))
+e.stop()
 """
     return int(sh([sys.executable, "-c", code]).strip().splitlines()[-1]) / 1e6
+
+
+# ---- servers: the official openai async client, streaming -------------------------------------------
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} not ready")
+
+
+def _prompt(i: int, n_tokens: int = 200) -> str:
+    words = ["river", "stone", "lantern", "harbor", "meadow", "copper", "violet", "orchard", "thunder", "silk"]
+    return f"Story {i}: " + " ".join(words[(i * 7 + k * 3) % len(words)] for k in range(n_tokens - 4))
+
+
+async def _drive(base_url: str, model: str, clients: int, new_tokens: int, round_: int) -> dict[str, float]:
+    from openai import AsyncOpenAI
+
+    client = AsyncOpenAI(base_url=base_url, api_key="none", max_retries=0, timeout=600)
+    ttft: list[float] = []
+    counts: list[int] = []
+
+    async def one(i: int) -> None:
+        t0 = time.perf_counter()
+        first, n = None, 0
+        stream = await client.completions.create(
+            model=model, prompt=_prompt(1000 * round_ + i), max_tokens=new_tokens, temperature=0.7, stream=True,
+            extra_body={"ignore_eos": True})
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].text:
+                n += 1
+                if first is None:
+                    first = time.perf_counter() - t0
+        ttft.append(first or float("nan"))
+        counts.append(n)
+
+    t = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    wall = time.perf_counter() - t
+    await client.close()
+    ttft.sort()
+    return {"tok_s": sum(counts) / wall, "ttft_p50": ttft[len(ttft) // 2], "ttft_p99": ttft[-1]}
+
+
+def servers(bin_dir: Path, model: Path, threads: int, levels=(1, 4, 16), new_tokens: int = 128) -> None:
+    port_ours, port_theirs = "18201", "18202"
+    ours_proc = subprocess.Popen([sys.executable, "-m", "aigc", "serve", "--model", str(model), "--port", port_ours,
+                                  "--max-concurrency", "16", "--max-context", "4096", "--max-queue", "64"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 env={**os.environ, "AIGC_DATABASE_URL": "sqlite:///:memory:"})
+    theirs_proc = subprocess.Popen([str(bin_dir / "llama-server"), "-m", str(model), "-np", "16", "-c", "65536",
+                                    "-t", str(threads), "--port", port_theirs, "--host", "127.0.0.1"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_http(f"http://127.0.0.1:{port_ours}/health", ours_proc)
+        _wait_http(f"http://127.0.0.1:{port_theirs}/health", theirs_proc)
+        model_id = sh([sys.executable, "-c", f"import httpx; print(httpx.get('http://127.0.0.1:{port_ours}/v1/models')"
+                       ".json()['data'][0]['id'])"]).strip()
+        print(f"\nServers on {model.name}: ours `aigc serve --max-concurrency 16 --max-context 4096`, "
+              f"llama-server -np 16 -c 65536; {new_tokens} new tokens, ~200-token prompts, streaming")
+        print("| clients | ours tok/s | llama-server tok/s | ratio | TTFT p50 ours | TTFT p50 llama | TTFT p99 ours | TTFT p99 llama |")
+        print("|---|---|---|---|---|---|---|---|")
+        for rnd, n in enumerate(levels):
+            # servers one at a time (they share the 2 cores); stop the idle one's spinning by not calling it
+            a = asyncio.run(_drive(f"http://127.0.0.1:{port_ours}/v1", model_id, n, new_tokens, rnd))
+            b = asyncio.run(_drive(f"http://127.0.0.1:{port_theirs}/v1", "x", n, new_tokens, rnd))
+            print(f"| {n} | {a['tok_s']:.1f} | {b['tok_s']:.1f} | {a['tok_s'] / b['tok_s']:.2f}x "
+                  f"| {a['ttft_p50'] * 1e3:.0f} ms | {b['ttft_p50'] * 1e3:.0f} ms "
+                  f"| {a['ttft_p99'] * 1e3:.0f} ms | {b['ttft_p99'] * 1e3:.0f} ms |", flush=True)
+    finally:
+        for p in (ours_proc, theirs_proc):
+            p.terminate()
+            p.wait(20)
 
 
 def main() -> int:
@@ -182,6 +266,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--skip-big", action="store_true", help="skip the 0.5B model")
     ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument("--skip-files", action="store_true", help="skip the per-file decode/prefill table")
+    ap.add_argument("--skip-server", action="store_true")
     args = ap.parse_args()
     kernels.set_num_threads(args.threads)
     bin_dir = build_llamacpp(args.cache)

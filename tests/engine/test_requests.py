@@ -8,7 +8,7 @@ import time
 import pytest
 
 from aigc.engine import EngineNotReadyError, EngineRequest, QueueFullError
-from aigc.generation.beam_search import beam_search
+from aigc.engine.offline import generate
 from aigc.generation.params import InvalidParameterError, SamplingParams
 from aigc.generation.prefill import ContextLengthError
 
@@ -234,17 +234,39 @@ def test_stop_aborts_requests_in_flight(make_engine, tokenizer):
 
 # ---- beam search and hooks --------------------------------------------------------------------------
 
-def test_beam_search_request_runs_as_one_job(make_engine, model, tokenizer, run_all):
+def test_beam_search_shares_steps_and_equals_beam_search_alone(make_engine, model, tokenizer, run_all):
     engine = make_engine()
     prompt = tokenizer.encode("beams")
     params = SamplingParams(max_tokens=6, temperature=0, num_beams=3, n=2, ignore_eos=True)
     side = tokenizer.encode("side")
     r, other = run_all(engine, [EngineRequest(prompt, params), EngineRequest(side, greedy(4))])
-    hyps = beam_search(model, prompt, params, stop_token_ids=[], max_new_tokens=6)
-    assert [r.tokens[i] for i in range(2)] == [h.token_ids for h in hyps]
+    alone = generate(model, [prompt], params, tokenizer=tokenizer)[0]  # checked against HF in tests/generation
+    assert [r.tokens[i] for i in range(2)] == [c.token_ids for c in alone]
     assert r.finish == {0: "length", 1: "length"}
-    assert r.text[0] == tokenizer.decode(hyps[0].token_ids, skip_special_tokens=True)
+    assert r.text[0] == alone[0].text
     assert len(other.tokens[0]) == 4
+
+
+def test_a_beam_search_request_does_not_pause_other_streams(make_engine, tokenizer, consume):
+    """While a long beam search runs, a concurrent stream keeps receiving tokens step after step."""
+    engine = make_engine()
+    beam = SamplingParams(max_tokens=40, temperature=0, num_beams=4, ignore_eos=True)
+
+    async def main():
+        stream = engine.submit(EngineRequest(tokenizer.encode("a long story"), greedy(400)))
+        first = await stream.__anext__()  # the stream is decoding
+        beam_stream = engine.submit(EngineRequest(tokenizer.encode("beams"), beam))
+        beam_task = asyncio.ensure_future(consume(beam_stream))
+        during = 0
+        while not beam_task.done():
+            await stream.__anext__()
+            during += 1
+        stream.cancel()
+        return first, during, await beam_task
+
+    first, during, beam_result = asyncio.run(main())
+    assert beam_result.finish[0] == "length" and len(beam_result.tokens[0]) == 40
+    assert during >= 30  # one token per shared step (a blocking job would give ~0)
 
 
 def test_on_finish_hook_and_metrics(make_engine, tokenizer, run_all):
@@ -273,7 +295,7 @@ def test_idle_rows_inside_the_decode_range_keep_their_cached_prefix(make_engine,
         c = engine.submit(EngineRequest(pc, greedy(30)))  # slot 2: slot 1 idles inside the batch
         c_it = c.__aiter__()
         c_head = [await c_it.__anext__() for _ in range(5)]
-        assert engine._table.slots[1].owner is None and engine._table.slots[2].owner == c.request_id
+        assert engine._core.table.slots[1].owner is None and engine._core.table.slots[2].owner == c.request_id
         pd = pb + rb.tokens[0] + tokenizer.encode(" and D continues B")
         rd, ra, rc = await asyncio.gather(consume(engine.submit(EngineRequest(pd, greedy(8)))),
                                           consume(a), consume(c))
@@ -322,15 +344,15 @@ def test_penalised_request_is_unaffected_by_batch_changes(make_engine, tokenizer
 
 def test_a_failed_forward_fails_its_requests_and_the_engine_goes_on(make_engine, tokenizer, reference, run_all):
     engine = make_engine(max_concurrency=2)
-    real_step, calls = engine._runner.step, []
+    real_forward, calls = engine._core.runner.forward, []
 
     def broken_once(batch, chunk):
         calls.append(batch)
         if len(calls) == 2:  # the first decode step (the first step only prefills)
             raise RuntimeError("device fell over")
-        return real_step(batch, chunk)
+        return real_forward(batch, chunk)
 
-    engine._runner.step = broken_once
+    engine._core.runner.forward = broken_once
     prompt = tokenizer.encode("fragile")
     with pytest.raises(RuntimeError, match="device fell over"):
         run_all(engine, [EngineRequest(prompt, greedy(5))])

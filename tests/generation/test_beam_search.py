@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from aigc.generation import SamplingParams, generate
+from aigc.engine.offline import generate
+from aigc.generation import SamplingParams
 
 PROMPT = [1, 5, 9, 22, 33, 7]
 MAX_NEW = 15
@@ -23,7 +24,8 @@ def assert_same_as_hf(ours, hf_seqs, hf_scores, eos):
     fill = eos[0]  # HF pads finished rows with `pad_token_id or eos_token_id[0]` (our pad id is 0)
     width = len(hf_seqs[0])
     assert [c.token_ids + [fill] * (width - len(c.token_ids)) for c in ours] == hf_seqs
-    assert torch.allclose(torch.tensor([c.score for c in ours]), hf_scores, atol=1e-4)
+    # scores: sums of logprobs over the whole sequence; our KV cache is float16 (HF: float32)
+    assert torch.allclose(torch.tensor([c.score for c in ours]), hf_scores, rtol=1e-3, atol=3e-3)
     for c in ours:
         assert c.finish_reason == ("stop" if c.token_ids[-1] in eos else "length")
         assert len(c.token_ids) == MAX_NEW or c.finish_reason == "stop"

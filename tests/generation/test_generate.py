@@ -1,11 +1,9 @@
-import importlib
-
 import pytest
 import torch
 
-from aigc.generation import ContextLengthError, InvalidParameterError, SamplingParams, generate
-
-generate_module = importlib.import_module("aigc.generation.generate")  # the package's `generate` is the function
+from aigc.engine import model_runner
+from aigc.engine.offline import generate
+from aigc.generation import ContextLengthError, InvalidParameterError, SamplingParams
 
 PROMPTS = [[1, 5, 9, 22, 33, 7, 40, 2], [4, 8, 15]]
 GREEDY = SamplingParams(temperature=0, max_tokens=20)
@@ -50,7 +48,7 @@ def test_chunked_prefill_and_cache_growth_do_not_change_output(pair, monkeypatch
     _, ours = pair("llama")
     prompts = [list(range(2, 40)), list(range(50, 61))]
     ref = generate(ours, prompts, GREEDY, eos_token_ids=[])
-    monkeypatch.setattr(generate_module, "INITIAL_DECODE_ROOM", 3)
+    monkeypatch.setattr(model_runner, "INITIAL_NATIVE_CAPACITY", 3)
     got = generate(ours, prompts, GREEDY, eos_token_ids=[], prefill_chunk=7)
     assert [c[0].token_ids for c in got] == [c[0].token_ids for c in ref]
 
@@ -100,7 +98,8 @@ def test_logprobs_equal_the_models_log_softmax(pair):
         ref = torch.log_softmax(ours(full)[0, len(PROMPTS[0]) - 1 : -1].float(), -1)
     for step, (tok, info) in enumerate(zip(c.token_ids, c.logprobs, strict=True)):
         assert info.token_id == tok
-        assert abs(info.logprob - ref[step, tok].item()) < 1e-4
+        # our KV cache is float16: 2.4e-3 here (this wide-init model has large keys), 4e-6 with a float32 cache
+        assert abs(info.logprob - ref[step, tok].item()) < 5e-3
         assert [t for t, _ in info.top] == ref[step].topk(3).indices.tolist()
         assert all(a[1] >= b[1] for a, b in zip(info.top, info.top[1:], strict=False))
     assert abs(c.cumulative_logprob - sum(i.logprob for i in c.logprobs)) < 1e-4

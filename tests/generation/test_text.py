@@ -2,7 +2,8 @@
 
 import pytest
 
-from aigc.generation import InvalidParameterError, SamplingParams, generate, stream_generate
+from aigc.engine.offline import generate, stream_generate
+from aigc.generation import InvalidParameterError, SamplingParams
 
 PROMPT = [1, 2, 28, 3, 4]
 PARAMS = dict(temperature=0, max_tokens=30)

@@ -8,7 +8,7 @@ import torch
 import transformers
 
 from aigc import kernels
-from aigc.engine.offline import complete, started_engine
+from aigc.engine.offline import generate
 from aigc.generation.params import SamplingParams
 from aigc.models.config import ModelConfig
 from aigc.models.gguf_checkpoint import read_gguf, write_gguf
@@ -83,9 +83,8 @@ def _loaded(model, name="tiny") -> LoadedModel:
 
 
 def _greedy(loaded: LoadedModel, prompt: list[int], n_tokens: int = 12) -> list[int]:
-    with started_engine(loaded) as engine:
-        params = SamplingParams(max_tokens=n_tokens, temperature=0.0, ignore_eos=True)
-        return complete(engine, prompt, params)[0].token_ids
+    params = SamplingParams(max_tokens=n_tokens, temperature=0.0, ignore_eos=True)
+    return generate(loaded.model, [prompt], params, tokenizer=loaded.tokenizer)[0][0].token_ids
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])

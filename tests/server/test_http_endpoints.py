@@ -108,7 +108,9 @@ def test_metrics(http):
     assert grew("aigc_inter_token_latency_seconds_count", model=TINY) >= 1
     assert grew("aigc_prompt_tokens_total", model=TINY) > 0
     assert grew("aigc_generation_tokens_total", model=TINY) > 0
-    for gauge in ("aigc_requests_running", "aigc_requests_waiting", "aigc_kv_cache_usage_ratio"):
+    for gauge in ("aigc_requests_running", "aigc_requests_waiting", "aigc_kv_cache_usage_ratio",
+                  "aigc_spec_decode_draft_tokens_total", "aigc_spec_decode_accepted_tokens_total",
+                  "aigc_spec_decode_acceptance_ratio"):
         assert f'{gauge}{{model="{TINY}"}}' in text
 
 

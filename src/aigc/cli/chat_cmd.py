@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aigc.engine.offline import started_engine, stream
+    from aigc.engine.core import EngineCore
 
     params = sampling_params_from(args)
     if args.max_context is not None and args.max_context < 16:
@@ -39,12 +39,18 @@ def run(args: argparse.Namespace) -> int:
     out = sys.stdout
     err = sys.stderr
     print(f"aigc chat · {lm.name} · context {window} tokens · {HELP}", file=err)
-    with started_engine(lm, max_context=window) as engine:
-        return _loop(args, lm, engine, stream, params, budget, system, interactive, out, err)
+    # One engine core for the whole session: each turn reuses the previous turns' cached prefix.
+    core = EngineCore(lm.model, lm.tokenizer, max_concurrency=1, max_context=window)
+    try:
+        return _loop(lm, core, params, budget, system, interactive, out, err)
+    finally:
+        core.close()
 
 
-def _loop(args, lm, engine, stream, params, budget, system, interactive, out, err) -> int:
+def _loop(lm, core, params, budget, system, interactive, out, err) -> int:
     from aigc.apps.chat.context import ContextOverflowError, fit_messages
+    from aigc.engine.offline import stream_request
+    from aigc.engine.protocol import EngineRequest
 
     history: list[dict[str, str]] = []
     while True:
@@ -91,7 +97,8 @@ def _loop(args, lm, engine, stream, params, budget, system, interactive, out, er
             out.write("assistant> ")
         reply = []
         try:
-            for delta in stream(engine, fitted.prompt_ids, params):
+            request = EngineRequest(fitted.prompt_ids, params, eos_token_ids=lm.eos_token_ids)
+            for delta in stream_request(core, request):
                 if delta.text:
                     reply.append(delta.text)
                     out.write(delta.text)

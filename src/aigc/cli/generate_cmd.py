@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aigc.engine.offline import complete, started_engine, stream
+    from aigc.engine.offline import generate, stream_generate
 
     if args.system is not None and args.chat is None:
         raise ValueError("--system needs --chat")
@@ -46,16 +46,14 @@ def run(args: argparse.Namespace) -> int:
     if not prompt_ids:
         raise ValueError("the prompt is empty")
 
-    slots = 1 if params.use_beam_search else params.n
-    with started_engine(lm, max_concurrency=slots) as engine:
-        if params.n == 1 and not params.use_beam_search and not args.json:
-            for delta in stream(engine, prompt_ids, params):
-                if delta.text:
-                    sys.stdout.write(delta.text)
-                    sys.stdout.flush()
-            sys.stdout.write("\n")
-            return 0
-        completions = complete(engine, prompt_ids, params)
+    if params.n == 1 and not params.use_beam_search and not args.json:
+        for event in stream_generate(lm.model, tok, prompt_ids, params, eos_token_ids=lm.eos_token_ids):
+            if event.text_delta:
+                sys.stdout.write(event.text_delta)
+                sys.stdout.flush()
+        sys.stdout.write("\n")
+        return 0
+    completions = generate(lm.model, [prompt_ids], params, eos_token_ids=lm.eos_token_ids, tokenizer=tok)[0]
     if args.json:
         out = [{"index": i, "text": c.text, "finish_reason": c.finish_reason, "token_ids": c.token_ids,
                 "cumulative_logprob": c.cumulative_logprob,
@@ -71,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _logprob_json(tok, lp) -> dict:
-    return {"token": lp.token, "token_id": lp.token_id, "logprob": lp.logprob,
-            "top": [{"token": t.token, "token_id": t.token_id, "logprob": t.logprob} for t in lp.top]}
+    return {"token": tok.decode([lp.token_id]), "token_id": lp.token_id, "logprob": lp.logprob,
+            "top": [{"token": tok.decode([t]), "token_id": t, "logprob": v} for t, v in lp.top]}

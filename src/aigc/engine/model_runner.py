@@ -19,7 +19,7 @@ from aigc.generation.sampler import Sampler, SamplingState, TokenLogprobs
 from aigc.models.native import NativeModel, grown_cache, native_unsupported_reason, new_native_cache
 from aigc.models.transformer import CacheWrite, Transformer
 
-Sampled = tuple[list[int], list[TokenLogprobs | None]]
+Sampled = tuple[list[int], list[float], list[TokenLogprobs | None]]
 INITIAL_NATIVE_CAPACITY = 256  # positions per slot at start; doubles when a sequence needs more
 
 
@@ -53,13 +53,30 @@ class ModelRunner:
             if c.length > 0 and c.src != c.dst:
                 self.cache.copy_slot(c.src, c.dst, c.length)
 
-    def step(self, batch: DecodeBatch | None, chunk: PrefillChunk | None) -> tuple[Sampled | None, Sampled | None]:
-        """Run the step's decode rows and prefill chunk; sample the decode rows' next tokens and, after
-        a prompt's last chunk, each choice's first token."""
+    def forward(self, batch: DecodeBatch | None, chunk: PrefillChunk | None
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Run the step's decode rows and prefill chunk. Returns the logits of the decode rows
+        ([len(batch.choices) + draft tokens, V], in the batch's order, each row followed by its
+        drafts' rows) and, after a prompt's last chunk, of its last token ([1, V]); None where there
+        is none. Drafts need the native forward (the torch path ignores them: none are made)."""
         if self.native is not None:
-            return self._native_step(batch, chunk)
+            return self._native_forward(batch, chunk)
         return (self.decode(batch) if batch is not None else None,
                 self.prefill(chunk) if chunk is not None else None)
+
+    def sample(self, kind: str, logits: torch.Tensor, rows: list[SamplingState]) -> Sampled:
+        """Token ids, their logprobs and logprob details for `rows` ("decode" or "prefill" sampler:
+        each caches per-row parameter tensors for its usual batch composition)."""
+        sampler = self._decode_sampler if kind == "decode" else self._prefill_sampler
+        return sampler.sample(logits, rows).tolist(rows)
+
+    def reorder(self, moves: list[tuple[int, int]], length: int) -> None:
+        """Slot dst takes the first `length` K/V positions of slot src, for every (dst, src) at once
+        (beam search following its surviving beams)."""
+        dst = torch.tensor([d for d, _ in moves], device=self.device)
+        src = torch.tensor([s for _, s in moves], device=self.device)
+        for t in self.cache.k + self.cache.v:
+            t[dst, :, :length] = t[src, :, :length]
 
     # ---- native: one mixed forward --------------------------------------------------------------
 
@@ -72,16 +89,18 @@ class ModelRunner:
         self.cache = grown_cache(self.cache, min(self.max_len, max(needed, 2 * cap)))
         self.native.bind_cache(self.cache)
 
-    def _native_step(self, batch, chunk) -> tuple[Sampled | None, Sampled | None]:
+    def _native_forward(self, batch, chunk) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         ids: list[int] = []
         pos: list[int] = []
         slots: list[int] = []
         out_rows: list[int] = []
-        if batch is not None:
-            for off in batch.active:
-                ids.append(batch.tokens[off])
-                pos.append(batch.positions[off])
-                slots.append(batch.lo + off)
+        if batch is not None:  # each row's token, then its draft tokens (if any) at the next positions
+            drafts = batch.drafts or [[] for _ in batch.active]
+            for off, draft in zip(batch.active, drafts, strict=True):
+                p, s = batch.positions[off], batch.lo + off
+                ids += [batch.tokens[off], *draft]
+                pos += range(p, p + 1 + len(draft))
+                slots += [s] * (1 + len(draft))
             out_rows = list(range(len(ids)))
         wants_prefill_logits = chunk is not None and chunk.last
         if chunk is not None:
@@ -94,19 +113,14 @@ class ModelRunner:
             return None, None
         self._ensure_capacity(max(pos) + 1)
         logits = self.native.forward(ids, pos, slots, out_rows)
-        decoded = prefilled = None
-        n_dec = len(batch.active) if batch is not None else 0
-        if batch is not None:
-            decoded = self._sample(self._decode_sampler, logits[:n_dec], [c.sampling for c in batch.choices])
-        if wants_prefill_logits:
-            rows = [c.sampling for c in chunk.request.choices]
-            prefilled = self._sample(self._prefill_sampler, logits[n_dec:].expand(len(rows), -1), rows)
-        return decoded, prefilled
+        n_dec = len(out_rows) - (1 if wants_prefill_logits else 0)
+        return (logits[:n_dec] if batch is not None else None,
+                logits[n_dec:] if wants_prefill_logits else None)
 
     # ---- torch: decode rows and prefill chunk as two forwards -----------------------------------
 
-    def decode(self, batch: DecodeBatch) -> Sampled:
-        """One token for every active row of `batch` (rows lo..lo+len(tokens)-1 of the cache)."""
+    def decode(self, batch: DecodeBatch) -> torch.Tensor:
+        """Logits of every active row of `batch` (rows lo..lo+len(tokens)-1 of the cache)."""
         ids = torch.tensor(batch.tokens, device=self.device)[:, None]
         pos = torch.tensor(batch.positions, device=self.device)[:, None]
         write = CacheWrite(rows=slice(batch.lo, batch.lo + len(batch.tokens)), length=max(batch.positions) + 1,
@@ -114,22 +128,14 @@ class ModelRunner:
         h = self.model.hidden_states(ids, pos, cache=self.cache, write=write)[:, 0]
         if len(batch.active) != len(batch.tokens):  # idle rows inside the range: skip their vocab matmul
             h = h[torch.tensor(batch.active, device=self.device)]
-        logits = self.model.lm_head(h)
-        return self._sample(self._decode_sampler, logits, [c.sampling for c in batch.choices])
+        return self.model.lm_head(h)
 
-    def prefill(self, chunk: PrefillChunk) -> Sampled | None:
-        """Write a prompt chunk's K/V; after the last chunk, sample each choice's first token."""
+    def prefill(self, chunk: PrefillChunk) -> torch.Tensor | None:
+        """Write a prompt chunk's K/V; after the last chunk, return its last token's logits [1, V]."""
         ids = torch.tensor([chunk.token_ids], device=self.device)
         write = CacheWrite(rows=slice(chunk.slot, chunk.slot + 1), length=chunk.start + len(chunk.token_ids),
                            start=chunk.start)
         if not chunk.last:
             self.model.hidden_states(ids, cache=self.cache, write=write)
             return None
-        logits = self.model(ids, cache=self.cache, write=write, last_only=True)[:, -1]
-        rows = [c.sampling for c in chunk.request.choices]
-        return self._sample(self._prefill_sampler, logits.expand(len(rows), -1), rows)
-
-    @staticmethod
-    def _sample(sampler: Sampler, logits: torch.Tensor, rows: list[SamplingState]) -> Sampled:
-        ids, _, infos = sampler.sample(logits, rows).tolist(rows)
-        return ids, infos
+        return self.model(ids, cache=self.cache, write=write, last_only=True)[:, -1]

@@ -63,6 +63,8 @@ class EngineRequest:
     prompt_token_ids: list[int]
     params: SamplingParams
     request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # ids that end a choice (besides params.stop_token_ids); None = the tokenizer's end-of-sequence ids
+    eos_token_ids: list[int] | None = None
 
 
 @dataclass
@@ -75,6 +77,9 @@ class CompletionDelta:
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None  # "stop" | "length" | "abort"
     stop_reason: str | int | None = None  # the stop string or stop token id that ended it
+    # sum of the chosen tokens' logprobs so far (beam search: of the hypothesis), and its beam score
+    cumulative_logprob: float | None = None
+    score: float | None = None
 
 
 @dataclass
@@ -104,6 +109,8 @@ class EngineStats:
     kv_slots_total: int
     kv_tokens_used: int
     kv_tokens_total: int
+    spec_draft_tokens: int = 0  # speculative decoding: draft tokens proposed, and accepted by the model
+    spec_accepted_tokens: int = 0
 
     @property
     def kv_usage(self) -> float:

@@ -22,7 +22,7 @@ reading the weights; slots are handed out lowest-empty-first, so the range stays
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aigc.engine.kv_slots import SlotTable
 from aigc.engine.request_state import ChoiceState, RequestState
@@ -42,6 +42,8 @@ class DecodeBatch:
     positions: list[int]  # cache position per row
     active: list[int]  # offsets (row - lo) of the rows that decode
     choices: list[ChoiceState]  # the decoding choice of each active row, same order
+    # draft tokens (speculative decoding) fed after each active row's token; [] = none
+    drafts: list[list[int]] = field(default_factory=list)
 
 
 @dataclass

@@ -126,7 +126,7 @@ def build_prompt(tokenizer, task: str, source: str, *, language: str, template: 
 def predict(model, tokenizer, prompts: list[list[int]], *, max_tokens: int = 128, batch_size: int = 16,
             eos_token_ids=None) -> list[str]:
     """Greedy completions of `prompts` (batched), stripped."""
-    from aigc.generation.generate import generate
+    from aigc.engine.offline import generate
     from aigc.generation.params import SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)

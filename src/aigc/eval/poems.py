@@ -131,7 +131,7 @@ PROMPT = "写一首{form}，题目：{title}"
 def generate_poems(loaded, titles: dict[str, list[str]], *, temperature: float = 0.8, seed: int = 0,
                    max_tokens: int = 160, batch_size: int = 50) -> dict[str, list[str]]:
     """Sample one poem per (form, title) through the model's chat template."""
-    from aigc.generation.generate import generate
+    from aigc.engine.offline import generate
     from aigc.generation.params import SamplingParams
 
     tok = loaded.tokenizer

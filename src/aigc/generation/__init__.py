@@ -1,14 +1,16 @@
-"""Decoding: sampling parameters, logits processors, the sampler, stop strings, beam search, generate."""
+"""Decoding pieces: sampling parameters, logits processors, the sampler, stop strings, beam search.
 
-from aigc.generation.beam_search import Hypothesis, beam_search
-from aigc.generation.generate import Completion, StreamEvent, generate, stream_generate
+The decode loop that uses them is the engine core (`aigc.engine.core`); `generate()` and
+`stream_generate()` live in `aigc.engine.offline`.
+"""
+
+from aigc.generation.beam_search import BeamSearch, Hypothesis
 from aigc.generation.params import InvalidParameterError, SamplingParams
 from aigc.generation.prefill import ContextLengthError
 from aigc.generation.sampler import SampleOutput, Sampler, SamplingState, TokenLogprobs
 from aigc.generation.stop import StopMatcher
 
 __all__ = [
-    "Completion", "ContextLengthError", "Hypothesis", "InvalidParameterError", "SampleOutput", "Sampler",
-    "SamplingParams", "SamplingState", "StopMatcher", "StreamEvent", "TokenLogprobs", "beam_search",
-    "generate", "stream_generate",
+    "BeamSearch", "ContextLengthError", "Hypothesis", "InvalidParameterError", "SampleOutput", "Sampler",
+    "SamplingParams", "SamplingState", "StopMatcher", "TokenLogprobs",
 ]

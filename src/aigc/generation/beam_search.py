@@ -1,6 +1,7 @@
 """Beam search with Hugging Face's semantics (`generate(num_beams=..., do_sample=False)`, transformers v5).
 
-One prompt at a time, one KV-cache row per beam. Per step:
+`BeamSearch` is the search state of one prompt; the engine core feeds it the logits of the beams'
+rows (one KV-cache slot per beam) in its ordinary mixed steps. Per step:
 - every beam's log-softmax (then logit_bias and penalties: HF applies processors to log-probs) is
   added to the beam's running score; the best K = max(2, 1 + #eos) * num_beams continuations over all
   beams are kept, so enough non-finished ones remain;
@@ -22,8 +23,6 @@ import torch
 
 from aigc.generation.logits import apply_presence_frequency, apply_repetition_penalty, logit_bias_row
 from aigc.generation.params import SamplingParams
-from aigc.generation.prefill import grow_cache, prefill
-from aigc.models.transformer import CacheWrite, Transformer
 
 _NEG = -1.0e9  # HF's "never pick this" offset; kept identical so ties break the same way
 
@@ -36,86 +35,90 @@ class Hypothesis:
     ended_by_stop_token: bool
 
 
-@torch.inference_mode()
-def beam_search(model: Transformer, prompt_ids: list[int], params: SamplingParams, *,
-                stop_token_ids: list[int], max_new_tokens: int, prefill_chunk: int = 512) -> list[Hypothesis]:
-    """The best `params.n` hypotheses for one prompt, best first."""
-    nb, lp, early = params.num_beams, params.length_penalty, params.early_stopping
-    dev, P, V = model.device, len(prompt_ids), model.config.vocab_size
-    stop_ids = torch.tensor(sorted(set(stop_token_ids)), dtype=torch.long, device=dev)
-    K = max(2, 1 + len(stop_ids)) * nb
-    top_mask = torch.arange(K, device=dev) < nb  # only the first num_beams candidates may finish
+class BeamSearch:
+    """The search state of one prompt, advanced one token at a time by whoever runs the model.
 
-    cache = model.new_cache(nb, P + min(max_new_tokens, 256))
-    logits = prefill(model, cache, [prompt_ids], None, prefill_chunk)
-    for b in range(1, nb):
-        cache.copy_slot(0, b, P)
-    logits = logits.expand(nb, -1)
+    The engine core runs the beams as `num_beams` rows of its ordinary steps (so a beam request
+    shares each forward with other requests): it feeds `advance` the logits of the beams' rows, then
+    makes every row i continue from row `src[i]` (K/V and history) with token `tokens[i]`.
+    """
 
-    penalties = _BeamPenalties(params, prompt_ids, nb, V, dev)
-    running = torch.zeros(nb, max_new_tokens, dtype=torch.long, device=dev)
-    running_scores = torch.zeros(nb, device=dev)
-    running_scores[1:] = _NEG  # all beams start identical: expand only the first
-    fin_seqs = running.clone()
-    fin_scores = torch.full((nb,), _NEG, device=dev)
-    fin_done = torch.zeros(nb, dtype=torch.bool, device=dev)
-    fin_len = torch.zeros(nb, dtype=torch.long, device=dev)
-    may_improve = True
+    def __init__(self, params: SamplingParams, prompt_ids: list[int], *, stop_token_ids: list[int],
+                 max_new_tokens: int, vocab_size: int, device: torch.device | str = "cpu"):
+        self.params, self.max_new = params, max_new_tokens
+        nb, dev = params.num_beams, torch.device(device)
+        self.nb, self.V, self.dev = nb, vocab_size, dev
+        self.stop_token_ids = sorted(set(stop_token_ids))
+        self.stop_ids = torch.tensor(self.stop_token_ids, dtype=torch.long, device=dev)
+        self.K = max(2, 1 + len(self.stop_ids)) * nb
+        self.top_mask = torch.arange(self.K, device=dev) < nb  # only the first num_beams candidates may finish
+        self.penalties = _BeamPenalties(params, prompt_ids, nb, vocab_size, dev)
+        self.running = torch.zeros(nb, max_new_tokens, dtype=torch.long, device=dev)
+        self.running_scores = torch.zeros(nb, device=dev)
+        self.running_scores[1:] = _NEG  # all beams start identical: expand only the first
+        self.fin_seqs = self.running.clone()
+        self.fin_scores = torch.full((nb,), _NEG, device=dev)
+        self.fin_done = torch.zeros(nb, dtype=torch.bool, device=dev)
+        self.fin_len = torch.zeros(nb, dtype=torch.long, device=dev)
+        self.may_improve = True
+        self.t = 0  # tokens generated so far
+        self.done = max_new_tokens <= 0
 
-    t = 0  # tokens generated so far
-    while True:
+    def advance(self, logits: torch.Tensor) -> tuple[list[int], list[int]] | None:
+        """Logits [num_beams, V] of the beams' last tokens (identical rows on the first call).
+        Returns (src, tokens): row i continues beam src[i] with tokens[i]; None when the search ended."""
+        nb, V, t, lp, early = self.nb, self.V, self.t, self.params.length_penalty, self.params.early_stopping
         logp = torch.log_softmax(logits.float(), dim=-1)
-        penalties.apply(logp)
-        top_vals, top_idx = (logp + running_scores[:, None]).view(-1).topk(K)
+        self.penalties.apply(logp)
+        top_vals, top_idx = (logp + self.running_scores[:, None]).view(-1).topk(self.K)
         src, tokens = top_idx // V, top_idx % V
-        cand = running[src]
+        cand = self.running[src]
         cand[:, t] = tokens
-        ends = torch.isin(tokens, stop_ids) if len(stop_ids) else torch.zeros_like(top_mask)
-        if t + 1 >= max_new_tokens:
+        ends = torch.isin(tokens, self.stop_ids) if len(self.stop_ids) else torch.zeros_like(self.top_mask)
+        if t + 1 >= self.max_new:
             ends = torch.ones_like(ends)
 
         # Next running beams: the best candidates that did not end.
         alive_scores = top_vals + ends.float() * _NEG
         keep = alive_scores.topk(nb).indices
-        running, running_scores, beam_src = cand[keep], alive_scores[keep], src[keep]
+        self.running, self.running_scores, beam_src = cand[keep], alive_scores[keep], src[keep]
 
         # Finished hypotheses: merge the new ones into the best num_beams so far.
         scores = top_vals / ((t + 1) ** lp)
-        if early is True and bool(fin_done.all()):
+        if early is True and bool(self.fin_done.all()):
             scores = scores + _NEG
-        if not may_improve:
+        if not self.may_improve:
             scores = scores + _NEG
-        just_done = ends & top_mask
+        just_done = ends & self.top_mask
         scores = scores + (~just_done) * _NEG
-        merged = torch.cat((fin_scores, scores))
+        merged = torch.cat((self.fin_scores, scores))
         best = merged.topk(nb).indices
-        fin_scores = merged[best]
-        fin_seqs = torch.cat((fin_seqs, cand))[best]
-        fin_done = torch.cat((fin_done, just_done))[best]
-        fin_len = torch.cat((fin_len, torch.full((K,), t + 1, device=dev)))[best]
-        t += 1
+        self.fin_scores = merged[best]
+        self.fin_seqs = torch.cat((self.fin_seqs, cand))[best]
+        self.fin_done = torch.cat((self.fin_done, just_done))[best]
+        self.fin_len = torch.cat((self.fin_len, torch.full((self.K,), t + 1, device=self.dev)))[best]
+        self.t = t = t + 1
 
-        best_len = max_new_tokens if (early == "never" and lp > 0) else t
-        best_running = running_scores[0] / (best_len**lp)
-        worst_done = torch.where(fin_done, fin_scores.min(), torch.tensor(_NEG, device=dev))
-        may_improve = may_improve and bool((best_running > worst_done).any())
-        if not may_improve or (early is True and bool(fin_done.all())) or bool(ends.all()):
-            break
+        best_len = self.max_new if (early == "never" and lp > 0) else t
+        best_running = self.running_scores[0] / (best_len**lp)
+        worst_done = torch.where(self.fin_done, self.fin_scores.min(), torch.tensor(_NEG, device=self.dev))
+        self.may_improve = self.may_improve and bool((best_running > worst_done).any())
+        if not self.may_improve or (early is True and bool(self.fin_done.all())) or bool(ends.all()):
+            self.done = True
+            return None
+        next_tokens = self.running[:, t - 1]
+        self.penalties.reorder_and_record(beam_src, next_tokens)
+        return beam_src.tolist(), next_tokens.tolist()
 
-        cache.reorder(beam_src)
-        penalties.reorder_and_record(beam_src, running[:, t - 1])
-        if P + t > cache.max_len:
-            cache = grow_cache(model, cache, P + t - 1, min(2 * cache.max_len, P + max_new_tokens))
-        write = CacheWrite(rows=slice(0, nb), length=P + t, start=P + t - 1)
-        logits = model(running[:, t - 1 : t], cache=cache, write=write)[:, -1]
-
-    out = []
-    for i in range(params.n):
-        n = int(fin_len[i])
-        ids = fin_seqs[i, :n].tolist()
-        score = float(fin_scores[i])
-        out.append(Hypothesis(ids, score, score * n**lp, bool(ids) and ids[-1] in stop_token_ids))
-    return out
+    def hypotheses(self) -> list[Hypothesis]:
+        """The best `params.n` hypotheses, best first (after `advance` returned None)."""
+        out, lp = [], self.params.length_penalty
+        for i in range(self.params.n):
+            n = int(self.fin_len[i])
+            ids = self.fin_seqs[i, :n].tolist()
+            score = float(self.fin_scores[i])
+            out.append(Hypothesis(ids, score, score * n**lp, bool(ids) and ids[-1] in self.stop_token_ids))
+        return out
 
 
 class _BeamPenalties:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from aigc.engine.protocol import EngineStats
@@ -44,12 +44,21 @@ class _EngineStatsCollector:
                                labels=["model"])
         slots = GaugeMetricFamily(f"{PREFIX}_kv_slots_used", "KV-cache slots owned by running requests.",
                                   labels=["model"])
+        drafted = CounterMetricFamily(f"{PREFIX}_spec_decode_draft_tokens", "Speculative decoding: draft "
+                                      "tokens proposed by prompt lookup.", labels=["model"])
+        accepted = CounterMetricFamily(f"{PREFIX}_spec_decode_accepted_tokens", "Speculative decoding: draft "
+                                       "tokens the model agreed with.", labels=["model"])
+        ratio = GaugeMetricFamily(f"{PREFIX}_spec_decode_acceptance_ratio", "Accepted / proposed draft tokens.",
+                                  labels=["model"])
         for name, stats in self.source():
             running.add_metric([name], stats.running)
             queued.add_metric([name], stats.queued)
             kv.add_metric([name], stats.kv_usage)
             slots.add_metric([name], stats.kv_slots_used)
-        yield from (running, queued, kv, slots)
+            drafted.add_metric([name], stats.spec_draft_tokens)
+            accepted.add_metric([name], stats.spec_accepted_tokens)
+            ratio.add_metric([name], stats.spec_accepted_tokens / stats.spec_draft_tokens if stats.spec_draft_tokens else 0.0)
+        yield from (running, queued, kv, slots, drafted, accepted, ratio)
 
 
 class ServerMetrics:

@@ -208,7 +208,7 @@ class _Run:
     @torch.no_grad()
     def sample(self) -> str:
         """A short greedy continuation of a fixed prompt (watch the model learn to write)."""
-        from aigc.generation.generate import generate
+        from aigc.engine.offline import generate
         from aigc.generation.params import SamplingParams
 
         if self.cfg.sample_prompt is not None:
