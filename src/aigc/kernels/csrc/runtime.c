@@ -141,6 +141,13 @@ static void *worker(void *arg) {
     int tid = (int)(intptr_t)arg;
     int seen = start_generation[tid];
     for (;;) {
+        if (tid >= pool.n) { /* not needed at this thread count: sleep until the count grows */
+            pthread_mutex_lock(&pool.mu);
+            while (tid >= pool.n) pthread_cond_wait(&pool.cv, &pool.mu);
+            seen = atomic_load(&pool.generation);
+            pthread_mutex_unlock(&pool.mu);
+            continue;
+        }
         int spins = 0;
         while (atomic_load_explicit(&pool.generation, memory_order_acquire) == seen) {
             if (++spins < SPIN_ITERS) {
@@ -154,10 +161,6 @@ static void *worker(void *arg) {
             pthread_mutex_unlock(&pool.mu);
         }
         seen = atomic_load(&pool.generation);
-        if (tid >= pool.n) { /* shrunk: this worker only acknowledges the region */
-            atomic_fetch_sub(&pool.busy, 1);
-            continue;
-        }
         run_chunks(tid);
         atomic_fetch_sub_explicit(&pool.busy, 1, memory_order_release);
     }
@@ -203,7 +206,10 @@ void aigc_set_num_threads(int n) {
     if (n > MAX_THREADS) n = MAX_THREADS;
     pthread_mutex_lock(&pool_setup);
     pool.started = 1;
+    pthread_mutex_lock(&pool.mu); /* workers read pool.n under it when they park or unpark */
     pool.n = n;
+    pthread_cond_broadcast(&pool.cv);
+    pthread_mutex_unlock(&pool.mu);
     pthread_mutex_unlock(&pool_setup);
     ensure_pool(n);
     pthread_mutex_unlock(&call_lock);
@@ -223,7 +229,7 @@ static void parallel_for(task_fn fn, void *ctx, int64_t total, int64_t chunk) {
     pool.total = total;
     pool.chunk = chunk;
     atomic_store(&pool.next, 0);
-    atomic_store(&pool.busy, spawned - 1);
+    atomic_store(&pool.busy, pool.n - 1); /* only threads below the current count take part */
     atomic_fetch_add_explicit(&pool.generation, 1, memory_order_release);
     if (atomic_load(&pool.sleepers) > 0) {
         pthread_mutex_lock(&pool.mu);
