@@ -103,7 +103,8 @@ def llama_bench(bin_dir: Path, model: Path, threads: int) -> dict[str, float]:
 
 
 def ours(model_path: Path) -> dict[str, float]:
-    """Batch-1 decode and prefill through the engine `aigc serve` runs (no HTTP)."""
+    """Batch-1 decode and prefill through the engine `aigc serve` runs (no HTTP). Speculative decoding
+    is off here (AIGC_SPECULATION=0, set in main): llama-bench measures plain decoding."""
     lm = load_model(str(model_path), quantize="auto")
     result = {"weight_bytes": weight_bytes(lm.model)}
     engine = Engine(lm.model, lm.tokenizer, lm.name, max_concurrency=1, max_context=4096)
@@ -266,9 +267,11 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--skip-big", action="store_true", help="skip the 0.5B model")
     ap.add_argument("--skip-rss", action="store_true")
+
     ap.add_argument("--skip-files", action="store_true", help="skip the per-file decode/prefill table")
     ap.add_argument("--skip-server", action="store_true")
     args = ap.parse_args()
+    os.environ["AIGC_SPECULATION"] = "0"  # plain decoding on both sides (the servers inherit it too)
     kernels.set_num_threads(args.threads)
     bin_dir = build_llamacpp(args.cache)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -283,6 +286,10 @@ def main() -> int:
         big = big_model(args.cache)
         files["Llama-0.49B Q8_0"] = quantized_copy(bin_dir, big, args.cache / "llama-0.5b-Q8_0.gguf", "Q8_0")
         files["Llama-0.49B Q4_K_M"] = quantized_copy(bin_dir, big, args.cache / "llama-0.5b-Q4_K_M.gguf", "Q4_K_M")
+    if not args.skip_server:
+        servers(bin_dir, files["SmolLM2-135M Q8_0"], args.threads)
+    if args.skip_files:
+        files = {}
     print("| file | decode ours | decode llama.cpp | ratio | of roofline | prefill ours | prefill llama.cpp | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for name, path in files.items():

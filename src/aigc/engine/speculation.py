@@ -14,6 +14,7 @@ whose drafts are mostly rejected stops drafting for a while.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 
@@ -83,9 +84,12 @@ class DraftStats:
 
 class SpeculationPolicy:
     """When to draft. max_rows: speculate only while at most this many choices decode (a bigger
-    batch is already using the weights it reads); 0 turns speculation off."""
+    batch is already using the weights it reads); 0 turns speculation off (default 2, or 0 when
+    the environment has AIGC_SPECULATION=0)."""
 
-    def __init__(self, max_rows: int = 2, max_draft: int = 4):
+    def __init__(self, max_rows: int | None = None, max_draft: int = 4):
+        if max_rows is None:  # AIGC_SPECULATION=0 turns it off (benchmarks of plain decoding)
+            max_rows = 0 if os.environ.get("AIGC_SPECULATION", "1").strip().lower() in ("0", "off", "false") else 2
         self.max_rows, self.max_draft = max_rows, max_draft
         # totals for metrics
         self.drafted_tokens = 0
