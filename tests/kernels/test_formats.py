@@ -41,7 +41,8 @@ def _weight(fmt: str, rows: int = 37) -> tuple[kernels.PackedWeight, torch.Tenso
 
 def test_the_portable_path_is_always_there():
     assert "portable" in ISAS
-    assert kernels.isa() == ISAS[-1]  # the best one is picked by default
+    if not os.environ.get("AIGC_KERNEL_ISA"):
+        assert kernels.isa() == ISAS[-1]  # the best one is picked by default
 
 
 @pytest.mark.parametrize("fmt", INT_FORMATS)

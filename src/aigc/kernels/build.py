@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = ("aigc_kernels.h", "kernels_isa.c", "runtime.c", "quantize.c")
+SOURCES = ("aigc_kernels.h", "f16.h", "kernels_isa.c", "runtime.c", "quantize.c")
 
 # (name, flags) per ISA build of kernels_isa.c; the portable one must compile anywhere.
 _X86_VARIANTS = [
