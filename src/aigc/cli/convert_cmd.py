@@ -31,13 +31,13 @@ def run(args: argparse.Namespace) -> int:
     from aigc.cli.common import settings_from
     from aigc.models.hf_checkpoint import parse_dtype, save_hf_dir
     from aigc.models.loader import load_model
+    from aigc.training.checkpointing import refuse_to_overwrite
     from aigc.training.finetune import check_output_dir
 
     out: Path = args.out_dir
     to_gguf = out.suffix.lower() == ".gguf"
     if to_gguf:
-        if out.exists() and not args.force:
-            raise ValueError(f"{out} exists; pass --force to overwrite it")
+        refuse_to_overwrite(out, args.force)
         if out.is_dir():
             raise ValueError(f"{out} is a directory")
     else:

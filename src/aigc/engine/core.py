@@ -92,9 +92,7 @@ class EngineCore:
     def close(self) -> None:
         """End every request ("abort") and give torch its threads back."""
         self.abort_all()
-        if self.runner.torch_threads_before is not None:
-            torch.set_num_threads(self.runner.torch_threads_before)
-            self.runner.torch_threads_before = None
+        self.runner.close()
 
     def abort_all(self) -> None:
         for req in [*self.sched.waiting, *self.sched.running_requests()]:
@@ -227,8 +225,6 @@ class EngineCore:
             m.completion_tokens = sum(len(d.token_ids) for d in results)
             m.time_to_first_token_s = time.monotonic() - req.submitted_at
             req.stream.finish_reasons = [d.finish_reason for d in results]
-            for c in req.choices:
-                c.finish_reason = "stop"
             self.tokens_generated += m.completion_tokens
             self._finish(req, results)
             return

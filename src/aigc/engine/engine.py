@@ -5,6 +5,7 @@ while there is work, moving new requests and cancellations in between steps.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -14,7 +15,13 @@ from typing import TYPE_CHECKING
 import torch
 
 from aigc.engine.core import EngineCore, FinishHook, slots_wanted
-from aigc.engine.protocol import EngineNotReadyError, EngineRequest, EngineStats, QueueFullError
+from aigc.engine.protocol import (
+    CompletionDelta,
+    EngineNotReadyError,
+    EngineRequest,
+    EngineStats,
+    QueueFullError,
+)
 from aigc.engine.stream import EngineStream
 from aigc.generation.params import InvalidParameterError
 from aigc.generation.prefill import ContextLengthError
@@ -59,6 +66,7 @@ class Engine:
         self._start_error: BaseException | None = None
         self._stats = EngineStats(0, 0, 0, max_concurrency, 0, max_concurrency * self.max_context)
         self._in_flight = 0  # slots wanted by unfinished requests (n each; num_beams for beam search)
+        self._core: EngineCore | None = None  # made on the worker thread by start()
 
     # ---- life cycle -------------------------------------------------------------------------------
 
@@ -128,9 +136,7 @@ class Engine:
 
     def stats(self) -> EngineStats:
         with self._cond:
-            s = self._stats
-            return EngineStats(s.running, s.queued + len(self._inbox), s.kv_slots_used, s.kv_slots_total,
-                               s.kv_tokens_used, s.kv_tokens_total, s.spec_draft_tokens, s.spec_accepted_tokens)
+            return dataclasses.replace(self._stats, queued=self._stats.queued + len(self._inbox))
 
     def _cancel(self, request_id: str) -> None:
         with self._cond:
@@ -188,8 +194,6 @@ class Engine:
         with self._cond:
             left = list(self._inbox)
             self._inbox.clear()
-        from aigc.engine.protocol import CompletionDelta
-
         for request, stream, _ in left:
             stream.finish_reasons = ["abort"] * len(stream.finish_reasons)
             deltas = [CompletionDelta(i, "", [], None, "abort") for i in range(len(stream.finish_reasons))]
@@ -198,26 +202,17 @@ class Engine:
         self._publish_stats()
 
     def _publish_stats(self) -> None:
-        core = getattr(self, "_core", None)
-        if core is None:
+        if self._core is None:
             return
-        s = core.stats()
+        s = self._core.stats()
         with self._cond:
             self._stats = s
 
-    # Counters for exporters (read without locking; they only grow).
-    @property
-    def requests_finished(self) -> int:
-        return self._core.requests_finished if getattr(self, "_core", None) else 0
+    # Counters for exporters (the core's; read without locking, they only grow).
+    def _counter(self, name: str) -> int:
+        return getattr(self._core, name) if self._core is not None else 0
 
-    @property
-    def tokens_generated(self) -> int:
-        return self._core.tokens_generated if getattr(self, "_core", None) else 0
-
-    @property
-    def prompt_tokens_processed(self) -> int:
-        return self._core.prompt_tokens_processed if getattr(self, "_core", None) else 0
-
-    @property
-    def prompt_tokens_cached(self) -> int:
-        return self._core.prompt_tokens_cached if getattr(self, "_core", None) else 0
+    requests_finished = property(lambda self: self._counter("requests_finished"))
+    tokens_generated = property(lambda self: self._counter("tokens_generated"))
+    prompt_tokens_processed = property(lambda self: self._counter("prompt_tokens_processed"))
+    prompt_tokens_cached = property(lambda self: self._counter("prompt_tokens_cached"))

@@ -16,7 +16,7 @@ import torch
 
 from aigc.engine.scheduler import DecodeBatch, PrefillChunk, SlotCopy
 from aigc.generation.sampler import Sampler, SamplingState, TokenLogprobs
-from aigc.models.native import NativeModel, grown_cache, native_unsupported_reason, new_native_cache
+from aigc.models.native import NativeModel, native_unsupported_reason, new_native_cache
 from aigc.models.transformer import CacheWrite, Transformer
 
 Sampled = tuple[list[int], list[float], list[TokenLogprobs | None]]
@@ -36,7 +36,7 @@ class ModelRunner:
             self.native = NativeModel(model, self.cache)
             # What torch still does per step (sampling over one vocabulary row per sequence) is tiny;
             # torch's OpenMP threads spin after each op and would fight the kernels' own threads for
-            # the cores (measured: 52 vs 139 tok/s on 2 cores). Restored when the engine stops.
+            # the cores (measured: 52 vs 139 tok/s on 2 cores). Restored by close().
             self.torch_threads_before = torch.get_num_threads()
             torch.set_num_threads(1)
         else:
@@ -44,9 +44,11 @@ class ModelRunner:
         # Two samplers: each caches per-row parameter tensors for its usual batch composition.
         self._decode_sampler, self._prefill_sampler = Sampler(), Sampler()
 
-    @property
-    def kv_bytes(self) -> int:
-        return self.cache.nbytes()
+    def close(self) -> None:
+        """Give torch back the threads it had before this runner (once)."""
+        if self.torch_threads_before is not None:
+            torch.set_num_threads(self.torch_threads_before)
+            self.torch_threads_before = None
 
     def copy(self, copies: list[SlotCopy]) -> None:
         for c in copies:
@@ -86,7 +88,7 @@ class ModelRunner:
             return
         if needed > self.max_len:
             raise ValueError(f"position {needed - 1} is past the context window ({self.max_len})")
-        self.cache = grown_cache(self.cache, min(self.max_len, max(needed, 2 * cap)))
+        self.cache = self.cache.grown(min(self.max_len, max(needed, 2 * cap)))
         self.native.bind_cache(self.cache)
 
     def _native_forward(self, batch, chunk) -> tuple[torch.Tensor | None, torch.Tensor | None]:

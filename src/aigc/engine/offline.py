@@ -121,14 +121,13 @@ def generate(model: Transformer, prompts: list[list[int]], params: SamplingParam
             core.add_request(EngineRequest(list(p), params, sink.request_id, eos_token_ids=eos), sink)
             sinks.append(sink)
         parts: list[dict[int, list[CompletionDelta]]] = [{} for _ in prompts]
-        while core.has_work:
-            core.step()
+        while True:  # collect first: a request may end in add_request (an error) before any step
             for sink, acc in zip(sinks, parts, strict=True):
                 for d in sink.take():
                     acc.setdefault(d.index, []).append(d)
-        for sink, acc in zip(sinks, parts, strict=True):
-            for d in sink.take():
-                acc.setdefault(d.index, []).append(d)
+            if not core.has_work:
+                break
+            core.step()
     finally:
         core.close()
     return [[_completion(acc.get(i, []), tokenizer is not None) for i in range(params.n)] for acc in parts]

@@ -9,7 +9,6 @@ whole-model forward for the Llama family. See csrc/ for the C code and build.py 
 from __future__ import annotations
 
 import ctypes
-import os
 from dataclasses import dataclass, field
 
 import torch
@@ -17,9 +16,11 @@ import torch
 from aigc.kernels.formats import FORMATS, WeightFormat, weight_format
 from aigc.kernels.library import CLayer, CModel, CWeight, KernelUnavailableError, available, load
 
-__all__ = ["FORMATS", "WeightFormat", "weight_format", "PackedWeight", "matmul", "dequantize", "quantize", "isa",
-           "set_isa", "set_int8_min_rows", "set_exact_activations", "supported_isas", "num_threads", "set_num_threads", "available", "load",
-           "KernelUnavailableError", "CLayer", "CModel", "CWeight"]
+__all__ = [
+    "FORMATS", "WeightFormat", "weight_format", "PackedWeight", "matmul", "dequantize", "quantize", "isa",
+    "set_isa", "set_int8_min_rows", "set_exact_activations", "supported_isas", "num_threads", "set_num_threads",
+    "available", "load", "KernelUnavailableError", "CLayer", "CModel", "CWeight",
+]
 
 
 @dataclass
@@ -40,9 +41,8 @@ class PackedWeight:
         if not self.data.is_contiguous() or self.data.device.type != "cpu":
             raise ValueError("packed weights must be contiguous CPU tensors")
         want = self.rows * self.format.row_bytes(self.cols)
-        have = self.data.numel() * self.data.element_size()
-        if have != want:
-            raise ValueError(f"{self.format.name} [{self.rows}, {self.cols}] needs {want} bytes, got {have}")
+        if self.nbytes != want:
+            raise ValueError(f"{self.format.name} [{self.rows}, {self.cols}] needs {want} bytes, got {self.nbytes}")
 
     @property
     def nbytes(self) -> int:
@@ -146,6 +146,3 @@ def set_num_threads(n: int) -> None:
     """Threads for every later kernel call (0 = AIGC_NUM_THREADS or the CPUs this process may use)."""
     load().aigc_set_num_threads(int(n))
 
-
-if os.environ.get("AIGC_NUM_THREADS", "").strip() == "0":  # explicit 0 means "the default"
-    os.environ.pop("AIGC_NUM_THREADS")

@@ -37,6 +37,9 @@ FORMATS = {f.name: f for f in (
 )}
 BY_TYPE = {f.ggml_type: f for f in FORMATS.values()}
 
+# K-formats need rows of 256 elements; other rows take these formats instead (llama-quantize's choice)
+K_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
+
 
 def weight_format(name_or_type: str | int) -> WeightFormat:
     try:

@@ -30,6 +30,7 @@ import gguf
 import numpy as np
 import torch
 
+from aigc.kernels.formats import K_FALLBACK
 from aigc.models.config import ModelConfig
 
 GGUF_MAGIC = b"GGUF"
@@ -136,11 +137,11 @@ def _parse_header(buf: Any, path: Path) -> tuple[dict[str, Any], list[GGUFTensor
     return metadata, infos
 
 
-def _open(path: str | Path) -> tuple[mmap.mmap, dict[str, Any], list[GGUFTensorInfo]]:
+def _open(path: str | Path, access: int = mmap.ACCESS_READ) -> tuple[mmap.mmap, dict[str, Any], list[GGUFTensorInfo]]:
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            buf = mmap.mmap(f.fileno(), 0, access=access)
     except (OSError, ValueError) as e:  # ValueError: mmap of an empty file
         raise GGUFError(f"cannot read GGUF file {path}: {e}") from e
     try:
@@ -398,10 +399,8 @@ def read_gguf(path: str | Path, packed: bool = False) -> tuple[ModelConfig, dict
 def _read_gguf_packed(path: Path) -> tuple[ModelConfig, dict[str, Any], dict[str, Any]]:
     from aigc.kernels import FORMATS, PackedWeight
 
-    buf, metadata, infos = _open(path)
-    buf.close()
-    with open(path, "rb") as f:  # copy-on-write map: torch wants writable memory; we never write it
-        cow = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    # a copy-on-write map: torch wants writable memory; we never write it
+    cow, metadata, infos = _open(path, access=mmap.ACCESS_COPY)
     config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_freqs(cow, infos))
     state: dict[str, Any] = {}
     for info in infos:
@@ -426,9 +425,8 @@ def _read_gguf_packed(path: Path) -> tuple[ModelConfig, dict[str, Any], dict[str
             raw = torch.from_numpy(unpermute_from_gguf(raw.view(rows, -1).numpy(), n_heads).copy()).view(-1)
         if fmt.name in ("F16", "BF16"):
             raw = raw.view(torch.float16 if fmt.name == "F16" else torch.bfloat16)
-        pw = PackedWeight(raw, fmt, rows, cols)
-        pw.owner = cow  # the map lives as long as any weight that reads it
-        state[gguf_to_hf_name(info.name)] = pw
+        # owner: the map lives as long as any weight that reads it
+        state[gguf_to_hf_name(info.name)] = PackedWeight(raw, fmt, rows, cols, owner=cow)
     _check_complete(config, state, path)
     return config, state, metadata
 
@@ -513,8 +511,8 @@ def write_gguf(
         if n_heads is not None:
             w = np.ascontiguousarray(permute_for_gguf(w, n_heads))
         wtype = qtype
-        if w.ndim >= 2 and w.shape[-1] % gguf.GGML_QUANT_SIZES[wtype][0] and wtype.name in _K_FALLBACK:
-            wtype = gguf.GGMLQuantizationType[_K_FALLBACK[wtype.name]]  # as llama-quantize does
+        if w.ndim >= 2 and w.shape[-1] % gguf.GGML_QUANT_SIZES[wtype][0] and wtype.name in K_FALLBACK:
+            wtype = gguf.GGMLQuantizationType[K_FALLBACK[wtype.name]]
         block_size = gguf.GGML_QUANT_SIZES[wtype][0]
         if w.ndim < 2 or wtype == gguf.GGMLQuantizationType.F32 or w.shape[-1] % block_size:
             writer.add_tensor(gguf_name, w)
@@ -527,10 +525,6 @@ def write_gguf(
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-
-
-# K-formats need rows of 256: other rows take these formats (llama-quantize's fallbacks)
-_K_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
 
 
 def _quantize_blocks(w: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:

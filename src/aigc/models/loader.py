@@ -12,12 +12,7 @@ from aigc.models.adapters import ADAPTER_CONFIG, AdapterError, merge_peft_adapte
 from aigc.models.config import ModelConfig
 from aigc.models.gguf_checkpoint import read_gguf
 from aigc.models.hf_checkpoint import load_hf_dir, model_from_hf_state_dict, parse_dtype
-from aigc.models.quantized import (
-    SCHEMES,
-    QuantizationError,
-    model_from_packed_state,
-    quantize_model,
-)
+from aigc.models.quantized import check_scheme, model_from_packed_state, quantize_model
 from aigc.models.registry import resolve_model
 from aigc.models.transformer import Transformer
 from aigc.tokenizer import Tokenizer
@@ -56,9 +51,7 @@ def load_model(name: str, *, models_dir: Path | None = None, dtype: str | torch.
         return load_with_adapter(Path(name), models_dir=models_dir, dtype=dtype, offline=offline, quantize=quantize)
     resolved = resolve_model(name, models_dir=models_dir, offline=offline)
     torch_dtype = parse_dtype(dtype)
-    scheme = (quantize or "none").lower()
-    if scheme not in SCHEMES:
-        raise QuantizationError(f"unknown quantization {quantize!r}; choose one of {', '.join(SCHEMES)}")
+    scheme = check_scheme(quantize)
     if resolved.kind == "gguf":
         keep_blocks = scheme == "auto" and kernels.available()
         cfg, state_dict, meta = read_gguf(resolved.path, packed=keep_blocks)

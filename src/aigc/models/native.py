@@ -140,16 +140,3 @@ class NativeModel:
 
 def new_native_cache(model: Transformer, slots: int, capacity: int, dtype: torch.dtype = torch.float16) -> KVCache:
     return KVCache.allocate(model.config, slots, capacity, dtype)
-
-
-def grown_cache(cache: KVCache, capacity: int) -> KVCache:
-    """A copy of `cache` with room for `capacity` positions per slot (contents kept)."""
-    old = cache.k[0].shape[2]
-    out = KVCache([], [])
-    for src_list, dst_list in ((cache.k, out.k), (cache.v, out.v)):
-        for t in src_list:
-            s, kv, _, hd = t.shape
-            new = torch.empty(s, kv, capacity, hd, dtype=t.dtype)
-            new[:, :, :old].copy_(t)
-            dst_list.append(new)
-    return out

@@ -20,11 +20,9 @@ from torch import nn
 
 from aigc import kernels
 from aigc.kernels import PackedWeight, weight_format
+from aigc.kernels.formats import K_FALLBACK
 
 SCHEMES = ("none", "auto", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k")
-_K_FALLBACK = {"Q4_K": "Q5_0", "Q5_K": "Q5_1", "Q6_K": "Q8_0"}
-
-
 class QuantizationError(ValueError):
     """An unknown scheme, or a weight that cannot be stored in the asked format."""
 
@@ -86,10 +84,17 @@ class QuantizedEmbedding(nn.Module):
         return rows.reshape(*ids.shape, self.embedding_dim).to(ids.device)
 
 
-def resolve_scheme(scheme: str) -> str:
-    scheme = (scheme or "none").lower()
-    if scheme not in SCHEMES:
+def check_scheme(scheme: str | None) -> str:
+    """The scheme, lower-cased ("none" for None); an unknown one is an error."""
+    name = (scheme or "none").lower()
+    if name not in SCHEMES:
         raise QuantizationError(f"unknown quantization {scheme!r}; choose one of {', '.join(SCHEMES)}")
+    return name
+
+
+def resolve_scheme(scheme: str) -> str:
+    """The scheme a float checkpoint gets: "auto" becomes this machine's default."""
+    scheme = check_scheme(scheme)
     if scheme == "auto":
         return "q8_0" if kernels.available() else "none"
     return scheme
@@ -98,8 +103,8 @@ def resolve_scheme(scheme: str) -> str:
 def format_for(scheme: str, cols: int) -> str | None:
     """The ggml format a [*, cols] weight gets under `scheme` (None: keep it as it is)."""
     fmt = scheme.upper()
-    if fmt in _K_FALLBACK and cols % 256:
-        fmt = _K_FALLBACK[fmt]
+    if fmt in K_FALLBACK and cols % weight_format(fmt).block_size:
+        fmt = K_FALLBACK[fmt]
     return fmt if cols % weight_format(fmt).block_size == 0 else None
 
 

@@ -98,6 +98,15 @@ class KVCache:
     def max_len(self) -> int:
         return self.k[0].shape[2]
 
+    def grown(self, max_len: int) -> KVCache:
+        """A copy with room for `max_len` positions per slot (contents kept, new room uninitialised)."""
+        def grow(t: torch.Tensor) -> torch.Tensor:
+            new = t.new_empty(t.shape[0], t.shape[1], max_len, t.shape[3])
+            new[:, :, : t.shape[2]].copy_(t)
+            return new
+
+        return KVCache([grow(t) for t in self.k], [grow(t) for t in self.v])
+
     def copy_slot(self, src: int, dst: int, length: int) -> None:
         """Copy the first `length` positions of slot `src` into slot `dst` (for slot compaction/forking)."""
         for kc, vc in zip(self.k, self.v, strict=True):

@@ -184,7 +184,9 @@ static void dequant_row(int type, const uint8_t *w, int64_t K, float *out) {
 
 /* ---- activations to int8 blocks ----------------------------------------------------------------- */
 
-static void quantize_act(const float *x, int64_t K, int8_t *q, float *d, float *s) {
+/* Blocks of 32 activations to integers in [-levels, levels] with one scale each; s = d * sum(q).
+ * Writes q8 or q16 (the other is NULL): one loop for the int8 and the int16 activation formats. */
+static void quantize_blocks(const float *x, int64_t K, int levels, int8_t *q8, int16_t *q16, float *d, float *s) {
     for (int64_t ib = 0; ib < K / QK; ib++) {
         const float *xb = x + ib * QK;
         float amax = 0.0f;
@@ -192,17 +194,22 @@ static void quantize_act(const float *x, int64_t K, int8_t *q, float *d, float *
             float a = fabsf(xb[i]);
             amax = a > amax ? a : amax;
         }
-        float dd = amax / 127.0f, id = dd > 0.0f ? 127.0f / amax : 0.0f;
+        float dd = amax / (float)levels, id = dd > 0.0f ? (float)levels / amax : 0.0f;
         int sum = 0;
         for (int i = 0; i < QK; i++) {
             int v = (int)nearbyintf(xb[i] * id);
-            v = v > 127 ? 127 : (v < -127 ? -127 : v);
-            q[ib * QK + i] = (int8_t)v;
+            v = v > levels ? levels : (v < -levels ? -levels : v);
+            if (q8) q8[ib * QK + i] = (int8_t)v;
+            else q16[ib * QK + i] = (int16_t)v;
             sum += v;
         }
         d[ib] = dd;
         s[ib] = dd * (float)sum;
     }
+}
+
+static void quantize_act(const float *x, int64_t K, int8_t *q, float *d, float *s) {
+    quantize_blocks(x, K, 127, q, NULL, d, s);
 }
 
 /* ---- one block, unpacked ------------------------------------------------------------------------
@@ -715,24 +722,7 @@ static void dot_rows_q16(int type, const uint8_t *w, int64_t K, const act_q16 *x
 #endif
 
 static void quantize_act16(const float *x, int64_t K, int16_t *q, float *d, float *s) {
-    for (int64_t ib = 0; ib < K / QK; ib++) {
-        const float *xb = x + ib * QK;
-        float amax = 0.0f;
-        for (int i = 0; i < QK; i++) {
-            float a = fabsf(xb[i]);
-            amax = a > amax ? a : amax;
-        }
-        float dd = amax / 32767.0f, id = dd > 0.0f ? 32767.0f / amax : 0.0f;
-        int sum = 0;
-        for (int i = 0; i < QK; i++) {
-            int v = (int)nearbyintf(xb[i] * id);
-            v = v > 32767 ? 32767 : (v < -32767 ? -32767 : v);
-            q[ib * QK + i] = (int16_t)v;
-            sum += v;
-        }
-        d[ib] = dd;
-        s[ib] = dd * (float)sum;
-    }
+    quantize_blocks(x, K, 32767, NULL, q, d, s);
 }
 
 static void dot_rows_fx(int type, const uint8_t *w, int64_t K, const float *const *x, const float *const *xsum,
