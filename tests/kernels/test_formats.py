@@ -25,6 +25,7 @@ def restore_isa():
     kernels.set_isa("auto")
     kernels.set_int8_min_rows(2**62)
     kernels.set_exact_activations(False)
+    kernels.set_gemm_min_rows(20)
 
 
 def _cols(fmt: str) -> int:
@@ -94,6 +95,25 @@ def test_matmul_equals_float_matmul_on_dequantized_weights(isa, fmt, m, exact):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("fmt", INT_FORMATS + FLOAT_FORMATS)
+@pytest.mark.parametrize("m", [1, 7, 20, 41])
+def test_panel_product_equals_float_matmul_on_dequantized_weights(isa, fmt, m):
+    """Many activation rows (prefill) go through dequantized float panels: float32 math, for row
+    counts that fill whole register tiles and ones that leave a remainder, and weight rows (37) that
+    are not a multiple of the panel width."""
+    kernels.set_isa(isa)
+    kernels.set_gemm_min_rows(1)
+    packed, dense = _weight(fmt)
+    x = torch.randn(m, packed.cols)
+    bias = torch.randn(packed.rows)
+    out = torch.randn(m, packed.rows)
+    ref = out.double() + x.double() @ dense.double().T + bias.double()
+    kernels.matmul([packed], x, bias, out=out, accumulate=True)
+    rounding = 2e-6 * float((x.abs() @ dense.abs().T).max()) + 1e-6 * float(ref.abs().max())
+    assert ((out.double() - ref).abs() <= rounding).all()
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("fmt", INT_FORMATS)
 def test_int8_activations_stay_within_their_rounding_bound(isa, fmt):
     """With activations quantized to int8 blocks, each activation moves by at most half a step:
@@ -108,12 +128,13 @@ def test_int8_activations_stay_within_their_rounding_bound(isa, fmt):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-def test_parts_in_different_formats_act_as_one_stacked_weight(isa):
+@pytest.mark.parametrize("m", [4, 25])  # packed-block kernels, then float panels across part borders
+def test_parts_in_different_formats_act_as_one_stacked_weight(isa, m):
     kernels.set_isa(isa)
     parts = [kernels.quantize(torch.randn(r, 256), f) for r, f in ((33, "Q4_K"), (7, "Q8_0"), (5, "F16"))]
-    x = torch.randn(4, 256)
+    x = torch.randn(m, 256)
     dense = torch.cat([kernels.dequantize(p) for p in parts])
-    out = torch.ones(4, 45)
+    out = torch.ones(m, 45)
     kernels.matmul(parts, x, out=out, accumulate=True)
     assert torch.allclose(out, 1 + x @ dense.T, atol=2e-3)  # int16 activations: ~1e-5 relative
 

@@ -18,7 +18,7 @@ from aigc.kernels.library import CLayer, CModel, CWeight, KernelUnavailableError
 
 __all__ = [
     "FORMATS", "WeightFormat", "weight_format", "PackedWeight", "matmul", "dequantize", "quantize", "isa",
-    "set_isa", "set_int8_min_rows", "set_exact_activations", "supported_isas", "num_threads", "set_num_threads",
+    "set_isa", "set_int8_min_rows", "set_gemm_min_rows", "set_exact_activations", "supported_isas", "num_threads", "set_num_threads",
     "available", "load", "KernelUnavailableError", "CLayer", "CModel", "CWeight",
 ]
 
@@ -60,8 +60,9 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 def matmul(parts: list[PackedWeight], x: torch.Tensor, bias: torch.Tensor | None = None,
            out: torch.Tensor | None = None, accumulate: bool = False) -> torch.Tensor:
-    """y = x @ cat(parts).T (+ bias); x [M, K] float32. Integer formats quantize x to int8 blocks of
-    32 on the fly (as llama.cpp does); float formats use x as it is. `accumulate` adds into `out`."""
+    """y = x @ cat(parts).T (+ bias); x [M, K] float32. Few rows: integer formats meet x as int16
+    blocks of 32 (see set_exact_activations, set_int8_min_rows); many rows (set_gemm_min_rows): weight
+    panels dequantized to float. `accumulate` adds into `out`."""
     lib = load()
     if x.dtype != torch.float32 or x.dim() != 2:
         raise ValueError("matmul takes a 2-D float32 activation tensor")
@@ -130,6 +131,13 @@ def set_int8_min_rows(rows: int) -> None:
     """Products with at least `rows` activation rows use int8 activations; fewer stay float.
     Default: never (exact), or 8 with AIGC_INT8_ACTIVATIONS=1. 1 = always int8 (llama.cpp's way)."""
     load().aigc_set_int8_min_rows(int(rows))
+
+
+def set_gemm_min_rows(rows: int) -> None:
+    """Products with at least `rows` activation rows dequantize weight panels to float and run a
+    register-tiled product (prefill, big batches); fewer use the packed-block kernels. Default 20,
+    or AIGC_GEMM_MIN_ROWS. 1 = always panels."""
+    load().aigc_set_gemm_min_rows(int(rows))
 
 
 def set_exact_activations(exact: bool) -> None:

@@ -52,10 +52,15 @@ typedef struct {
     void (*quantize_act)(const float *x, int64_t K, int8_t *q, float *d, float *s);
     void (*dequant_row)(int type, const uint8_t *w, int64_t K, float *out);
     void (*rmsnorm)(const float *x, const float *w, int64_t n, float eps, float *out);
-    void (*attention)(const float *q, const void *k, const void *v, int kv_f16, int64_t pos_stride,
+    /* nq query heads (consecutive) that share one kv head; scores: nq * len floats of scratch */
+    void (*attention)(const float *q, int nq, const void *k, const void *v, int kv_f16, int64_t pos_stride,
                       int64_t len, int hd, float scale, float *scores, float *out);
     void (*silu_mul)(const float *g, const float *u, int64_t n, float *out);
     void (*store_kv)(const float *src, void *dst, int kv_f16, int n);
+    /* many activation rows: gemm_nc weight rows dequantized into a [K][gemm_nc] float panel */
+    int gemm_nc;
+    void (*gemm_pack)(const float *rows, int64_t K, float *panel); /* rows: [gemm_nc][K] */
+    void (*gemm_panel)(const float *panel, int64_t K, const float *x, int64_t M, float *c); /* c: [M][gemm_nc] */
 } isa_kernels;
 
 extern const isa_kernels kernels_portable;
@@ -111,6 +116,7 @@ int aigc_set_isa(const char *name);
 int aigc_num_threads(void);
 void aigc_set_num_threads(int n);
 void aigc_set_int8_min_rows(int64_t rows);
+void aigc_set_gemm_min_rows(int64_t rows);
 void aigc_set_activation_mode(int int16);
 int aigc_matmul(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
                 const float *bias, int accumulate);

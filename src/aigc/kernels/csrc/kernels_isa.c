@@ -52,11 +52,11 @@ INLINE float bf16_to_f32(uint16_t h) {
     return f;
 }
 
-/* exp(x) to ~1 ulp for the range softmax and SiLU need; written so the compiler vectorizes it */
+/* exp(x) to ~1 ulp for the range softmax and SiLU need; branch-free (fminf/fmaxf/rintf), so the
+ * compiler vectorizes loops that call it */
 INLINE float exp_fast(float x) {
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-    float t = x * 1.44269504088896341f;
-    float fi = (float)(int)(t + (t >= 0 ? 0.5f : -0.5f));
+    x = fminf(fmaxf(x, -87.0f), 88.0f);
+    float fi = rintf(x * 1.44269504088896341f);
     float r = x - fi * 0.693359375f + fi * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -96,7 +96,7 @@ INLINE uint32_t rd32(const uint8_t *p) {
 
 /* ---- dequantization (embedding rows, tests, fallbacks): plain C in every ISA ------------------- */
 
-static void dequant_row(int type, const uint8_t *w, int64_t K, float *out) {
+static void dequant_row_scalar(int type, const uint8_t *w, int64_t K, float *out) {
     switch (type) {
     case T_F32: memcpy(out, w, (size_t)K * 4); return;
     case T_F16: for (int64_t i = 0; i < K; i++) out[i] = f16_to_f32(rd16(w + 2 * i)); return;
@@ -460,6 +460,8 @@ typedef __m512 vf;
 #define VLOAD(p) _mm512_loadu_ps(p)
 #define VFMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define VHSUM(v) _mm512_reduce_add_ps(v)
+#define VSET1(f) _mm512_set1_ps(f)
+#define VSTORE(p, v) _mm512_storeu_ps(p, v)
 INLINE vf load_w(int type, const uint8_t *w, int64_t i) {
     if (type == T_F32) return _mm512_loadu_ps((const float *)w + i);
     __m256i h = _mm256_loadu_si256((const __m256i *)(w + 2 * i));
@@ -473,12 +475,53 @@ typedef __m256 vf;
 #define VLOAD(p) _mm256_loadu_ps(p)
 #define VFMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define VHSUM(v) hsum256(v)
+#define VSET1(f) _mm256_set1_ps(f)
+#define VSTORE(p, v) _mm256_storeu_ps(p, v)
 INLINE vf load_w(int type, const uint8_t *w, int64_t i) {
     if (type == T_F32) return _mm256_loadu_ps((const float *)w + i);
     __m128i h = _mm_loadu_si128((const __m128i *)(w + 2 * i));
     if (type == T_F16) return _mm256_cvtph_ps(h);
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
+#endif
+
+/* exp_fast on a vector (the same steps, so the same results lane by lane) */
+#if defined(__AVX512F__)
+INLINE vf vexp(vf x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
+    vf fi = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(fi), _mm512_set1_epi32(127)), 23);
+#define VMUL _mm512_mul_ps
+#define VADD _mm512_add_ps
+#define VSUB _mm512_sub_ps
+#define VCAST _mm512_castsi512_ps
+#elif defined(__AVX2__)
+INLINE vf vexp(vf x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+    vf fi = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fi), _mm256_set1_epi32(127)), 23);
+#define VMUL _mm256_mul_ps
+#define VADD _mm256_add_ps
+#define VSUB _mm256_sub_ps
+#define VCAST _mm256_castsi256_ps
+#endif
+#if defined(FW)
+    vf r = VADD(VSUB(x, VMUL(fi, VSET1(0.693359375f))), VMUL(fi, VSET1(2.12194440e-4f)));
+    vf p = VSET1(1.9875691500e-4f);
+    p = VADD(VMUL(p, r), VSET1(1.3981999507e-3f));
+    p = VADD(VMUL(p, r), VSET1(8.3334519073e-3f));
+    p = VADD(VMUL(p, r), VSET1(4.1665795894e-2f));
+    p = VADD(VMUL(p, r), VSET1(1.6666665459e-1f));
+    p = VADD(VMUL(p, r), VSET1(5.0000001201e-1f));
+    vf y = VADD(VADD(VMUL(VMUL(p, r), r), r), VSET1(1.0f));
+    return VMUL(y, VCAST(bits));
+}
+#undef VMUL
+#undef VADD
+#undef VSUB
+#undef VCAST
 #endif
 
 INLINE float load_w1(int type, const uint8_t *w, int64_t i) {
@@ -752,6 +795,132 @@ static void dot_rows(int type, const uint8_t *w, int64_t K, const void *x, int R
     }
 }
 
+/* ---- dequantization, vectorized where the ISA allows (prefill panels, embedding rows) ---------- */
+
+static void dequant_row(int type, const uint8_t *w, int64_t K, float *out) {
+#if defined(FW)
+    if (type == T_F16 || type == T_BF16) {
+        int64_t i = 0;
+        for (; i + FW <= K; i += FW) VSTORE(out + i, load_w(type, w, i));
+        for (; i < K; i++) out[i] = load_w1(type, w, i);
+        return;
+    }
+    if (type == T_F32 || (type != T_Q8_0 && type != T_Q4_0 && type != T_Q4_1 && type != T_Q5_0 &&
+                          type != T_Q5_1 && type != T_Q4_K && type != T_Q5_K && type != T_Q6_K)) {
+        dequant_row_scalar(type, w, K, out);
+        return;
+    }
+    const int sgn = is_signed_type(type);
+    for (int64_t ib = 0; ib < K / QK; ib++, out += QK) {
+        float s_lo, s_hi, m;
+        __m256i codes = unpack_simd(type, w, ib, &s_lo, &s_hi, &m);
+        __m128i c0 = _mm256_castsi256_si128(codes), c1 = _mm256_extracti128_si256(codes, 1);
+#if defined(__AVX512F__)
+        __m512 f0 = _mm512_cvtepi32_ps(sgn ? _mm512_cvtepi8_epi32(c0) : _mm512_cvtepu8_epi32(c0));
+        __m512 f1 = _mm512_cvtepi32_ps(sgn ? _mm512_cvtepi8_epi32(c1) : _mm512_cvtepu8_epi32(c1));
+        /* multiply, then add (no fused multiply-add): the same rounding as the scalar code and gguf */
+        _mm512_storeu_ps(out, _mm512_add_ps(_mm512_mul_ps(f0, _mm512_set1_ps(s_lo)), _mm512_set1_ps(m)));
+        _mm512_storeu_ps(out + 16, _mm512_add_ps(_mm512_mul_ps(f1, _mm512_set1_ps(s_hi)), _mm512_set1_ps(m)));
+#else
+        __m128i parts[4] = {c0, _mm_srli_si128(c0, 8), c1, _mm_srli_si128(c1, 8)};
+        for (int g = 0; g < 4; g++) {
+            __m256 f = _mm256_cvtepi32_ps(sgn ? _mm256_cvtepi8_epi32(parts[g]) : _mm256_cvtepu8_epi32(parts[g]));
+            _mm256_storeu_ps(out + 8 * g, _mm256_add_ps(_mm256_mul_ps(f, _mm256_set1_ps(g < 2 ? s_lo : s_hi)),
+                                                        _mm256_set1_ps(m)));
+        }
+#endif
+    }
+#else
+    dequant_row_scalar(type, w, K, out);
+#endif
+}
+
+/* ---- many activation rows: a float weight panel in a register tile ------------------------------
+ * When one weight row meets many activation rows (prefill, large batches), unpacking it per group of
+ * four rows (dot_rows*) costs more than the multiply-adds. Instead GEMM_NC weight rows are
+ * dequantized once into a float panel laid out [K][GEMM_NC] (gemm_pack), and every GEMM_MR
+ * activation rows meet it in a register tile: broadcast x[m][k], multiply-add with the panel's
+ * vectors. Exact up to float rounding, and bound by multiply-adds instead of by unpacking. */
+#if defined(__AVX512F__)
+#define GEMM_NC 32
+#define GEMM_MR 8
+#elif defined(__AVX2__)
+#define GEMM_NC 16
+#define GEMM_MR 6
+#else
+#define GEMM_NC 8
+#define GEMM_MR 4
+#endif
+
+/* tmp: GEMM_NC dequantized rows [GEMM_NC][K] -> panel [K][GEMM_NC] */
+static void gemm_pack(const float *tmp, int64_t K, float *panel) {
+    for (int64_t k0 = 0; k0 < K; k0 += 64) {
+        const int64_t k1 = k0 + 64 < K ? k0 + 64 : K;
+        for (int j = 0; j < GEMM_NC; j++) {
+            const float *src = tmp + j * K;
+            for (int64_t k = k0; k < k1; k++) panel[k * GEMM_NC + j] = src[k];
+        }
+    }
+}
+
+/* c[i][0:GEMM_NC] = x[i] . panel for i < mr */
+INLINE void gemm_tile(const float *panel, int64_t K, const float *x, int64_t ldx, int mr, float *c) {
+#if defined(FW)
+#define NV (GEMM_NC / FW)
+    vf acc[GEMM_MR][NV];
+    for (int i = 0; i < mr; i++)
+        for (int v = 0; v < NV; v++) acc[i][v] = VZERO();
+    for (int64_t k = 0; k < K; k++) {
+        const float *p = panel + k * GEMM_NC;
+        vf w[NV];
+        for (int v = 0; v < NV; v++) w[v] = VLOAD(p + v * FW);
+        for (int i = 0; i < mr; i++) {
+            vf xb = VSET1(x[i * ldx + k]);
+            for (int v = 0; v < NV; v++) acc[i][v] = VFMA(w[v], xb, acc[i][v]);
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int v = 0; v < NV; v++) VSTORE(c + i * GEMM_NC + v * FW, acc[i][v]);
+#undef NV
+#else
+    float acc[GEMM_MR][GEMM_NC];
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < GEMM_NC; j++) acc[i][j] = 0.0f;
+    for (int64_t k = 0; k < K; k++) {
+        const float *p = panel + k * GEMM_NC;
+        for (int i = 0; i < mr; i++) {
+            const float xv = x[i * ldx + k];
+            for (int j = 0; j < GEMM_NC; j++) acc[i][j] += p[j] * xv;
+        }
+    }
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < GEMM_NC; j++) c[i * GEMM_NC + j] = acc[i][j];
+#endif
+}
+
+/* c[m][0:GEMM_NC] = x[m] . panel for m < M (x rows are K floats apart) */
+static void gemm_panel(const float *panel, int64_t K, const float *x, int64_t M, float *c) {
+    int64_t m = 0;
+    for (; m + GEMM_MR <= M; m += GEMM_MR) gemm_tile(panel, K, x + m * K, K, GEMM_MR, c + m * GEMM_NC);
+    const float *xr = x + m * K;
+    float *cr = c + m * GEMM_NC;
+    switch (M - m) { /* constant row counts: the compiler keeps the tile in registers */
+    case 0: return;
+    case 1: gemm_tile(panel, K, xr, K, 1, cr); return;
+    case 2: gemm_tile(panel, K, xr, K, 2, cr); return;
+    case 3: gemm_tile(panel, K, xr, K, 3, cr); return;
+#if GEMM_MR > 4
+    case 4: gemm_tile(panel, K, xr, K, 4, cr); return;
+    case 5: gemm_tile(panel, K, xr, K, 5, cr); return;
+#endif
+#if GEMM_MR > 6
+    case 6: gemm_tile(panel, K, xr, K, 6, cr); return;
+    case 7: gemm_tile(panel, K, xr, K, 7, cr); return;
+#endif
+    default: return;
+    }
+}
+
 /* ---- the other decode-step ops ------------------------------------------------------------------ */
 
 static void rmsnorm(const float *x, const float *w, int64_t n, float eps, float *out) {
@@ -762,7 +931,19 @@ static void rmsnorm(const float *x, const float *w, int64_t n, float eps, float 
 }
 
 static void silu_mul(const float *g, const float *u, int64_t n, float *out) {
-    for (int64_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + exp_fast(-g[i])) * u[i];
+    int64_t i = 0;
+#if defined(FW)
+    for (; i + FW <= n; i += FW) {
+        vf gv = VLOAD(g + i);
+        vf e = vexp(VFMA(gv, VSET1(-1.0f), VZERO())); /* exp(-g) */
+#if defined(__AVX512F__)
+        VSTORE(out + i, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(VSET1(1.0f), e)), VLOAD(u + i)));
+#else
+        VSTORE(out + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(VSET1(1.0f), e)), VLOAD(u + i)));
+#endif
+    }
+#endif
+    for (; i < n; i++) out[i] = g[i] / (1.0f + exp_fast(-g[i])) * u[i];
 }
 
 static void store_kv(const float *src, void *dst, int kv_f16, int n) {
@@ -804,49 +985,96 @@ INLINE float dot_kv(const float *q, const void *k, int kv_f16, int hd) {
     return s;
 }
 
-/* out += p * v_row */
-INLINE void axpy_kv(float p, const void *v, int kv_f16, int hd, float *out) {
-    int i = 0;
-#if defined(__AVX512F__)
-    __m512 pv = _mm512_set1_ps(p);
-    for (; i + 16 <= hd; i += 16) {
-        __m512 vv = kv_f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)v + i)))
-                           : _mm512_loadu_ps((const float *)v + i);
-        _mm512_storeu_ps(out + i, _mm512_fmadd_ps(pv, vv, _mm512_loadu_ps(out + i)));
-    }
-#elif defined(__AVX2__)
-    __m256 pv = _mm256_set1_ps(p);
-    for (; i + 8 <= hd; i += 8) {
-        __m256 vv = kv_f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)v + i)))
-                           : _mm256_loadu_ps((const float *)v + i);
-        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(pv, vv, _mm256_loadu_ps(out + i)));
-    }
-#endif
-    for (; i < hd; i++) out[i] += p * (kv_f16 ? f16_to_f32(((const uint16_t *)v)[i]) : ((const float *)v)[i]);
-}
-
-/* One query head over `len` cached positions of one kv head: softmax(q.K^T * scale) V */
-static void attention(const float *q, const void *k, const void *v, int kv_f16, int64_t pos_stride,
-                      int64_t len, int hd, float scale, float *scores, float *out) {
-    const size_t es = kv_f16 ? 2 : 4;
+/* softmax of scores[0:len] in place (unnormalized exp); returns the sum */
+INLINE float softmax_exp(float *scores, int64_t len) {
     float mx = -INFINITY;
-    for (int64_t j = 0; j < len; j++) {
-        float s = dot_kv(q, (const uint8_t *)k + (size_t)j * pos_stride * es, kv_f16, hd) * scale;
-        scores[j] = s;
-        mx = s > mx ? s : mx;
-    }
+    for (int64_t j = 0; j < len; j++) mx = scores[j] > mx ? scores[j] : mx;
+    int64_t j = 0;
     float sum = 0.0f;
-    for (int64_t j = 0; j < len; j++) {
+#if defined(FW)
+    vf vs = VZERO();
+    for (; j + FW <= len; j += FW) {
+        vf e = vexp(VFMA(VLOAD(scores + j), VSET1(1.0f), VSET1(-mx)));
+        VSTORE(scores + j, e);
+        vs = VFMA(e, VSET1(1.0f), vs);
+    }
+    sum = VHSUM(vs);
+#endif
+    for (; j < len; j++) {
         float e = exp_fast(scores[j] - mx);
         scores[j] = e;
         sum += e;
     }
-    for (int i = 0; i < hd; i++) out[i] = 0.0f;
-    float inv = 1.0f / sum;
-    for (int64_t j = 0; j < len; j++)
-        axpy_kv(scores[j] * inv, (const uint8_t *)v + (size_t)j * pos_stride * es, kv_f16, hd, out);
+    return sum;
+}
+
+/* NQ query heads (consecutive, hd apart) over `len` cached positions of the kv head they share:
+ * out[h] = softmax(q[h].K^T * scale) V. Each key and value row is read (and widened from f16) once
+ * for all NQ heads; the value sums stay in registers, one vector of head dims at a time. */
+INLINE void attention_nq(const float *q, int NQ, const void *k, const void *v, int kv_f16, int64_t pos_stride,
+                         int64_t len, int hd, float scale, float *scores, float *out) {
+    const size_t es = kv_f16 ? 2 : 4;
+    for (int64_t j = 0; j < len; j++) {
+        const void *kr = (const uint8_t *)k + (size_t)j * pos_stride * es;
+        for (int h = 0; h < NQ; h++) scores[h * len + j] = dot_kv(q + h * hd, kr, kv_f16, hd) * scale;
+    }
+    float inv[8];
+    for (int h = 0; h < NQ; h++) inv[h] = 1.0f / softmax_exp(scores + h * len, len);
+    int i = 0;
+#if defined(FW)
+    for (; i + FW <= hd; i += FW) {
+        vf acc[8];
+        for (int h = 0; h < NQ; h++) acc[h] = VZERO();
+        for (int64_t j = 0; j < len; j++) {
+            const uint8_t *vr = (const uint8_t *)v + ((size_t)j * pos_stride + i) * es;
+#if defined(__AVX512F__)
+            vf vv = kv_f16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)vr)) : _mm512_loadu_ps((const float *)vr);
+#else
+            vf vv = kv_f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)vr)) : _mm256_loadu_ps((const float *)vr);
+#endif
+            for (int h = 0; h < NQ; h++) acc[h] = VFMA(VSET1(scores[h * len + j]), vv, acc[h]);
+        }
+        for (int h = 0; h < NQ; h++) {
+#if defined(__AVX512F__)
+            VSTORE(out + h * hd + i, _mm512_mul_ps(acc[h], VSET1(inv[h])));
+#else
+            VSTORE(out + h * hd + i, _mm256_mul_ps(acc[h], VSET1(inv[h])));
+#endif
+        }
+    }
+#endif
+    for (; i < hd; i++) {
+        for (int h = 0; h < NQ; h++) {
+            float a = 0.0f;
+            for (int64_t j = 0; j < len; j++) {
+                const uint8_t *vr = (const uint8_t *)v + ((size_t)j * pos_stride + i) * es;
+                a += scores[h * len + j] * (kv_f16 ? f16_to_f32(rd16(vr)) : *(const float *)vr);
+            }
+            out[h * hd + i] = a * inv[h];
+        }
+    }
+}
+
+/* nq query heads sharing one kv head; scores: nq * len floats of scratch */
+static void attention(const float *q, int nq, const void *k, const void *v, int kv_f16, int64_t pos_stride,
+                      int64_t len, int hd, float scale, float *scores, float *out) {
+    for (int h0 = 0; h0 < nq; h0 += 8) {
+        const float *qh = q + h0 * hd;
+        float *oh = out + h0 * hd;
+        switch (nq - h0) { /* constant head counts: the value sums stay in registers */
+        case 1: attention_nq(qh, 1, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
+        case 2: attention_nq(qh, 2, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
+        case 3: attention_nq(qh, 3, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
+        case 4: attention_nq(qh, 4, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
+        case 5: attention_nq(qh, 5, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
+        case 6: attention_nq(qh, 6, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
+        case 7: attention_nq(qh, 7, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
+        default: attention_nq(qh, 8, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
+        }
+    }
 }
 
 const isa_kernels TABLE = {
     STR(ISA), dot_rows, dot_rows_fx, HAS_Q16 ? dot_rows_q16 : NULL, quantize_act16, quantize_act, dequant_row, rmsnorm, attention, silu_mul, store_kv,
+    GEMM_NC, gemm_pack, gemm_panel,
 };

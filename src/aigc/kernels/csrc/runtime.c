@@ -33,6 +33,9 @@ static int64_t int8_min_rows = INT64_MAX;
 /* Below that, activations go to int16 blocks where the ISA has the kernel (error below float16
  * rounding; AIGC_EXACT_ACTIVATIONS=1 keeps them float32). */
 static int use_q16 = 1;
+/* Products with at least this many rows go through dequantized float panels (see gemm_locked);
+ * AIGC_GEMM_MIN_ROWS overrides. */
+static int64_t gemm_min_rows = 20;
 
 void aigc_set_activation_mode(int int16) { use_q16 = int16 != 0; }
 
@@ -98,6 +101,8 @@ __attribute__((constructor)) static void init_isa(void) {
     if (exact && *exact && strcmp(exact, "0") != 0) use_q16 = 0;
     const char *int8 = getenv("AIGC_INT8_ACTIVATIONS");
     if (int8 && *int8 && strcmp(int8, "0") != 0) int8_min_rows = 8;
+    const char *gemm = getenv("AIGC_GEMM_MIN_ROWS");
+    if (gemm && *gemm) gemm_min_rows = atoll(gemm) < 1 ? 1 : atoll(gemm);
 }
 
 /* ---- thread pool -------------------------------------------------------------------------------- */
@@ -358,6 +363,70 @@ static int64_t row_chunk(int64_t N, int64_t M) {
     return c < 1 ? 1 : c;
 }
 
+/* ---- many activation rows: dequantized float panels (kernels_isa.c, gemm_*) ---------------------
+ * From this many rows on, a weight row is used often enough that dequantizing it once to floats and
+ * running a register-tiled float product beats unpacking it per group of four rows (measured on
+ * Zen 4 AVX-512 and AVX2 builds: the panel path is faster from about 20 rows; below, products are bound
+ * by reading the weights, where the packed-block kernels win). */
+void aigc_set_gemm_min_rows(int64_t rows) { gemm_min_rows = rows < 1 ? 1 : rows; }
+
+typedef struct {
+    const aigc_weight *parts;
+    int n_parts;
+    int64_t N, K, M, ldy;
+    const float *x;
+    float *y;
+    const float *bias;
+    int accumulate;
+} gemm_ctx;
+
+static scratch gemm_scratch[MAX_THREADS]; /* per thread: dequantized rows, panel, output tile */
+
+static void gemm_task(void *p, int64_t begin, int64_t end, int tid) {
+    const gemm_ctx *c = (const gemm_ctx *)p;
+    const int nc = K->gemm_nc;
+    const int64_t Kd = c->K;
+    float *rows = (float *)grow(&gemm_scratch[tid], ((size_t)2 * nc * Kd + (size_t)c->M * nc) * sizeof(float));
+    if (!rows) return; /* matmul_locked checked the first allocation; see there */
+    float *panel = rows + (size_t)nc * Kd, *tile = panel + (size_t)nc * Kd;
+    for (int64_t pi = begin; pi < end; pi++) {
+        const int64_t n0 = pi * nc;
+        const int width = c->N - n0 < nc ? (int)(c->N - n0) : nc;
+        int part = 0;
+        int64_t row = n0;
+        while (row >= c->parts[part].rows) row -= c->parts[part++].rows;
+        for (int j = 0; j < nc; j++) {
+            if (j >= width) {
+                memset(rows + (size_t)j * Kd, 0, (size_t)Kd * sizeof(float));
+                continue;
+            }
+            if (row >= c->parts[part].rows) row -= c->parts[part++].rows;
+            const aigc_weight *w = &c->parts[part];
+            K->dequant_row(w->type, (const uint8_t *)w->data + row * aigc_row_bytes(w->type, Kd), Kd,
+                           rows + (size_t)j * Kd);
+            row++;
+        }
+        K->gemm_pack(rows, Kd, panel);
+        K->gemm_panel(panel, Kd, c->x, c->M, tile);
+        for (int64_t m = 0; m < c->M; m++) {
+            float *dst = c->y + m * c->ldy + n0;
+            const float *src = tile + m * nc;
+            for (int j = 0; j < width; j++)
+                dst[j] = (c->accumulate ? dst[j] : 0.0f) + src[j] + (c->bias ? c->bias[n0 + j] : 0.0f);
+        }
+    }
+}
+
+static int gemm_locked(const aigc_weight *parts, int n_parts, int64_t N, int64_t Kd, const float *x, int64_t M,
+                       float *y, int64_t ldy, const float *bias, int accumulate) {
+    const int nc = K->gemm_nc;
+    for (int t = 0; t < pool.n; t++) /* allocate up front, so a failure is an error code, not a gap */
+        if (!grow(&gemm_scratch[t], ((size_t)2 * nc * Kd + (size_t)M * nc) * sizeof(float))) return -3;
+    gemm_ctx c = {parts, n_parts, N, Kd, M, ldy, x, y, bias, accumulate};
+    parallel_for(gemm_task, &c, (N + nc - 1) / nc, 1);
+    return 0;
+}
+
 static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
                          int64_t ldy, const float *bias, int accumulate) {
     int64_t N = 0, Kd = parts[0].cols;
@@ -367,6 +436,8 @@ static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, 
         N += parts[i].rows;
         any_int |= !is_float_type(parts[i].type);
     }
+    if (M >= gemm_min_rows && M < int8_min_rows && K->gemm_panel)
+        return gemm_locked(parts, n_parts, N, Kd, x, M, y, ldy, bias, accumulate);
     matmul_ctx c = {parts, n_parts, N, Kd, M, ldy, x, NULL, NULL, NULL, y, bias, accumulate};
     if (any_int && M < int8_min_rows && K->dot_rows_q16 && use_q16) {
         int64_t nb = Kd / QK;
@@ -442,6 +513,7 @@ typedef struct {
     float *x, *xn, *qkv, *att, *cos_t, *sin_t, *scores;
     int64_t scores_stride;
     int64_t qkv_dim;
+    int att_heads; /* query heads per attention task: the kv group, or 1 */
 } fwd_ctx;
 
 static void rope_kv_task(void *p, int64_t begin, int64_t end, int tid) {
@@ -469,18 +541,21 @@ static void rope_kv_task(void *p, int64_t begin, int64_t end, int tid) {
     }
 }
 
+/* One task = one token's query heads that share a kv head (read once for all of them), or one
+ * query head when there are too few tokens to keep every thread busy with groups (decode). */
 static void attention_task(void *p, int64_t begin, int64_t end, int tid) {
     fwd_ctx *c = (fwd_ctx *)p;
     const aigc_model *m = c->m;
-    const int hd = m->head_dim, H = m->n_heads, group = m->n_heads / m->n_kv;
+    const int hd = m->head_dim, H = m->n_heads, group = m->n_heads / m->n_kv, nq = c->att_heads;
+    const int per_token = H / nq;
     const size_t es = m->kv_f16 ? 2 : 4;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = c->scores + tid * c->scores_stride;
+    float *scores = c->scores + tid * c->scores_stride * group;
     for (int64_t i = begin; i < end; i++) {
-        int64_t t = i / H;
-        int h = (int)(i % H), kvh = h / group;
+        int64_t t = i / per_token;
+        int h = (int)(i % per_token) * nq, kvh = h / group;
         int64_t off = (int64_t)c->slot[t] * m->kv_slot_stride + kvh * m->kv_head_stride;
-        K->attention(c->qkv + t * c->qkv_dim + h * hd, (const uint8_t *)c->L->k_cache + off * es,
+        K->attention(c->qkv + t * c->qkv_dim + h * hd, nq, (const uint8_t *)c->L->k_cache + off * es,
                      (const uint8_t *)c->L->v_cache + off * es, m->kv_f16, hd, (int64_t)c->pos[t] + 1, hd,
                      scale, scores, c->att + t * H * hd + h * hd);
     }
@@ -527,7 +602,7 @@ int aigc_forward(const aigc_model *m, int64_t n, const int32_t *ids, const int32
     pthread_mutex_lock(&call_lock);
     const int64_t scores_stride = (max_len + 15) / 16 * 16;
     size_t floats = (size_t)n * (2 * D + qkv_dim + H * hd + 2 * F + F + 2 * half) +
-                    (size_t)pool.n * scores_stride + (size_t)n_out * D * 2 + 64;
+                    (size_t)pool.n * scores_stride * (H / KV) + (size_t)n_out * D * 2 + 64;
     float *buf = (float *)grow(&fwd_scratch, floats * sizeof(float));
     if (!buf) {
         pthread_mutex_unlock(&call_lock);
@@ -548,7 +623,8 @@ int aigc_forward(const aigc_model *m, int64_t n, const int32_t *ids, const int32
     c.sin_t = c.cos_t + n * half;
     c.scores = c.sin_t + n * half;
     c.scores_stride = scores_stride;
-    float *sel = c.scores + pool.n * scores_stride, *seln = sel + n_out * D;
+    float *sel = c.scores + pool.n * scores_stride * (H / KV), *seln = sel + n_out * D;
+    c.att_heads = n * KV >= 4 * pool.n ? (int)(H / KV) : 1;
 
     int64_t eb = aigc_row_bytes(m->embed.type, D);
     for (int64_t t = 0; t < n; t++) {
@@ -570,7 +646,7 @@ int aigc_forward(const aigc_model *m, int64_t n, const int32_t *ids, const int32
         rowwise(rmsnorm_task, &rw, n);
         rc |= matmul_locked(L->qkv, L->n_qkv, c.xn, n, c.qkv, qkv_dim, L->qkv_bias, 0);
         parallel_for(rope_kv_task, &c, n, n >= 16 ? 4 : n);
-        parallel_for(attention_task, &c, n * H, 1);
+        parallel_for(attention_task, &c, n * H / c.att_heads, 1);
         rc |= matmul_locked(&L->o, 1, c.att, n, c.x, D, L->o_bias, 1);
         rw.x = c.x; rw.w = L->mlp_norm; rw.out = c.xn; rw.dim = D;
         rowwise(rmsnorm_task, &rw, n);
