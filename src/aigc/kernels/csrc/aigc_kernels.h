@@ -38,6 +38,14 @@ typedef struct {
     const float *s;
 } act_q16;
 
+/* Activations for the K-formats: int16 with one scale per super-block of 256, and the integer sum
+ * of every block of 32 (for the formats' minimum term). */
+typedef struct {
+    const int16_t *q;
+    const float *d;
+    const int32_t *bsum;
+} act_q16k;
+
 /* One ISA's kernels. */
 typedef struct {
     const char *name;
@@ -61,6 +69,9 @@ typedef struct {
     int gemm_nc;
     void (*gemm_pack)(const float *rows, int64_t K, float *panel); /* rows: [gemm_nc][K] */
     void (*gemm_panel)(const float *panel, int64_t K, const float *x, int64_t M, float *c); /* c: [M][gemm_nc] */
+    /* Q4_K, Q5_K, Q6_K weights with act_q16k activations; NULL where the ISA has no fast path */
+    void (*dot_rows_k16)(int type, const uint8_t *w, int64_t K, const act_q16k *x, int R, float *out);
+    void (*quantize_act16k)(const float *x, int64_t K, int16_t *q, float *d, int32_t *bsum);
 } isa_kernels;
 
 extern const isa_kernels kernels_portable;

@@ -82,6 +82,19 @@ INLINE void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
     }
 }
 
+/* all 8 scales and minimums of a Q4_K / Q5_K super-block at once (the 12 packed bytes as 32-bit
+ * words: 6-bit fields, the top two bits of the last four stored in the first eight bytes) */
+INLINE void scales_mins_k4(const uint8_t *q, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t u[3], o[4];
+    memcpy(u, q, 12);
+    o[0] = u[0] & 0x3f3f3f3fu;                                              /* sc 0..3 */
+    o[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);       /* sc 4..7 */
+    o[2] = u[1] & 0x3f3f3f3fu;                                              /* mn 0..3 */
+    o[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4); /* mn 4..7 */
+    memcpy(sc, o, 8);
+    memcpy(mn, o + 2, 8);
+}
+
 INLINE uint16_t rd16(const uint8_t *p) {
     uint16_t v;
     memcpy(&v, p, 2);
@@ -210,6 +223,31 @@ static void quantize_blocks(const float *x, int64_t K, int levels, int8_t *q8, i
 
 static void quantize_act(const float *x, int64_t K, int8_t *q, float *d, float *s) {
     quantize_blocks(x, K, 127, q, NULL, d, s);
+}
+
+/* For the K-formats: int16 with one scale per super-block of 256 (so the weights' integer sub-block
+ * scales can be applied in integer arithmetic), plus the integer sum of every block of 32. */
+static void quantize_act16k(const float *x, int64_t K, int16_t *q, float *d, int32_t *bsum) {
+    for (int64_t sb = 0; sb < K / QK_K; sb++) {
+        const float *xs = x + sb * QK_K;
+        float amax = 0.0f;
+        for (int i = 0; i < QK_K; i++) {
+            const float a = fabsf(xs[i]);
+            amax = a > amax ? a : amax; /* not fmaxf: without -ffast-math that is a libm call */
+        }
+        const float id = amax > 0.0f ? 32767.0f / amax : 0.0f;
+        d[sb] = amax / 32767.0f;
+        for (int b = 0; b < QK_K / QK; b++) {
+            int32_t sum = 0;
+            for (int i = 0; i < QK; i++) {
+                int v = (int)nearbyintf(xs[b * QK + i] * id);
+                v = v > 32767 ? 32767 : (v < -32767 ? -32767 : v);
+                q[sb * QK_K + b * QK + i] = (int16_t)v;
+                sum += v;
+            }
+            bsum[sb * (QK_K / QK) + b] = sum;
+        }
+    }
 }
 
 /* ---- one block, unpacked ------------------------------------------------------------------------
@@ -764,6 +802,155 @@ static void dot_rows_q16(int type, const uint8_t *w, int64_t K, const act_q16 *x
 #define dot_rows_q16 NULL
 #endif
 
+/* ---- K-formats x int16 activations with one scale per super-block ------------------------------
+ * The sub-block scales of Q4_K/Q5_K (6-bit) and Q6_K (int8) are integers: weights widened to int16
+ * are multiplied by them (|code * scale| <= 4096), so a whole super-block of products accumulates in
+ * int32 lanes (at most 16 products of <= 4096 * 32767 per lane: below 2^31) and meets the float
+ * scales once per 256 weights instead of once per 32. The minimum term of Q4_K/Q5_K uses the
+ * activations' integer block sums. */
+#if defined(__AVX2__)
+#define HAS_K16 1
+INLINE void dot_rows_int_k16(int type, const uint8_t *w, int64_t K, const act_q16k *x, int R, float *out) {
+    const int64_t nsb = K / QK_K;
+    float mt[4] = {0, 0, 0, 0};
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+    __m512 facc[4];
+    __m512i iacc[4][2]; /* two chains per row: one would wait on vpdpwssd's latency */
+    for (int r = 0; r < 4; r++) facc[r] = _mm512_setzero_ps();
+#if defined(__AVX512VNNI__)
+#define DPWSSD(acc, a, b) _mm512_dpwssd_epi32(acc, a, b)
+#else
+#define DPWSSD(acc, a, b) _mm512_add_epi32(acc, _mm512_madd_epi16(a, b))
+#endif
+/* scale lanes: the super-block's integer scales as int16 lanes of `stab`, picked by vpermw */
+#define K16_SCALES(ptr, sgn, n)                                                                          \
+    __m512i stab = (sgn) ? _mm512_cvtepi8_epi16(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(ptr)))) \
+                         : _mm512_cvtepu8_epi16(_mm256_castsi128_si256(_mm_loadl_epi64((const __m128i *)(ptr))))
+#define K16_BLOCK(codes, sgn, jlo, jhi, ib, a)                                                                 \
+    do {                                                                                                \
+        __m512i w16 = (sgn) ? _mm512_cvtepi8_epi16(codes) : _mm512_cvtepu8_epi16(codes);                 \
+        __m512i idx_ = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16(jlo)),                 \
+                                          _mm256_set1_epi16(jhi), 1);                                   \
+        w16 = _mm512_mullo_epi16(w16, _mm512_permutexvar_epi16(idx_, stab));                            \
+        for (int r = 0; r < R; r++)                                                                     \
+            iacc[r][a] = DPWSSD(iacc[r][a], w16, _mm512_loadu_si512((const void *)(x[r].q + (ib) * QK)));      \
+    } while (0)
+#define K16_START() for (int r = 0; r < R; r++) iacc[r][0] = iacc[r][1] = _mm512_setzero_si512()
+#define K16_END(sb, d)                                                                                  \
+    for (int r = 0; r < R; r++)                                                                         \
+    facc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(iacc[r][0], iacc[r][1])), _mm512_set1_ps((d) * x[r].d[sb]), facc[r])
+#define K16_FINISH() for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(facc[r]) - mt[r]
+#else
+    __m256 facc[4];
+    __m256i iacc[4][2];
+    for (int r = 0; r < 4; r++) facc[r] = _mm256_setzero_ps();
+#define K16_SCALES(ptr, sgn, n)                                                                          \
+    int16_t stab[16];                                                                                   \
+    for (int s_ = 0; s_ < (n); s_++) stab[s_] = (sgn) ? ((const int8_t *)(ptr))[s_] : ((const uint8_t *)(ptr))[s_]
+#define K16_BLOCK(codes, sgn, jlo, jhi, ib, a)                                                                 \
+    do {                                                                                                \
+        __m128i h0_ = _mm256_castsi256_si128(codes), h1_ = _mm256_extracti128_si256(codes, 1);          \
+        __m256i w0 = _mm256_mullo_epi16((sgn) ? _mm256_cvtepi8_epi16(h0_) : _mm256_cvtepu8_epi16(h0_),   \
+                                        _mm256_set1_epi16(stab[jlo]));                                  \
+        __m256i w1 = _mm256_mullo_epi16((sgn) ? _mm256_cvtepi8_epi16(h1_) : _mm256_cvtepu8_epi16(h1_),   \
+                                        _mm256_set1_epi16(stab[jhi]));                                  \
+        for (int r = 0; r < R; r++) {                                                                   \
+            const int16_t *xq = x[r].q + (ib) * QK;                                                     \
+            __m256i p = _mm256_add_epi32(_mm256_madd_epi16(w0, _mm256_loadu_si256((const __m256i *)xq)), \
+                                         _mm256_madd_epi16(w1, _mm256_loadu_si256((const __m256i *)(xq + 16)))); \
+            iacc[r][a] = _mm256_add_epi32(iacc[r][a], p);                                                     \
+        }                                                                                               \
+    } while (0)
+#define K16_START() for (int r = 0; r < R; r++) iacc[r][0] = iacc[r][1] = _mm256_setzero_si256()
+#define K16_END(sb, d)                                                                                  \
+    for (int r = 0; r < R; r++)                                                                         \
+    facc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(iacc[r][0], iacc[r][1])), _mm256_set1_ps((d) * x[r].d[sb]), facc[r])
+#define K16_FINISH() for (int r = 0; r < R; r++) out[r] = hsum256(facc[r]) - mt[r]
+#endif
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    if (type == T_Q4_K || type == T_Q5_K) {
+        const int q5 = type == T_Q5_K;
+        const int64_t bb = q5 ? 176 : 144;
+        const __m256i one = _mm256_set1_epi8(1);
+        for (int64_t sb = 0; sb < nsb; sb++) {
+            const uint8_t *b = w + sb * bb;
+            const float d = f16_to_f32(rd16(b)), dmin = f16_to_f32(rd16(b + 2));
+            uint8_t sc[8], mn[8];
+            scales_mins_k4(b + 4, sc, mn);
+            K16_SCALES(sc, 0, 8);
+            const uint8_t *qs = b + (q5 ? 48 : 16);
+            const __m256i hb = q5 ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256();
+            K16_START();
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++) {
+                __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+                __m256i lo = _mm256_and_si256(q, mask), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
+                if (q5) {
+                    __m256i h = _mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * c));
+                    lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(h, one), 4));
+                    hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 1), one), 4));
+                }
+                K16_BLOCK(lo, 0, 2 * c, 2 * c, sb * 8 + 2 * c, 0);
+                K16_BLOCK(hi, 0, 2 * c + 1, 2 * c + 1, sb * 8 + 2 * c + 1, 1);
+            }
+            K16_END(sb, d);
+            for (int r = 0; r < R; r++) {
+                const int32_t *bs = x[r].bsum + sb * 8;
+                int32_t m = 0;
+                for (int j = 0; j < 8; j++) m += (int32_t)mn[j] * bs[j];
+                mt[r] += dmin * x[r].d[sb] * (float)m;
+            }
+        }
+    } else { /* Q6_K */
+        const __m256i three = _mm256_set1_epi8(3), off = _mm256_set1_epi8(32);
+        for (int64_t sb = 0; sb < nsb; sb++) {
+            const uint8_t *b = w + sb * 210;
+            const float d = f16_to_f32(rd16(b + 208));
+            K16_SCALES(b + 192, 1, 16);
+            K16_START();
+#pragma GCC unroll 2
+            for (int n = 0; n < 2; n++) {
+                __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * n));
+                __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * n + 32));
+                __m256i h = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * n));
+                __m256i g0 = _mm256_or_si256(_mm256_and_si256(l0, mask), _mm256_slli_epi16(_mm256_and_si256(h, three), 4));
+                __m256i g1 = _mm256_or_si256(_mm256_and_si256(l1, mask),
+                                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 2), three), 4));
+                __m256i g2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), mask),
+                                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 4), three), 4));
+                __m256i g3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), mask),
+                                             _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(h, 6), three), 4));
+                const int64_t ib = sb * 8 + 4 * n;
+                K16_BLOCK(_mm256_sub_epi8(g0, off), 1, 8 * n + 0, 8 * n + 1, ib, 0);
+                K16_BLOCK(_mm256_sub_epi8(g1, off), 1, 8 * n + 2, 8 * n + 3, ib + 1, 1);
+                K16_BLOCK(_mm256_sub_epi8(g2, off), 1, 8 * n + 4, 8 * n + 5, ib + 2, 0);
+                K16_BLOCK(_mm256_sub_epi8(g3, off), 1, 8 * n + 6, 8 * n + 7, ib + 3, 1);
+            }
+            K16_END(sb, d);
+        }
+    }
+    K16_FINISH();
+#undef K16_BLOCK
+#undef K16_SCALES
+#undef K16_START
+#undef K16_END
+#undef K16_FINISH
+#undef DPWSSD
+}
+
+static void dot_rows_k16(int type, const uint8_t *w, int64_t K, const act_q16k *x, int R, float *out) {
+    switch (R) {
+    case 1: dot_rows_int_k16(type, w, K, x, 1, out); return;
+    case 2: dot_rows_int_k16(type, w, K, x, 2, out); return;
+    case 3: dot_rows_int_k16(type, w, K, x, 3, out); return;
+    default: dot_rows_int_k16(type, w, K, x, 4, out); return;
+    }
+}
+#else
+#define HAS_K16 0
+#define dot_rows_k16 NULL
+#endif
+
 static void quantize_act16(const float *x, int64_t K, int16_t *q, float *d, float *s) {
     quantize_blocks(x, K, 32767, NULL, q, d, s);
 }
@@ -1076,5 +1263,5 @@ static void attention(const float *q, int nq, const void *k, const void *v, int 
 
 const isa_kernels TABLE = {
     STR(ISA), dot_rows, dot_rows_fx, HAS_Q16 ? dot_rows_q16 : NULL, quantize_act16, quantize_act, dequant_row, rmsnorm, attention, silu_mul, store_kv,
-    GEMM_NC, gemm_pack, gemm_panel,
+    GEMM_NC, gemm_pack, gemm_panel, HAS_K16 ? dot_rows_k16 : NULL, quantize_act16k,
 };

@@ -264,6 +264,7 @@ int64_t aigc_row_bytes(int type, int64_t cols) {
 }
 
 static int is_float_type(int type) { return type == T_F32 || type == T_F16 || type == T_BF16; }
+static int is_k_type(int type) { return type == T_Q4_K || type == T_Q5_K || type == T_Q6_K; }
 
 /* ---- matmul: y[m, :] (+)= x[m, :] @ W^T for weights given as row-stacked parts ---------------- */
 
@@ -278,6 +279,7 @@ typedef struct {
     const float *x;
     const float *xsum; /* [M, K/32] block sums, when integer parts take float activations */
     act_q16 *x16;      /* per activation row, when integer parts take int16 activations */
+    act_q16k *x16k;    /* the same per super-block, for K-format parts (NULL if none) */
     act_q8 *xq; /* per activation row, when integer parts take int8 activations */
     float *y;
     const float *bias;
@@ -287,18 +289,26 @@ typedef struct {
 static void matmul_task(void *p, int64_t begin, int64_t end, int tid) {
     (void)tid;
     const matmul_ctx *c = (const matmul_ctx *)p;
-    for (int64_t n = begin; n < end; n++) {
-        /* which part holds global row n */
-        int64_t row = n;
-        int pi = 0;
-        while (row >= c->parts[pi].rows) row -= c->parts[pi++].rows;
+    /* which part holds global row `begin`; then walk forward */
+    int64_t row = begin;
+    int pi = 0;
+    while (row >= c->parts[pi].rows) row -= c->parts[pi++].rows;
+    int64_t row_bytes = aigc_row_bytes(c->parts[pi].type, c->K);
+    for (int64_t n = begin; n < end; n++, row++) {
+        if (row >= c->parts[pi].rows) {
+            row = 0;
+            pi++;
+            row_bytes = aigc_row_bytes(c->parts[pi].type, c->K);
+        }
         const aigc_weight *w = &c->parts[pi];
-        const uint8_t *wr = (const uint8_t *)w->data + row * aigc_row_bytes(w->type, c->K);
+        const uint8_t *wr = (const uint8_t *)w->data + row * row_bytes;
         const float b = c->bias ? c->bias[n] : 0.0f;
         for (int64_t m = 0; m < c->M; m += 4) {
             int R = c->M - m < 4 ? (int)(c->M - m) : 4;
             float out[4];
-            if (!is_float_type(w->type) && c->x16) {
+            if (is_k_type(w->type) && c->x16k) {
+                K->dot_rows_k16(w->type, wr, c->K, c->x16k + m, R, out);
+            } else if (!is_float_type(w->type) && c->x16) {
                 K->dot_rows_q16(w->type, wr, c->K, c->x16 + m, R, out);
             } else if (is_float_type(w->type) || c->xsum) {
                 const float *xs[4], *sums[4];
@@ -354,7 +364,7 @@ static void *grow(scratch *s, size_t n) {
     return s->p;
 }
 
-static scratch q_scratch, act_scratch;
+static scratch q_scratch, act_scratch, qk_scratch, actk_scratch;
 
 static int64_t row_chunk(int64_t N, int64_t M) {
     /* enough chunks per thread for balance; bigger chunks when each row is dotted with many tokens */
@@ -430,15 +440,16 @@ static int gemm_locked(const aigc_weight *parts, int n_parts, int64_t N, int64_t
 static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
                          int64_t ldy, const float *bias, int accumulate) {
     int64_t N = 0, Kd = parts[0].cols;
-    int any_int = 0;
+    int any_int = 0, any_k = 0;
     for (int i = 0; i < n_parts; i++) {
         if (parts[i].cols != Kd || aigc_row_bytes(parts[i].type, Kd) == 0) return -1;
         N += parts[i].rows;
         any_int |= !is_float_type(parts[i].type);
+        any_k |= is_k_type(parts[i].type);
     }
     if (M >= gemm_min_rows && M < int8_min_rows && K->gemm_panel)
         return gemm_locked(parts, n_parts, N, Kd, x, M, y, ldy, bias, accumulate);
-    matmul_ctx c = {parts, n_parts, N, Kd, M, ldy, x, NULL, NULL, NULL, y, bias, accumulate};
+    matmul_ctx c = {parts, n_parts, N, Kd, M, ldy, x, NULL, NULL, NULL, NULL, y, bias, accumulate};
     if (any_int && M < int8_min_rows && K->dot_rows_q16 && use_q16) {
         int64_t nb = Kd / QK;
         size_t bytes = (size_t)M * Kd * 2 + (size_t)M * nb * 8 + 64;
@@ -454,6 +465,23 @@ static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, 
             x16[r].s = s + r * nb;
         }
         c.x16 = x16;
+        if (any_k && K->dot_rows_k16) {
+            const int64_t nsb = Kd / QK_K;
+            size_t kbytes = (size_t)M * Kd * 2 + (size_t)M * nsb * 4 + (size_t)M * nb * 4 + 64;
+            uint8_t *kbuf = (uint8_t *)grow(&qk_scratch, kbytes);
+            act_q16k *x16k = (act_q16k *)grow(&actk_scratch, (size_t)M * sizeof(act_q16k));
+            if (!kbuf || !x16k) return -3;
+            float *kd = (float *)kbuf;
+            int32_t *bs = (int32_t *)(kd + M * nsb);
+            int16_t *kq = (int16_t *)(bs + M * nb);
+            for (int64_t r = 0; r < M; r++) {
+                K->quantize_act16k(x + r * Kd, Kd, kq + r * Kd, kd + r * nsb, bs + r * nb);
+                x16k[r].q = kq + r * Kd;
+                x16k[r].d = kd + r * nsb;
+                x16k[r].bsum = bs + r * nb;
+            }
+            c.x16k = x16k;
+        }
     } else if (any_int && M < int8_min_rows) {
         int64_t nb = Kd / QK;
         float *sums = (float *)grow(&q_scratch, (size_t)M * nb * sizeof(float) + 64);
