@@ -56,7 +56,7 @@ typedef struct {
                         int R, float *out);
     /* integer weights with int16 activations; NULL where the ISA has no fast path for it */
     void (*dot_rows_q16)(int type, const uint8_t *w, int64_t K, const act_q16 *x, int R, float *out);
-    void (*quantize_act16)(const float *x, int64_t K, int16_t *q, float *d, float *s);
+    void (*quantize_act16)(const float *x, int64_t K, int levels, int16_t *q, float *d, float *s);
     void (*quantize_act)(const float *x, int64_t K, int8_t *q, float *d, float *s);
     void (*dequant_row)(int type, const uint8_t *w, int64_t K, float *out);
     void (*rmsnorm)(const float *x, const float *w, int64_t n, float eps, float *out);
@@ -72,6 +72,12 @@ typedef struct {
     /* Q4_K, Q5_K, Q6_K weights with act_q16k activations; NULL where the ISA has no fast path */
     void (*dot_rows_k16)(int type, const uint8_t *w, int64_t K, const act_q16k *x, int R, float *out);
     void (*quantize_act16k)(const float *x, int64_t K, int16_t *q, float *d, int32_t *bsum);
+    /* many rows, integer formats: int16 panels [K/32][16][gemm_nc][2] with scales [K/32][gemm_nc]
+     * against int16 activation blocks; NULL where the ISA has no fast path (then float panels) */
+    void (*gemm_pack16)(const float *rows, int64_t K, int16_t *panel, float *scales);
+    void (*gemm_panel16)(const int16_t *panel, const float *scales, int64_t K, const act_q16 *x, int64_t M,
+                         float *c);
+    int gemm16_levels; /* activation levels the int16 panels take (|q| <= levels) */
 } isa_kernels;
 
 extern const isa_kernels kernels_portable;

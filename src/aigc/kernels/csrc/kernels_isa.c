@@ -951,8 +951,8 @@ static void dot_rows_k16(int type, const uint8_t *w, int64_t K, const act_q16k *
 #define dot_rows_k16 NULL
 #endif
 
-static void quantize_act16(const float *x, int64_t K, int16_t *q, float *d, float *s) {
-    quantize_blocks(x, K, 32767, NULL, q, d, s);
+static void quantize_act16(const float *x, int64_t K, int levels, int16_t *q, float *d, float *s) {
+    quantize_blocks(x, K, levels, NULL, q, d, s);
 }
 
 static void dot_rows_fx(int type, const uint8_t *w, int64_t K, const float *const *x, const float *const *xsum,
@@ -1107,6 +1107,91 @@ static void gemm_panel(const float *panel, int64_t K, const float *x, int64_t M,
     default: return;
     }
 }
+
+/* ---- many rows, integer weights, VNNI: int16 panels ----------------------------------------------
+ * Where the CPU has AVX-512 VNNI, `vpdpwssd` does 32 int16 multiply-adds per instruction, twice a
+ * float FMA's 16. Integer-format panels are therefore requantized from their dequantized floats to
+ * 14-bit integers with one scale per column and block of 32 (far finer than the 4-8 bit formats they
+ * come from), and activations to 14-bit blocks of 32: 32 products fit an int32 lane. Per block the
+ * int32 sums meet both scales in one multiply-add; panel layout [block][k pair][column][2]. */
+#if defined(__AVX512F__) && defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define HAS_GEMM16 1
+#define GEMM16_MR 6
+#define GEMM16_LEVELS 8191 /* weights and activations: |q| <= 8191, so 32 * 8191^2 < 2^31 */
+
+/* rows: GEMM_NC dequantized rows [GEMM_NC][K]; K % 32 == 0 */
+static void gemm_pack16(const float *rows, int64_t K, int16_t *panel, float *scales) {
+    int32_t pairs[GEMM_NC][QK / 2]; /* one block: per column, its 16 (even, odd) int16 pairs */
+    for (int64_t b = 0; b < K / QK; b++) {
+        for (int j = 0; j < GEMM_NC; j++) {
+            const float *src = rows + j * K + b * QK;
+            const __m512 v0 = _mm512_loadu_ps(src), v1 = _mm512_loadu_ps(src + 16);
+            const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            const float id = amax > 0.0f ? (float)GEMM16_LEVELS / amax : 0.0f;
+            scales[b * GEMM_NC + j] = amax / (float)GEMM16_LEVELS;
+            const __m512 idv = _mm512_set1_ps(id);
+            const __m256i q0 = _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(v0, idv)));
+            const __m256i q1 = _mm512_cvtepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(v1, idv)));
+            _mm256_storeu_si256((__m256i *)&pairs[j][0], q0);
+            _mm256_storeu_si256((__m256i *)&pairs[j][8], q1);
+        }
+        int32_t *pb = (int32_t *)(panel + b * QK * GEMM_NC);
+        for (int kp = 0; kp < QK / 2; kp++)
+            for (int j = 0; j < GEMM_NC; j++) pb[kp * GEMM_NC + j] = pairs[j][kp];
+    }
+}
+
+INLINE void gemm16_tile(const int16_t *panel, const float *scales, int64_t K, const act_q16 *x, int mr, float *c) {
+    __m512 facc[GEMM16_MR][2];
+    for (int i = 0; i < mr; i++) facc[i][0] = facc[i][1] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < K / QK; b++) {
+        __m512i iacc[GEMM16_MR][2];
+        for (int i = 0; i < mr; i++) iacc[i][0] = iacc[i][1] = _mm512_setzero_si512();
+        const int16_t *pb = panel + b * QK * GEMM_NC;
+        for (int kp = 0; kp < QK / 2; kp++) {
+            const __m512i w0 = _mm512_loadu_si512((const void *)(pb + kp * GEMM_NC * 2));
+            const __m512i w1 = _mm512_loadu_si512((const void *)(pb + kp * GEMM_NC * 2 + 32));
+            for (int i = 0; i < mr; i++) {
+                int32_t pair;
+                memcpy(&pair, x[i].q + b * QK + 2 * kp, 4);
+                const __m512i xb = _mm512_set1_epi32(pair);
+                iacc[i][0] = _mm512_dpwssd_epi32(iacc[i][0], w0, xb);
+                iacc[i][1] = _mm512_dpwssd_epi32(iacc[i][1], w1, xb);
+            }
+        }
+        const __m512 s0 = _mm512_loadu_ps(scales + b * GEMM_NC), s1 = _mm512_loadu_ps(scales + b * GEMM_NC + 16);
+        for (int i = 0; i < mr; i++) {
+            const __m512 dx = _mm512_set1_ps(x[i].d[b]);
+            facc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[i][0]), _mm512_mul_ps(s0, dx), facc[i][0]);
+            facc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(iacc[i][1]), _mm512_mul_ps(s1, dx), facc[i][1]);
+        }
+    }
+    for (int i = 0; i < mr; i++) {
+        _mm512_storeu_ps(c + i * GEMM_NC, facc[i][0]);
+        _mm512_storeu_ps(c + i * GEMM_NC + 16, facc[i][1]);
+    }
+}
+
+/* c[m][0:GEMM_NC] = x[m] . panel for m < M */
+static void gemm_panel16(const int16_t *panel, const float *scales, int64_t K, const act_q16 *x, int64_t M, float *c) {
+    int64_t m = 0;
+    for (; m + GEMM16_MR <= M; m += GEMM16_MR) gemm16_tile(panel, scales, K, x + m, GEMM16_MR, c + m * GEMM_NC);
+    float *cr = c + m * GEMM_NC;
+    switch (M - m) {
+    case 1: gemm16_tile(panel, scales, K, x + m, 1, cr); return;
+    case 2: gemm16_tile(panel, scales, K, x + m, 2, cr); return;
+    case 3: gemm16_tile(panel, scales, K, x + m, 3, cr); return;
+    case 4: gemm16_tile(panel, scales, K, x + m, 4, cr); return;
+    case 5: gemm16_tile(panel, scales, K, x + m, 5, cr); return;
+    default: return;
+    }
+}
+#else
+#define HAS_GEMM16 0
+#define GEMM16_LEVELS 0
+#define gemm_pack16 NULL
+#define gemm_panel16 NULL
+#endif
 
 /* ---- the other decode-step ops ------------------------------------------------------------------ */
 
@@ -1264,4 +1349,5 @@ static void attention(const float *q, int nq, const void *k, const void *v, int 
 const isa_kernels TABLE = {
     STR(ISA), dot_rows, dot_rows_fx, HAS_Q16 ? dot_rows_q16 : NULL, quantize_act16, quantize_act, dequant_row, rmsnorm, attention, silu_mul, store_kv,
     GEMM_NC, gemm_pack, gemm_panel, HAS_K16 ? dot_rows_k16 : NULL, quantize_act16k,
+    HAS_GEMM16 ? gemm_pack16 : NULL, HAS_GEMM16 ? gemm_panel16 : NULL, GEMM16_LEVELS,
 };

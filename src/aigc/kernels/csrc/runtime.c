@@ -33,9 +33,10 @@ static int64_t int8_min_rows = INT64_MAX;
 /* Below that, activations go to int16 blocks where the ISA has the kernel (error below float16
  * rounding; AIGC_EXACT_ACTIVATIONS=1 keeps them float32). */
 static int use_q16 = 1;
-/* Products with at least this many rows go through dequantized float panels (see gemm_locked);
- * AIGC_GEMM_MIN_ROWS overrides. */
-static int64_t gemm_min_rows = 20;
+/* Products with at least this many rows go through dequantized panels (see gemm_locked): 12 where
+ * int16 panels apply (integer formats on VNNI), else 20 (measured crossovers on Zen 4 for SmolLM2's
+ * and a 0.5B model's shapes). AIGC_GEMM_MIN_ROWS / aigc_set_gemm_min_rows set one value for both. */
+static int64_t gemm_min_rows = 0; /* 0: the measured defaults */
 
 void aigc_set_activation_mode(int int16) { use_q16 = int16 != 0; }
 
@@ -102,7 +103,7 @@ __attribute__((constructor)) static void init_isa(void) {
     const char *int8 = getenv("AIGC_INT8_ACTIVATIONS");
     if (int8 && *int8 && strcmp(int8, "0") != 0) int8_min_rows = 8;
     const char *gemm = getenv("AIGC_GEMM_MIN_ROWS");
-    if (gemm && *gemm) gemm_min_rows = atoll(gemm) < 1 ? 1 : atoll(gemm);
+    if (gemm && *gemm) gemm_min_rows = atoll(gemm) < 0 ? 0 : atoll(gemm);
 }
 
 /* ---- thread pool -------------------------------------------------------------------------------- */
@@ -366,6 +367,23 @@ static void *grow(scratch *s, size_t n) {
 
 static scratch q_scratch, act_scratch, qk_scratch, actk_scratch;
 
+/* activation rows to int16 blocks of 32, |q| <= levels (in q_scratch / act_scratch); NULL if out of memory */
+static act_q16 *quantize_rows16(const float *x, int64_t M, int64_t Kd, int levels) {
+    const int64_t nb = Kd / QK;
+    uint8_t *buf = (uint8_t *)grow(&q_scratch, (size_t)M * Kd * 2 + (size_t)M * nb * 8 + 64);
+    act_q16 *x16 = (act_q16 *)grow(&act_scratch, (size_t)M * sizeof(act_q16));
+    if (!buf || !x16) return NULL;
+    float *d = (float *)buf, *s = d + M * nb;
+    int16_t *q = (int16_t *)(s + M * nb);
+    for (int64_t r = 0; r < M; r++) {
+        K->quantize_act16(x + r * Kd, Kd, levels, q + r * Kd, d + r * nb, s + r * nb);
+        x16[r].q = q + r * Kd;
+        x16[r].d = d + r * nb;
+        x16[r].s = s + r * nb;
+    }
+    return x16;
+}
+
 static int64_t row_chunk(int64_t N, int64_t M) {
     /* enough chunks per thread for balance; bigger chunks when each row is dotted with many tokens */
     int64_t c = N / (pool.n * 8);
@@ -378,13 +396,14 @@ static int64_t row_chunk(int64_t N, int64_t M) {
  * running a register-tiled float product beats unpacking it per group of four rows (measured on
  * Zen 4 AVX-512 and AVX2 builds: the panel path is faster from about 20 rows; below, products are bound
  * by reading the weights, where the packed-block kernels win). */
-void aigc_set_gemm_min_rows(int64_t rows) { gemm_min_rows = rows < 1 ? 1 : rows; }
+void aigc_set_gemm_min_rows(int64_t rows) { gemm_min_rows = rows < 0 ? 0 : rows; }
 
 typedef struct {
     const aigc_weight *parts;
     int n_parts;
     int64_t N, K, M, ldy;
     const float *x;
+    const act_q16 *x16; /* int16 panels: the activations as int16 blocks (else NULL: float panels) */
     float *y;
     const float *bias;
     int accumulate;
@@ -416,8 +435,15 @@ static void gemm_task(void *p, int64_t begin, int64_t end, int tid) {
                            rows + (size_t)j * Kd);
             row++;
         }
-        K->gemm_pack(rows, Kd, panel);
-        K->gemm_panel(panel, Kd, c->x, c->M, tile);
+        if (c->x16) { /* the int16 panel and its scales fit where the float panel would go */
+            int16_t *p16 = (int16_t *)panel;
+            float *scales = (float *)(p16 + (size_t)nc * Kd);
+            K->gemm_pack16(rows, Kd, p16, scales);
+            K->gemm_panel16(p16, scales, Kd, c->x16, c->M, tile);
+        } else {
+            K->gemm_pack(rows, Kd, panel);
+            K->gemm_panel(panel, Kd, c->x, c->M, tile);
+        }
         for (int64_t m = 0; m < c->M; m++) {
             float *dst = c->y + m * c->ldy + n0;
             const float *src = tile + m * nc;
@@ -428,11 +454,16 @@ static void gemm_task(void *p, int64_t begin, int64_t end, int tid) {
 }
 
 static int gemm_locked(const aigc_weight *parts, int n_parts, int64_t N, int64_t Kd, const float *x, int64_t M,
-                       float *y, int64_t ldy, const float *bias, int accumulate) {
+                       float *y, int64_t ldy, const float *bias, int accumulate, int int16_panels) {
     const int nc = K->gemm_nc;
+    const act_q16 *x16 = NULL;
+    if (int16_panels) {
+        x16 = quantize_rows16(x, M, Kd, K->gemm16_levels);
+        if (!x16) return -3;
+    }
     for (int t = 0; t < pool.n; t++) /* allocate up front, so a failure is an error code, not a gap */
         if (!grow(&gemm_scratch[t], ((size_t)2 * nc * Kd + (size_t)M * nc) * sizeof(float))) return -3;
-    gemm_ctx c = {parts, n_parts, N, Kd, M, ldy, x, y, bias, accumulate};
+    gemm_ctx c = {parts, n_parts, N, Kd, M, ldy, x, x16, y, bias, accumulate};
     parallel_for(gemm_task, &c, (N + nc - 1) / nc, 1);
     return 0;
 }
@@ -440,30 +471,23 @@ static int gemm_locked(const aigc_weight *parts, int n_parts, int64_t N, int64_t
 static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
                          int64_t ldy, const float *bias, int accumulate) {
     int64_t N = 0, Kd = parts[0].cols;
-    int any_int = 0, any_k = 0;
+    int any_int = 0, any_k = 0, all_int = 1;
     for (int i = 0; i < n_parts; i++) {
         if (parts[i].cols != Kd || aigc_row_bytes(parts[i].type, Kd) == 0) return -1;
         N += parts[i].rows;
         any_int |= !is_float_type(parts[i].type);
+        all_int &= !is_float_type(parts[i].type);
         any_k |= is_k_type(parts[i].type);
     }
-    if (M >= gemm_min_rows && M < int8_min_rows && K->gemm_panel)
-        return gemm_locked(parts, n_parts, N, Kd, x, M, y, ldy, bias, accumulate);
+    const int int16_panels = all_int && use_q16 && K->gemm_panel16 && Kd % QK == 0;
+    const int64_t panel_rows = gemm_min_rows > 0 ? gemm_min_rows : (int16_panels ? 12 : 20);
+    if (M >= panel_rows && M < int8_min_rows && K->gemm_panel)
+        return gemm_locked(parts, n_parts, N, Kd, x, M, y, ldy, bias, accumulate, int16_panels);
     matmul_ctx c = {parts, n_parts, N, Kd, M, ldy, x, NULL, NULL, NULL, NULL, y, bias, accumulate};
     if (any_int && M < int8_min_rows && K->dot_rows_q16 && use_q16) {
-        int64_t nb = Kd / QK;
-        size_t bytes = (size_t)M * Kd * 2 + (size_t)M * nb * 8 + 64;
-        uint8_t *buf = (uint8_t *)grow(&q_scratch, bytes);
-        act_q16 *x16 = (act_q16 *)grow(&act_scratch, (size_t)M * sizeof(act_q16));
-        if (!buf || !x16) return -3;
-        float *d = (float *)buf, *s = d + M * nb;
-        int16_t *q = (int16_t *)(s + M * nb);
-        for (int64_t r = 0; r < M; r++) {
-            K->quantize_act16(x + r * Kd, Kd, q + r * Kd, d + r * nb, s + r * nb);
-            x16[r].q = q + r * Kd;
-            x16[r].d = d + r * nb;
-            x16[r].s = s + r * nb;
-        }
+        const int64_t nb = Kd / QK;
+        act_q16 *x16 = quantize_rows16(x, M, Kd, 32767);
+        if (!x16) return -3;
         c.x16 = x16;
         if (any_k && K->dot_rows_k16) {
             const int64_t nsb = Kd / QK_K;
