@@ -835,6 +835,13 @@ INLINE void dot_rows_int_k16(int type, const uint8_t *w, int64_t K, const act_q1
         for (int r = 0; r < R; r++)                                                                     \
             iacc[r][a] = DPWSSD(iacc[r][a], w16, _mm512_loadu_si512((const void *)(x[r].q + (ib) * QK)));      \
     } while (0)
+/* the same for codes already widened to int16 (Q4_K: one widening gives both nibbles' blocks) */
+#define K16_BLOCK_W16(w16_in, jlo, ib, a)                                                                   \
+    do {                                                                                                \
+        const __m512i w16 = _mm512_mullo_epi16(w16_in, _mm512_permutexvar_epi16(_mm512_set1_epi16(jlo), stab)); \
+        for (int r = 0; r < R; r++)                                                                     \
+            iacc[r][a] = DPWSSD(iacc[r][a], w16, _mm512_loadu_si512((const void *)(x[r].q + (ib) * QK)));      \
+    } while (0)
 #define K16_START() for (int r = 0; r < R; r++) iacc[r][0] = iacc[r][1] = _mm512_setzero_si512()
 #define K16_END(sb, d)                                                                                  \
     for (int r = 0; r < R; r++)                                                                         \
@@ -884,6 +891,14 @@ INLINE void dot_rows_int_k16(int type, const uint8_t *w, int64_t K, const act_q1
 #pragma GCC unroll 4
             for (int c = 0; c < 4; c++) {
                 __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+                if (!q5) { /* widen the 32 bytes once: low nibbles and high nibbles are then 2 ops */
+                    const __m512i wq = _mm512_cvtepu8_epi16(q);
+                    K16_BLOCK_W16(_mm512_and_si512(wq, _mm512_set1_epi16(0x0F)), 2 * c, sb * 8 + 2 * c, 0);
+                    K16_BLOCK_W16(_mm512_srli_epi16(wq, 4), 2 * c + 1, sb * 8 + 2 * c + 1, 1);
+                    continue;
+                }
+#endif
                 __m256i lo = _mm256_and_si256(q, mask), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), mask);
                 if (q5) {
                     __m256i h = _mm256_srl_epi16(hb, _mm_cvtsi32_si128(2 * c));
@@ -931,6 +946,7 @@ INLINE void dot_rows_int_k16(int type, const uint8_t *w, int64_t K, const act_q1
     }
     K16_FINISH();
 #undef K16_BLOCK
+#undef K16_BLOCK_W16
 #undef K16_SCALES
 #undef K16_START
 #undef K16_END
