@@ -77,6 +77,20 @@ def test_a_mixed_batch_equals_each_sequence_alone():
     assert torch.allclose(mixed[1], alone_b[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("fmt", ["q8_0", "f16"])
+def test_decode_rows_do_not_depend_on_what_shares_the_forward(fmt):
+    """A decode token's logits are bit-for-bit the same alone, with a long prompt chunk (which takes
+    the many-row panel kernels) and with other decode rows: greedy output does not change with load."""
+    model = quantize_model(ours(tiny_hf()), fmt)
+    native = NativeModel(model, new_native_cache(model, 4, 128))
+    prompt, chunk = list(range(5, 17)), list(range(30, 90))
+    for slot in (0, 3):
+        native.forward(prompt, list(range(12)), [slot] * 12, [])
+    alone = native.forward([7], [12], [0], [0])
+    crowded = native.forward([7, 9, *chunk], [12, 12, *range(60)], [0, 3] + [1] * 60, [0, 1, 61], n_decode=2)
+    assert torch.equal(crowded[0], alone[0])
+
+
 def _loaded(model, name="tiny") -> LoadedModel:
     tok = Tokenizer.from_gguf({**GGUF_TOKENIZER, "tokenizer.ggml.eos_token_id": 255})
     return LoadedModel(name, model, tok, model.config, None)

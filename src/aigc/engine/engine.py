@@ -23,6 +23,7 @@ from aigc.engine.protocol import (
     QueueFullError,
 )
 from aigc.engine.stream import EngineStream
+from aigc.generation import guided
 from aigc.generation.params import InvalidParameterError
 from aigc.generation.prefill import ContextLengthError
 
@@ -117,6 +118,8 @@ class Engine:
         if len(ids) + 1 > self.max_context:
             raise ContextLengthError(f"prompt has {len(ids)} tokens but the context window is {self.max_context} "
                                      "(including at least one generated token)")
+        if params.guided is not None:  # a schema that does not compile is the caller's error, now
+            guided.check(params.guided, self.tokenizer, vocab)
         if slots_wanted(params) > self.max_concurrency:
             what = "num_beams" if params.use_beam_search else "n"
             raise InvalidParameterError(f"{what} must be <= {self.max_concurrency} on this server, "

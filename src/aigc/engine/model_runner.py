@@ -114,7 +114,8 @@ class ModelRunner:
         if not ids:
             return None, None
         self._ensure_capacity(max(pos) + 1)
-        logits = self.native.forward(ids, pos, slots, out_rows)
+        n_decode = len(ids) - (len(chunk.token_ids) if chunk is not None else 0)
+        logits = self.native.forward(ids, pos, slots, out_rows, n_decode=n_decode)
         n_dec = len(out_rows) - (1 if wants_prefill_logits else 0)
         return (logits[:n_dec] if batch is not None else None,
                 logits[n_dec:] if wants_prefill_logits else None)

@@ -14,7 +14,8 @@ from aigc.engine.protocol import CompletionDelta, EngineRequest, TokenLogprob, T
 from aigc.engine.speculation import DraftStats
 from aigc.engine.stream import EngineStream
 from aigc.generation.beam_search import BeamSearch
-from aigc.generation.params import SamplingParams
+from aigc.generation.guided import Constraint
+from aigc.generation.params import InvalidParameterError, SamplingParams
 from aigc.generation.sampler import SamplingState, TokenLogprobs
 from aigc.generation.stop import StopMatcher
 from aigc.tokenizer import IncrementalDetokenizer, Tokenizer
@@ -94,8 +95,13 @@ class RequestState:
         else:
             for i in range(params.n):
                 seed = sample_seed(params.seed, i)
+                constraint = None
+                if params.guided is not None:
+                    if tokenizer is None:
+                        raise InvalidParameterError("structured outputs need the model's tokenizer")
+                    constraint = Constraint(params.guided, tokenizer, vocab_size)
                 self.choices.append(ChoiceState(
-                    i, SamplingState(params, self.prompt, vocab_size, device, seed=seed),
+                    i, SamplingState(params, self.prompt, vocab_size, device, seed=seed, constraint=constraint),
                     detok(), StopMatcher(params.stop)))
         self.slots: list[int] = []  # reserved KV slots; slots[0] receives the prefill
         self.prefilled = 0  # prompt tokens whose K/V are in slots[0]
@@ -125,6 +131,9 @@ class RequestState:
             text = choice.stop.push(choice.detokenizer.push(token))
             if choice.stop.stopped:
                 text += choice.end("stop", choice.stop.matched)
+            elif choice.sampling is not None and choice.sampling.constraint is not None \
+                    and choice.sampling.constraint.done:  # the structured output is complete
+                text += choice.end("stop")
             elif len(choice.output) >= self.max_new:
                 text += choice.end("length")
             else:

@@ -97,9 +97,10 @@ class SpeculationPolicy:
 
     @staticmethod
     def eligible(params) -> bool:
-        """Greedy choices whose next token depends only on the logits (no penalties, bias or logprobs)."""
+        """Greedy choices whose next token depends only on the logits (no penalties, bias, logprobs or
+        grammar: drafts are verified against the model, not against a structured output's mask)."""
         return (params.greedy and not params.uses_penalties and not params.logit_bias and params.logprobs is None
-                and not params.use_beam_search)
+                and not params.use_beam_search and params.guided is None)
 
     def draft(self, prompt: list[int], output: list[int], stats: DraftStats, room: int) -> list[int]:
         """A draft of at most `room` tokens for a choice whose text is prompt + output."""

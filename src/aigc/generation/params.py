@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from aigc.generation.guided import GuidedDecoding
 
 MAX_STOP_STRINGS = 16
 MAX_N = 16
@@ -46,6 +50,7 @@ class SamplingParams:
     length_penalty: float = 1.0
     early_stopping: bool | str = False  # True | False | "never" (HF beam search semantics)
     logprobs: int | None = None  # None: no logprobs; k: chosen token + k top alternatives
+    guided: GuidedDecoding | None = None  # structured output: the grammar the text must match
 
     def __post_init__(self) -> None:
         # Accept the loose shapes JSON APIs send: a single stop string, None for empty lists.
@@ -127,6 +132,8 @@ class SamplingParams:
         _check(self.top_k in (0, -1), "top_k is not supported with beam search (num_beams > 1)")
         _check(not self.stop, "stop strings are not supported with beam search (num_beams > 1)")
         _check(self.logprobs is None, "logprobs is not supported with beam search (num_beams > 1)")
+        _check(self.guided is None, "structured outputs (response_format, guided_*) are not supported with beam "
+               "search (num_beams > 1)")
 
 
 def _check(ok: bool, message: str) -> None:

@@ -12,6 +12,7 @@ temperature and filtering, so they describe the model, not the sampling recipe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,6 +25,9 @@ from aigc.generation.logits import (
 )
 from aigc.generation.params import SamplingParams
 
+if TYPE_CHECKING:
+    from aigc.generation.guided import Constraint
+
 
 @dataclass
 class TokenLogprobs:
@@ -33,11 +37,14 @@ class TokenLogprobs:
 
 
 class SamplingState:
-    """What the sampler keeps per sequence: its params, its RNG and its token history for penalties."""
+    """What the sampler keeps per sequence: its params, its RNG, its token history for penalties and,
+    for structured outputs, its position in the grammar (`constraint`)."""
 
     def __init__(self, params: SamplingParams, prompt_ids: list[int], vocab_size: int,
-                 device: torch.device | str = "cpu", seed: int | None = None):
+                 device: torch.device | str = "cpu", seed: int | None = None,
+                 constraint: Constraint | None = None):
         self.params = params
+        self.constraint = constraint
         self.penalties = PenaltyState(params, prompt_ids, vocab_size, device) if params.uses_penalties else None
         self.bias = logit_bias_row(params.logit_bias, vocab_size, device) if params.logit_bias else None
         seed = params.seed if seed is None else seed
@@ -99,6 +106,7 @@ class _BatchParams:
         if any(r.penalties is not None for r in rows):
             self.penalties = BatchPenalties([r.penalties for r in rows], device)
         self.seeded = [i for i, r in enumerate(rows) if r.generator is not None]
+        self.constrained = [i for i, r in enumerate(rows) if r.constraint is not None]
         ks = [p.logprobs for p in params if p.logprobs is not None]
         self.top_logprobs = max(ks) if ks else None
 
@@ -127,12 +135,14 @@ class Sampler:
             top_vals, top_ids = raw.topk(b.top_logprobs, dim=-1)
             top_lps = top_vals - lse[:, None]
         # Work on a copy unless this is plain greedy decoding, which only reads the logits.
-        plain_greedy = b.all_greedy and b.bias is None and b.penalties is None
+        plain_greedy = b.all_greedy and b.bias is None and b.penalties is None and not b.constrained
         x = raw if plain_greedy else raw.clone()
         if b.bias is not None:
             x += b.bias
         if b.penalties is not None:
             b.penalties.apply(x)
+        if b.constrained:
+            self._mask_to_grammars(x, b, rows)
         if b.all_greedy:
             tokens = x.argmax(dim=-1)
         else:
@@ -149,8 +159,21 @@ class Sampler:
                 tokens = torch.where(b.greedy, greedy_tokens, tokens)
         if b.penalties is not None:
             b.penalties.record(tokens)
+        for i in b.constrained:
+            rows[i].constraint.advance(int(tokens[i]))
         chosen = raw.gather(1, tokens[:, None]).squeeze(1) - lse
         return SampleOutput(tokens, chosen, top_ids, top_lps, b.top_logprobs is not None)
+
+    @staticmethod
+    def _mask_to_grammars(x: torch.Tensor, b: _BatchParams, rows: list[SamplingState]) -> None:
+        """Structured outputs: tokens that would leave a row's grammar get -inf. A row whose grammar
+        allows nothing (it broke) may only end: its end-of-sequence tokens stay."""
+        for i in b.constrained:
+            allowed = rows[i].constraint.allowed().to(x.device)
+            if not bool(allowed.any()):
+                allowed = torch.zeros_like(allowed)
+                allowed[list(rows[i].constraint.eos_ids)] = True
+            x[i].masked_fill_(~allowed, float("-inf"))
 
     @staticmethod
     def _draw(probs: torch.Tensor, b: _BatchParams, rows: list[SamplingState]) -> torch.Tensor:

@@ -87,7 +87,7 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.aigc_dequantize.restype = I32
     lib.aigc_quantize.argtypes = [I32, P, I64, I64, P]
     lib.aigc_quantize.restype = I32
-    lib.aigc_forward.argtypes = [ctypes.POINTER(CModel), I64, P, P, P, I64, P, P, P]
+    lib.aigc_forward.argtypes = [ctypes.POINTER(CModel), I64, I64, P, P, P, I64, P, P, P]
     lib.aigc_forward.restype = I32
     return lib
 

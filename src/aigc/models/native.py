@@ -121,15 +121,18 @@ class NativeModel:
             self._layers[i].v_cache = cache.v[i].data_ptr()
 
     def forward(self, ids: list[int], positions: list[int], slots: list[int], out_rows: list[int],
-                hidden: bool = False) -> torch.Tensor:
-        """Logits [len(out_rows), vocab] (or final hidden states) of the tokens at `out_rows`."""
+                hidden: bool = False, n_decode: int = 0) -> torch.Tensor:
+        """Logits [len(out_rows), vocab] (or final hidden states) of the tokens at `out_rows`.
+        The first `n_decode` tokens are decode tokens: their results do not depend on what else is in
+        the forward (the kernels compute them row by row), so a stream's output does not change with
+        load; the rest (a prefill chunk) may take the faster many-row kernels."""
         n = len(ids)
         i32 = ctypes.c_int32 * n
         out_idx = (ctypes.c_int32 * max(1, len(out_rows)))(*out_rows)
         width = self.config.hidden_size if hidden else self.config.vocab_size
         out = torch.empty(len(out_rows), width, dtype=torch.float32)
         rc = self._lib.aigc_forward(
-            ctypes.byref(self._model), n, i32(*ids), i32(*positions), i32(*slots), len(out_rows), out_idx,
+            ctypes.byref(self._model), n, n_decode, i32(*ids), i32(*positions), i32(*slots), len(out_rows), out_idx,
             None if hidden else out.data_ptr(), out.data_ptr() if hidden else None)
         if rc == -4:
             raise ValueError("a token id or position is outside the vocabulary or the KV cache")

@@ -7,9 +7,12 @@ truncated silently), features this server does not have.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aigc.chat_template import TemplateError
+from aigc.generation import guided as guided_outputs
+from aigc.generation.guided import GuidedDecoding
 from aigc.generation.params import InvalidParameterError, SamplingParams
 from aigc.server.backends import LocalBackend
 from aigc.server.errors import APIError, bad_request
@@ -51,7 +54,54 @@ def fit_context(prompt_len: int, max_tokens: int | None, max_context: int, *, pr
     return max_tokens
 
 
-def sampling_params(req: SamplingRequest, *, max_tokens: int, logprobs: int | None, vocab_size: int) -> SamplingParams:
+def guided_decoding(req: SamplingRequest) -> GuidedDecoding | None:
+    """The structured output a request asks for: `response_format` (text, json_object, json_schema)
+    or one of the guided_* extensions. Raises InvalidParameterError naming the parameter."""
+    asked: list[GuidedDecoding] = []
+    fmt = req.response_format
+    if fmt is not None:
+        kind = fmt.get("type", "text") if isinstance(fmt, dict) else None
+        if kind == "json_object":
+            asked.append(GuidedDecoding.json_object())
+        elif kind == "json_schema":
+            spec = fmt.get("json_schema")
+            if not isinstance(spec, dict):
+                raise InvalidParameterError("response_format: json_schema needs a 'json_schema' object "
+                                            "with 'name' and 'schema'")
+            schema = spec.get("schema")
+            asked.append(GuidedDecoding.json_object() if schema is None else GuidedDecoding.json_schema(schema))
+        elif kind != "text":
+            raise InvalidParameterError(f"response_format type {kind!r} is not supported "
+                                        "(text, json_object, json_schema)")
+    if req.guided_json is not None:
+        schema = req.guided_json
+        if isinstance(schema, str):
+            try:
+                schema = json.loads(schema)
+            except json.JSONDecodeError as e:
+                raise InvalidParameterError(f"guided_json: not valid JSON ({e})") from None
+        asked.append(GuidedDecoding.json_schema(schema, param="guided_json"))
+    if req.guided_regex is not None:
+        asked.append(GuidedDecoding.regex(req.guided_regex))
+    if req.guided_choice is not None:
+        asked.append(GuidedDecoding.choice(req.guided_choice))
+    if req.guided_grammar is not None:
+        asked.append(GuidedDecoding.grammar(req.guided_grammar))
+    if len(asked) > 1:
+        raise InvalidParameterError(f"{asked[1].param}: give one structured output "
+                                    "(response_format or one guided_* parameter)")
+    return asked[0] if asked else None
+
+
+def _guided_param(message: str) -> str | None:
+    first = message.split(":", 1)[0].split(" ", 1)[0]
+    return first if first in ("response_format", "guided_json", "guided_regex", "guided_choice",
+                              "guided_grammar") else None
+
+
+def sampling_params(req: SamplingRequest, *, max_tokens: int, logprobs: int | None, backend: LocalBackend
+                    ) -> SamplingParams:
+    vocab_size = _vocab_size(backend)
     values: dict[str, Any] = {
         "max_tokens": max_tokens, "n": req.n, "stop": req.stop, "seed": req.seed, "logprobs": logprobs,
         "ignore_eos": req.ignore_eos, "stop_token_ids": req.stop_token_ids, "logit_bias": req.logit_bias,
@@ -62,9 +112,16 @@ def sampling_params(req: SamplingRequest, *, max_tokens: int, logprobs: int | No
         if value is not None:
             values[name] = value
     try:
-        return SamplingParams(**values).validate(vocab_size=vocab_size)
+        values["guided"] = guided_decoding(req)
+        params = SamplingParams(**values).validate(vocab_size=vocab_size)
+        if params.guided is not None:  # compile now: a bad schema is a 400, not a failed stream
+            guided_outputs.check(params.guided, backend.tokenizer, vocab_size)
+        return params
     except InvalidParameterError as e:
-        raise bad_request(str(e), param=param_of(str(e)), code="invalid_value") from None
+        message = str(e)
+        param = _guided_param(message) or param_of(message) or (
+            "num_beams" if "num_beams" in message else None)
+        raise bad_request(message, param=param, code="invalid_value") from None
 
 
 def _vocab_size(backend: LocalBackend) -> int:
@@ -110,7 +167,7 @@ def completion_prompts(req: CompletionRequest, backend: LocalBackend) -> list[li
 def completion_params(req: CompletionRequest, backend: LocalBackend, prompts: list[list[int]]) -> SamplingParams:
     budgets = [fit_context(len(p), req.max_tokens, backend.max_context, prompt_param="prompt",
                            default=COMPLETIONS_DEFAULT_MAX_TOKENS) for p in prompts]
-    return sampling_params(req, max_tokens=min(budgets), logprobs=req.logprobs, vocab_size=_vocab_size(backend))
+    return sampling_params(req, max_tokens=min(budgets), logprobs=req.logprobs, backend=backend)
 
 
 # ---------------------------------------------------------------------------- /v1/chat/completions
@@ -119,9 +176,6 @@ def completion_params(req: CompletionRequest, backend: LocalBackend, prompts: li
 def chat_messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
     if req.tools and req.tool_choice != "none":
         raise bad_request("tools are not supported by this server.", param="tools")
-    fmt = (req.response_format or {}).get("type", "text")
-    if fmt != "text":
-        raise bad_request(f"response_format type {fmt!r} is not supported (only 'text').", param="response_format")
     if req.top_logprobs is not None and not req.logprobs:
         raise bad_request("top_logprobs requires logprobs=true.", param="top_logprobs")
     # OpenAI's newer "developer" role is the system prompt under another name.
@@ -149,4 +203,4 @@ def chat_params(req: ChatCompletionRequest, backend: LocalBackend, prompt: list[
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_tokens = fit_context(len(prompt), requested, backend.max_context, prompt_param="messages")
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
-    return sampling_params(req, max_tokens=max_tokens, logprobs=logprobs, vocab_size=_vocab_size(backend))
+    return sampling_params(req, max_tokens=max_tokens, logprobs=logprobs, backend=backend)

@@ -50,6 +50,12 @@ class SamplingRequest(BaseModel):
     num_beams: int | None = None
     stop_token_ids: list[int] | None = None
     ignore_eos: bool = False
+    # Structured outputs: OpenAI's response_format, and vLLM's guided_* extensions (one of them).
+    response_format: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
 
     @field_validator("stop")
     @classmethod
@@ -79,7 +85,6 @@ class ChatCompletionRequest(SamplingRequest):
     top_logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = None
-    response_format: dict[str, Any] | None = None
     # Extensions: chat-template switches.
     add_generation_prompt: bool = True
     chat_template_kwargs: dict[str, Any] | None = None

@@ -139,7 +139,9 @@ int aigc_matmul(const aigc_weight *parts, int n_parts, const float *x, int64_t M
                 const float *bias, int accumulate);
 int aigc_dequantize(const aigc_weight *w, float *out);
 int aigc_quantize(int type, const float *x, int64_t rows, int64_t cols, uint8_t *out);
-int aigc_forward(const aigc_model *m, int64_t n, const int32_t *ids, const int32_t *pos,
+/* n tokens; the first n_decode are decode tokens (their rows never depend on the others: see
+ * matmul_locked), the rest a prefill chunk */
+int aigc_forward(const aigc_model *m, int64_t n, int64_t n_decode, const int32_t *ids, const int32_t *pos,
                  const int32_t *slot, int64_t n_out, const int32_t *out_idx, float *logits,
                  float *hidden_out);
 

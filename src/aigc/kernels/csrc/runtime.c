@@ -377,10 +377,10 @@ static void *grow(scratch *s, size_t n) {
 static scratch q_scratch, act_scratch, qk_scratch, actk_scratch;
 
 /* activation rows to int16 blocks of 32, |q| <= levels (in q_scratch / act_scratch); NULL if out of memory */
-static act_q16 *quantize_rows16(const float *x, int64_t M, int64_t Kd, int levels) {
+static act_q16 *quantize_rows16(const float *x, int64_t M, int64_t Kd, int levels, scratch *qs, scratch *as) {
     const int64_t nb = Kd / QK;
-    uint8_t *buf = (uint8_t *)grow(&q_scratch, (size_t)M * Kd * 2 + (size_t)M * nb * 8 + 64);
-    act_q16 *x16 = (act_q16 *)grow(&act_scratch, (size_t)M * sizeof(act_q16));
+    uint8_t *buf = (uint8_t *)grow(qs, (size_t)M * Kd * 2 + (size_t)M * nb * 8 + 64);
+    act_q16 *x16 = (act_q16 *)grow(as, (size_t)M * sizeof(act_q16));
     if (!buf || !x16) return NULL;
     float *d = (float *)buf, *s = d + M * nb;
     int16_t *q = (int16_t *)(s + M * nb);
@@ -408,6 +408,7 @@ static int64_t row_chunk(int64_t N, int64_t M) {
 void aigc_set_gemm_min_rows(int64_t rows) { gemm_min_rows = rows < 0 ? 0 : rows; }
 
 typedef struct {
+    const matmul_ctx *dot; /* the leading rows, by the packed-block kernels (dot->M may be 0) */
     const aigc_weight *parts;
     int n_parts;
     int64_t N, K, M, ldy;
@@ -459,45 +460,38 @@ static void gemm_task(void *p, int64_t begin, int64_t end, int tid) {
             for (int j = 0; j < width; j++)
                 dst[j] = (c->accumulate ? dst[j] : 0.0f) + src[j] + (c->bias ? c->bias[n0 + j] : 0.0f);
         }
+        /* the leading rows meet the same weight rows while they are still in cache */
+        if (c->dot->M > 0) matmul_task((void *)c->dot, n0, n0 + width, tid);
     }
 }
 
-static int gemm_locked(const aigc_weight *parts, int n_parts, int64_t N, int64_t Kd, const float *x, int64_t M,
-                       float *y, int64_t ldy, const float *bias, int accumulate, int int16_panels) {
+static scratch panel_q_scratch, panel_act_scratch; /* the panel rows' int16 activations */
+
+/* Panels for rows x[0:M) (into y), and dot->M leading rows by the packed-block kernels. */
+static int gemm_locked(const matmul_ctx *dot, const float *x, int64_t M, float *y, int int16_panels) {
     const int nc = K->gemm_nc;
+    const int64_t Kd = dot->K, N = dot->N;
     const act_q16 *x16 = NULL;
     if (int16_panels) {
-        x16 = quantize_rows16(x, M, Kd, K->gemm16_levels);
+        x16 = quantize_rows16(x, M, Kd, K->gemm16_levels, &panel_q_scratch, &panel_act_scratch);
         if (!x16) return -3;
     }
     for (int t = 0; t < pool.n; t++) /* allocate up front, so a failure is an error code, not a gap */
         if (!grow(&gemm_scratch[t], ((size_t)2 * nc * Kd + (size_t)M * nc) * sizeof(float))) return -3;
-    gemm_ctx c = {parts, n_parts, N, Kd, M, ldy, x, x16, y, bias, accumulate};
+    gemm_ctx c = {dot, dot->parts, dot->n_parts, N, Kd, M, dot->ldy, x, x16, y, dot->bias, dot->accumulate};
     parallel_for(gemm_task, &c, (N + nc - 1) / nc, 1);
     return 0;
 }
 
-static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
-                         int64_t ldy, const float *bias, int accumulate) {
-    int64_t N = 0, Kd = parts[0].cols;
-    int any_int = 0, any_k = 0, all_int = 1;
-    for (int i = 0; i < n_parts; i++) {
-        if (parts[i].cols != Kd || aigc_row_bytes(parts[i].type, Kd) == 0) return -1;
-        N += parts[i].rows;
-        any_int |= !is_float_type(parts[i].type);
-        all_int &= !is_float_type(parts[i].type);
-        any_k |= is_k_type(parts[i].type);
-    }
-    const int int16_panels = all_int && use_q16 && K->gemm_panel16 && Kd % QK == 0;
-    const int64_t panel_rows = gemm_min_rows > 0 ? gemm_min_rows : (int16_panels ? 12 : 20);
-    if (M >= panel_rows && M < int8_min_rows && K->gemm_panel)
-        return gemm_locked(parts, n_parts, N, Kd, x, M, y, ldy, bias, accumulate, int16_panels);
-    matmul_ctx c = {parts, n_parts, N, Kd, M, ldy, x, NULL, NULL, NULL, NULL, y, bias, accumulate};
-    if (any_int && M < int8_min_rows && K->dot_rows_q16 && use_q16) {
-        const int64_t nb = Kd / QK;
-        act_q16 *x16 = quantize_rows16(x, M, Kd, 32767);
+/* The activations the packed-block kernels take for rows x[0:c->M), by the formats of c->parts. */
+static int prepare_dot(matmul_ctx *c, int any_int, int any_k) {
+    const int64_t M = c->M, Kd = c->K, nb = Kd / QK;
+    const float *x = c->x;
+    if (M == 0 || !any_int) return 0;
+    if (M < int8_min_rows && K->dot_rows_q16 && use_q16) {
+        act_q16 *x16 = quantize_rows16(x, M, Kd, 32767, &q_scratch, &act_scratch);
         if (!x16) return -3;
-        c.x16 = x16;
+        c->x16 = x16;
         if (any_k && K->dot_rows_k16) {
             const int64_t nsb = Kd / QK_K;
             size_t kbytes = (size_t)M * Kd * 2 + (size_t)M * nsb * 4 + (size_t)M * nb * 4 + 64;
@@ -513,10 +507,9 @@ static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, 
                 x16k[r].d = kd + r * nsb;
                 x16k[r].bsum = bs + r * nb;
             }
-            c.x16k = x16k;
+            c->x16k = x16k;
         }
-    } else if (any_int && M < int8_min_rows) {
-        int64_t nb = Kd / QK;
+    } else if (M < int8_min_rows) {
         float *sums = (float *)grow(&q_scratch, (size_t)M * nb * sizeof(float) + 64);
         if (!sums) return -3;
         for (int64_t r = 0; r < M; r++)
@@ -525,9 +518,8 @@ static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, 
                 for (int i = 0; i < QK; i++) s += x[r * Kd + b * QK + i];
                 sums[r * nb + b] = s;
             }
-        c.xsum = sums;
-    } else if (any_int) {
-        int64_t nb = Kd / QK;
+        c->xsum = sums;
+    } else {
         size_t bytes = (size_t)M * Kd + (size_t)M * nb * 8 + 64;
         uint8_t *buf = (uint8_t *)grow(&q_scratch, bytes);
         act_q8 *xq = (act_q8 *)grow(&act_scratch, (size_t)M * sizeof(act_q8));
@@ -535,8 +527,36 @@ static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, 
         float *d = (float *)buf, *s = d + M * nb;
         quant_ctx qc = {x, Kd, xq, (int8_t *)(s + M * nb), d, s};
         parallel_for(quant_task, &qc, M, M >= 8 ? (M + pool.n - 1) / pool.n : M);
-        c.xq = xq;
+        c->xq = xq;
     }
+    return 0;
+}
+
+/* y[m] (+)= x[m] @ W^T. The first `dot_rows` rows (decode tokens, LM-head rows) always take the
+ * packed-block kernels, whose result for a row does not depend on the other rows; the rest (a
+ * prefill chunk) take panels when there are enough of them. So a stream's tokens are the same
+ * whether or not other requests share its steps (greedy output does not change with load). */
+static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
+                         int64_t ldy, const float *bias, int accumulate, int64_t dot_rows) {
+    int64_t N = 0, Kd = parts[0].cols;
+    int any_int = 0, any_k = 0, all_int = 1;
+    for (int i = 0; i < n_parts; i++) {
+        if (parts[i].cols != Kd || aigc_row_bytes(parts[i].type, Kd) == 0) return -1;
+        N += parts[i].rows;
+        any_int |= !is_float_type(parts[i].type);
+        all_int &= !is_float_type(parts[i].type);
+        any_k |= is_k_type(parts[i].type);
+    }
+    dot_rows = dot_rows < 0 ? 0 : (dot_rows > M ? M : dot_rows);
+    const int int16_panels = all_int && use_q16 && K->gemm_panel16 && Kd % QK == 0;
+    const int64_t panel_rows = gemm_min_rows > 0 ? gemm_min_rows : (int16_panels ? 12 : 20);
+    matmul_ctx c = {parts, n_parts, N, Kd, M, ldy, x, NULL, NULL, NULL, NULL, y, bias, accumulate};
+    if (M - dot_rows >= panel_rows && M < int8_min_rows && K->gemm_panel) {
+        c.M = dot_rows;
+        if (prepare_dot(&c, any_int, any_k) != 0) return -3;
+        return gemm_locked(&c, x + dot_rows * Kd, M - dot_rows, y + dot_rows * ldy, int16_panels);
+    }
+    if (prepare_dot(&c, any_int, any_k) != 0) return -3;
     parallel_for(matmul_task, &c, N, row_chunk(N, M));
     return 0;
 }
@@ -547,7 +567,7 @@ int aigc_matmul(const aigc_weight *parts, int n_parts, const float *x, int64_t M
     int64_t N = 0;
     for (int i = 0; i < n_parts; i++) N += parts[i].rows;
     pthread_mutex_lock(&call_lock);
-    int rc = matmul_locked(parts, n_parts, x, M, y, N, bias, accumulate);
+    int rc = matmul_locked(parts, n_parts, x, M, y, N, bias, accumulate, 0);
     pthread_mutex_unlock(&call_lock);
     return rc;
 }
@@ -649,7 +669,7 @@ static void rowwise(task_fn fn, rowwise_ctx *c, int64_t n) { parallel_for(fn, c,
 
 static scratch fwd_scratch;
 
-int aigc_forward(const aigc_model *m, int64_t n, const int32_t *ids, const int32_t *pos,
+int aigc_forward(const aigc_model *m, int64_t n, int64_t n_decode, const int32_t *ids, const int32_t *pos,
                  const int32_t *slot, int64_t n_out, const int32_t *out_idx, float *logits,
                  float *hidden_out) {
     ensure_pool(0);
@@ -705,22 +725,22 @@ int aigc_forward(const aigc_model *m, int64_t n, const int32_t *ids, const int32
         c.L = L;
         rw.x = c.x; rw.w = L->attn_norm; rw.out = c.xn; rw.dim = D;
         rowwise(rmsnorm_task, &rw, n);
-        rc |= matmul_locked(L->qkv, L->n_qkv, c.xn, n, c.qkv, qkv_dim, L->qkv_bias, 0);
+        rc |= matmul_locked(L->qkv, L->n_qkv, c.xn, n, c.qkv, qkv_dim, L->qkv_bias, 0, n_decode);
         parallel_for(rope_kv_task, &c, n, n >= 16 ? 4 : n);
         parallel_for(attention_task, &c, n * H / c.att_heads, 1);
-        rc |= matmul_locked(&L->o, 1, c.att, n, c.x, D, L->o_bias, 1);
+        rc |= matmul_locked(&L->o, 1, c.att, n, c.x, D, L->o_bias, 1, n_decode);
         rw.x = c.x; rw.w = L->mlp_norm; rw.out = c.xn; rw.dim = D;
         rowwise(rmsnorm_task, &rw, n);
-        rc |= matmul_locked(L->gate_up, L->n_gate_up, c.xn, n, gu, 2 * F, L->gate_up_bias, 0);
+        rc |= matmul_locked(L->gate_up, L->n_gate_up, c.xn, n, gu, 2 * F, L->gate_up_bias, 0, n_decode);
         rw.g = gu; rw.g_stride = 2 * F; rw.out = act; rw.dim = F;
         rowwise(silu_task, &rw, n);
-        rc |= matmul_locked(&L->down, 1, act, n, c.x, D, L->down_bias, 1);
+        rc |= matmul_locked(&L->down, 1, act, n, c.x, D, L->down_bias, 1, n_decode);
     }
     if (rc == 0 && n_out > 0) {
         for (int64_t i = 0; i < n_out; i++) memcpy(sel + i * D, c.x + (int64_t)out_idx[i] * D, D * sizeof(float));
         rw.x = sel; rw.w = m->final_norm; rw.out = hidden_out ? hidden_out : seln; rw.dim = D;
         rowwise(rmsnorm_task, &rw, n_out);
-        if (!hidden_out) rc |= matmul_locked(&m->lm_head, 1, seln, n_out, logits, m->vocab, NULL, 0);
+        if (!hidden_out) rc |= matmul_locked(&m->lm_head, 1, seln, n_out, logits, m->vocab, NULL, 0, n_out);
     }
     pthread_mutex_unlock(&call_lock);
     return rc;
