@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from aigc.engine import embeddings
 from aigc.engine.core import EngineCore, FinishHook, slots_wanted
 from aigc.engine.protocol import (
     CompletionDelta,
@@ -136,6 +137,17 @@ class Engine:
             self._inbox.append((request, stream, time.monotonic()))
             self._cond.notify()
         return stream
+
+    def embed(self, inputs: list[list[int]], dimensions: int | None = None) -> list:
+        """Embedding vectors (float32 numpy arrays) of token-id inputs; see engine/embeddings.py.
+        Blocking: call it from a worker thread, not an event loop."""
+        if not self._ready:
+            raise EngineNotReadyError(f"model {self.name!r} is not ready")
+        return embeddings.embed(self.model, inputs, dimensions)
+
+    @property
+    def embedding_size(self) -> int:
+        return self.model.config.hidden_size
 
     def stats(self) -> EngineStats:
         with self._cond:

@@ -31,6 +31,11 @@ class EngineLike(Protocol):
 
     def stop(self) -> None: ...
 
+    def embed(self, inputs: list[list[int]], dimensions: int | None = None) -> list: ...
+
+    @property
+    def embedding_size(self) -> int: ...
+
 
 @dataclass
 class LocalBackend:
