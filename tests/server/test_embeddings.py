@@ -7,7 +7,6 @@ import httpx
 import numpy as np
 import openai
 import pytest
-
 from server_harness import REAL
 
 
