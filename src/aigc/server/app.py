@@ -25,6 +25,7 @@ from aigc.server.errors import APIError, install_error_handlers
 from aigc.server.metrics import ServerMetrics
 from aigc.server.remote import RemoteBackend, parse_remote_spec
 from aigc.server.request_log import RequestLogMiddleware
+from aigc.server.text_check import TextCheckMiddleware
 from aigc.settings import Settings
 
 log = logging.getLogger("aigc.server")
@@ -104,7 +105,9 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    # Last added runs first: CORS (answers preflights) -> request log (sees every status) -> API key.
+    # Last added runs first: CORS (answers preflights) -> request log (sees every status) -> API key
+    # -> text check (lone surrogates are a 400).
+    app.add_middleware(TextCheckMiddleware)
     app.add_middleware(APIKeyMiddleware, keys=list(settings.api_keys))
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     if settings.cors_origins:
