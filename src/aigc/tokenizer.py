@@ -14,6 +14,7 @@ ids, as in transformers; callers that must not let user text inject them should 
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -77,6 +78,26 @@ def _as_id_list(value: Any) -> list[int]:
     return []
 
 
+_MARKER = re.compile("\ue000(\\d+)\ue001")  # private-use characters around a content's index
+_MARKER_CHARS = {"\ue000", "\ue001"}
+
+
+def _mark_contents(message: dict[str, Any], contents: list[str]) -> dict[str, Any]:
+    """A copy of `message` whose text contents (a string, or text parts) are markers into `contents`."""
+    def mark(text: str) -> str:
+        contents.append(text)
+        return f"\ue000{len(contents) - 1}\ue001"
+
+    content = message.get("content")
+    if isinstance(content, str):
+        return {**message, "content": mark(content)}
+    if isinstance(content, list):
+        parts = [{**p, "text": mark(p["text"])} if isinstance(p, dict) and isinstance(p.get("text"), str) else p
+                 for p in content]
+        return {**message, "content": parts}
+    return message
+
+
 class Tokenizer:
     """A fast tokenizer plus what a chat model needs around it.
 
@@ -106,6 +127,7 @@ class Tokenizer:
         model_max_length: int | None = None,
     ) -> None:
         self._backend = backend
+        self._plain_backend: tokenizers.Tokenizer | None = None  # for encode_text, made on first use
         self.bos_token, self.eos_token, self.pad_token, self.unk_token = bos_token, eos_token, pad_token, unk_token
         self.add_bos_token = add_bos_token
         self.model_max_length = model_max_length
@@ -474,17 +496,38 @@ class Tokenizer:
         """
         source = self.chat_template if template is None else self.chat_templates.get(template, template)
         tokens = {"unk_token": self.unk_token, "pad_token": self.pad_token}
-        text = render_chat(
-            source,
-            messages,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token,
-            eos_token=self.eos_token,
-            tools=tools,
-            **{k: v for k, v in tokens.items() if v is not None},
-            **extra,
-        )
-        return self.encode(text, add_special_tokens=False) if tokenize else text
+
+        def render(msgs: list[dict[str, Any]]) -> str:
+            return render_chat(source, msgs, add_generation_prompt=add_generation_prompt, bos_token=self.bos_token,
+                               eos_token=self.eos_token, tools=tools,
+                               **{k: v for k, v in tokens.items() if v is not None}, **extra)
+
+        if not tokenize:
+            return render(messages)
+        # Message text is text: "<|im_end|>" typed by a user must not become the control token
+        # (OpenAI's behaviour). Contents are rendered as markers, and the text between markers (the
+        # template's own markup) is encoded with special tokens, each content without them.
+        contents: list[str] = []
+        marked = [_mark_contents(m, contents) for m in messages]
+        rendered = render(marked)
+        pieces = _MARKER.split(rendered)
+        if len(pieces) // 2 < len(contents) or any(_MARKER_CHARS & set(p) for p in pieces[::2]):
+            return self.encode(render(messages), add_special_tokens=False)  # the template rewrote a content
+        ids: list[int] = []
+        for i, piece in enumerate(pieces):
+            if i % 2 == 0:
+                ids += self.encode(piece, add_special_tokens=False) if piece else []
+            else:
+                ids += self.encode_text(contents[int(piece)])
+        return ids
+
+    def encode_text(self, text: str) -> list[int]:
+        """Encode `text` as plain text: special-token strings in it are spelled with ordinary tokens."""
+        if self._plain_backend is None:
+            plain = tokenizers.Tokenizer.from_str(self._backend.to_str())
+            plain.encode_special_tokens = True
+            self._plain_backend = plain
+        return self._plain_backend.encode(text, add_special_tokens=False).ids if text else []
 
     def __repr__(self) -> str:
         return (

@@ -4,9 +4,9 @@ surrogate pairs (emoji) are text and pass."""
 from __future__ import annotations
 
 import pytest
+from server_harness import TINY
 
 from aigc.server.text_check import lone_surrogate_field
-from server_harness import TINY
 
 LONE = '"hi \\udcff there"'
 
