@@ -60,7 +60,7 @@ def test_error_shapes(http):
                     400)["param"] == "echo"
     assert error_of(http.post("/v1/chat/completions", json={**CHAT, "stream_options": {"include_usage": True}}),
                     400)["param"] == "stream_options"
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    tools = [{"type": "function", "function": {"name": "not a name!", "parameters": {}}}]
     assert error_of(http.post("/v1/chat/completions", json={**CHAT, "tools": tools}), 400)["param"] == "tools"
     assert error_of(http.post("/v1/chat/completions", json={**CHAT, "top_logprobs": 2}), 400)["param"] == "top_logprobs"
     assert error_of(http.post("/v1/completions", json={"model": TINY, "prompt": "a", "logit_bias": {"x": 1}}),

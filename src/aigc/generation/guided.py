@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
     from aigc.tokenizer import Tokenizer
 
-GuidedKind = Literal["json_schema", "json_object", "regex", "choice", "grammar"]
+GuidedKind = Literal["json_schema", "json_object", "regex", "choice", "grammar", "lark"]
 _JSON_OPTIONS = {"whitespace_flexible": False}
 
 
@@ -75,6 +75,11 @@ class GuidedDecoding:
         return cls("choice", json.dumps(choices, ensure_ascii=False), param)
 
     @classmethod
+    def lark(cls, text: str, param: str) -> GuidedDecoding:
+        """A grammar in llguidance's Lark dialect as is (`%json {schema}` embeds a JSON schema)."""
+        return cls("lark", text, param)
+
+    @classmethod
     def grammar(cls, text: str, param: str = "guided_grammar") -> GuidedDecoding:
         if not isinstance(text, str) or not text.strip():
             raise InvalidParameterError(f"{param} must be a non-empty Lark or GBNF grammar")
@@ -83,6 +88,11 @@ class GuidedDecoding:
 
 _NOT_SCHEMAS = frozenset({"enum", "const", "default", "examples", "required"})  # values, not subschemas
 _NUMBER_LIMIT = 10**15
+
+
+def compact_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A schema as structured outputs write it (see the module doc), for embedding in a Lark grammar."""
+    return {**_tighten_numbers(schema), "x-guidance": _JSON_OPTIONS}
 
 
 def _tighten_numbers(node: Any) -> Any:
@@ -118,6 +128,8 @@ def _grammar(kind: GuidedKind, spec: str) -> str:
         return LLMatcher.grammar_from_regex(spec)
     if kind == "choice":
         return grammar_from("choice", spec)
+    if kind == "lark":
+        return LLMatcher.grammar_from_lark(spec)
     return grammar_from("grammar", spec)
 
 

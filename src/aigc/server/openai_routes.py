@@ -41,6 +41,7 @@ from aigc.server.schemas import (
 )
 from aigc.server.sse import EventStreamResponse, sse_data, unless_disconnected
 from aigc.server.stream_merge import merge_streams
+from aigc.server.tools import ToolStream, parse_tool_calls
 
 router = APIRouter()
 
@@ -261,6 +262,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Resp
 
     ids = prompts.chat_prompt(req, backend)
     params = prompts.chat_params(req, backend, ids)
+    spec = prompts.chat_tools(req)
     record.prompt_tokens = len(ids)
     rid, created, n = f"chatcmpl-{record.id}", int(time.time()), req.n
     choices = [_Choice() for _ in range(n)]
@@ -276,6 +278,22 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Resp
             return _chunk_json({**head, "choices": [
                 {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]})
 
+        parsers = [ToolStream(spec) for _ in range(n)] if spec is not None and spec.parses else None
+
+        def tool_events(index: int, events: list) -> list[bytes]:
+            out = []
+            for kind, value in events:
+                if kind == "content":
+                    out.append(chunk(index, {"content": value}))
+                    continue
+                k = value["index"]
+                head_delta = {"index": k, "id": value["id"], "type": "function",
+                              "function": {"name": value["function"]["name"], "arguments": ""}}
+                out.append(chunk(index, {"tool_calls": [head_delta]}))
+                out.append(chunk(index, {"tool_calls": [{"index": k, "function": {
+                    "arguments": value["function"]["arguments"]}}]}))
+            return out
+
         async def events() -> AsyncIterator[bytes]:
             for index in range(n):
                 yield chunk(index, {"role": "assistant", "content": ""})
@@ -284,10 +302,21 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Resp
                 logprobs = None
                 if req.logprobs and delta.logprobs:
                     logprobs = {"content": [t.model_dump() for t in chat_logprobs(delta.logprobs)]}
-                if delta.text or logprobs:
+                if parsers is not None:
+                    for body in tool_events(delta.index, parsers[delta.index].push(delta.text)):
+                        yield body
+                    if logprobs:
+                        yield chunk(delta.index, {}, logprobs)
+                elif delta.text or logprobs:
                     yield chunk(delta.index, {"content": delta.text}, logprobs)
                 if delta.finish_reason is not None:
-                    yield chunk(delta.index, {}, None, delta.finish_reason)
+                    reason = delta.finish_reason
+                    if parsers is not None:
+                        for body in tool_events(delta.index, parsers[delta.index].finish()):
+                            yield body
+                        if parsers[delta.index].calls and reason == "stop":
+                            reason = "tool_calls"
+                    yield chunk(delta.index, {}, None, reason)
             usage = _usage(record, streams)  # also fills the request log's cached-token count
             if req.include_usage:
                 yield _chunk_json({**head, "choices": [], "usage": usage.model_dump()})
@@ -306,11 +335,16 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Resp
         await unless_disconnected(request, _engine_errors(collect()), record)
     finally:
         release()
-    out = [
-        ChatChoice(index=k, message=ChatMessageOut(content="".join(c.text)), finish_reason=c.finish_reason,
-                   stop_reason=c.stop_reason, logprobs=ChatLogprobs(content=c.chat_logprobs) if req.logprobs else None)
-        for k, c in enumerate(choices)
-    ]
+    out = []
+    for k, c in enumerate(choices):
+        message, reason = ChatMessageOut(content="".join(c.text)), c.finish_reason
+        if spec is not None and spec.parses:
+            content, calls = parse_tool_calls(message.content, spec)
+            if calls:
+                message = ChatMessageOut(content=content, tool_calls=calls)
+                reason = "tool_calls" if reason == "stop" else reason
+        out.append(ChatChoice(index=k, message=message, finish_reason=reason, stop_reason=c.stop_reason,
+                              logprobs=ChatLogprobs(content=c.chat_logprobs) if req.logprobs else None))
     body = ChatCompletionResponse(id=rid, created=created, model=backend.name, choices=out, usage=_usage(record, streams))
     return JSONResponse(body.model_dump())
 

@@ -17,6 +17,7 @@ from aigc.generation.params import InvalidParameterError, SamplingParams
 from aigc.server.backends import LocalBackend
 from aigc.server.errors import APIError, bad_request
 from aigc.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
+from aigc.server.tools import ToolSpec, forced_call_grammar, prompt_messages, template_knows_tools, tool_spec
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
 
@@ -96,11 +97,11 @@ def guided_decoding(req: SamplingRequest) -> GuidedDecoding | None:
 def _guided_param(message: str) -> str | None:
     first = message.split(":", 1)[0].split(" ", 1)[0]
     return first if first in ("response_format", "guided_json", "guided_regex", "guided_choice",
-                              "guided_grammar") else None
+                              "guided_grammar", "tool_choice") else None
 
 
-def sampling_params(req: SamplingRequest, *, max_tokens: int, logprobs: int | None, backend: LocalBackend
-                    ) -> SamplingParams:
+def sampling_params(req: SamplingRequest, *, max_tokens: int, logprobs: int | None, backend: LocalBackend,
+                    guided: GuidedDecoding | None = None) -> SamplingParams:
     vocab_size = _vocab_size(backend)
     values: dict[str, Any] = {
         "max_tokens": max_tokens, "n": req.n, "stop": req.stop, "seed": req.seed, "logprobs": logprobs,
@@ -112,7 +113,7 @@ def sampling_params(req: SamplingRequest, *, max_tokens: int, logprobs: int | No
         if value is not None:
             values[name] = value
     try:
-        values["guided"] = guided_decoding(req)
+        values["guided"] = guided or guided_decoding(req)
         params = SamplingParams(**values).validate(vocab_size=vocab_size)
         if params.guided is not None:  # compile now: a bad schema is a 400, not a failed stream
             guided_outputs.check(params.guided, backend.tokenizer, vocab_size)
@@ -173,9 +174,11 @@ def completion_params(req: CompletionRequest, backend: LocalBackend, prompts: li
 # ---------------------------------------------------------------------------- /v1/chat/completions
 
 
+def chat_tools(req: ChatCompletionRequest) -> ToolSpec | None:
+    return tool_spec(req.tools, req.tool_choice, req.parallel_tool_calls)
+
+
 def chat_messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
-    if req.tools and req.tool_choice != "none":
-        raise bad_request("tools are not supported by this server.", param="tools")
     if req.top_logprobs is not None and not req.logprobs:
         raise bad_request("top_logprobs requires logprobs=true.", param="top_logprobs")
     # OpenAI's newer "developer" role is the system prompt under another name.
@@ -183,11 +186,16 @@ def chat_messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
 
 
 def chat_prompt(req: ChatCompletionRequest, backend: LocalBackend) -> list[int]:
-    messages = chat_messages(req)
+    tokenizer = backend.tokenizer
+    spec = chat_tools(req)
+    # transformers' rule: a tokenizer with a "tool_use" template uses it when tools are given
+    named = "tool_use" if spec is not None and "tool_use" in tokenizer.chat_templates else None
+    source = tokenizer.chat_templates[named] if named else tokenizer.chat_template
+    messages, tools = prompt_messages(chat_messages(req), spec, template_knows_tools(source))
     try:
-        ids = backend.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=req.add_generation_prompt, tokenize=True,
-            **(req.chat_template_kwargs or {}),
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=req.add_generation_prompt, tokenize=True, tools=tools,
+            template=named, **(req.chat_template_kwargs or {}),
         )
     except TemplateError as e:
         raise bad_request(str(e), param="messages") from None
@@ -203,4 +211,9 @@ def chat_params(req: ChatCompletionRequest, backend: LocalBackend, prompt: list[
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_tokens = fit_context(len(prompt), requested, backend.max_context, prompt_param="messages")
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
-    return sampling_params(req, max_tokens=max_tokens, logprobs=logprobs, backend=backend)
+    spec = chat_tools(req)
+    forced = forced_call_grammar(spec) if spec is not None else None
+    if forced is not None and (guided_decoding(req) is not None):
+        raise bad_request("A forced tool call (tool_choice) and a structured output (response_format, guided_*) "
+                          "cannot be combined.", param="tool_choice")
+    return sampling_params(req, max_tokens=max_tokens, logprobs=logprobs, backend=backend, guided=forced)
