@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_context: int = 4096  # tokens per KV slot (capped by the model's window)
     remotes: list[str] = Field(default_factory=list)  # NAME=URL[,key=ENV_VAR]
     database_url: str = "sqlite:///aigc.db"
+    response_store_days: float = 30.0  # how long /v1/responses results stay retrievable (previous_response_id)
     # Studio: preferred model per template id (e.g. {"poem": "aigc-poet-zh"}); used when served.
     studio_models: dict[str, str] = Field(default_factory=dict)
     log_level: str = "info"

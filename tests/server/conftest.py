@@ -32,9 +32,11 @@ def http(tiny_server) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="session")
-def real_server() -> Iterator[ServerThread]:
+def real_server(tmp_path_factory) -> Iterator[ServerThread]:
     """The bundled SmolLM2-135M-Instruct, loaded the way `aigc serve` loads it (in the background)."""
-    server = ServerThread(create_app(Settings(models=[REAL], max_concurrency=8, max_context=2048))).start()
+    db = tmp_path_factory.mktemp("real-server") / "aigc.db"
+    settings = Settings(models=[REAL], max_concurrency=8, max_context=2048, database_url=f"sqlite:///{db}")
+    server = ServerThread(create_app(settings)).start()
     server.health_while_loading = httpx.get(server.url + "/health").status_code
     server.app.state.backends.wait_loaded(300)
     yield server

@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
-from aigc.server import classify_routes, embeddings_routes, openai_routes
+from aigc.server import classify_routes, embeddings_routes, openai_routes, responses_routes
 from aigc.server.app_routes import install_app
 from aigc.server.auth import APIKeyMiddleware
 from aigc.server.backends import ClassifierBackend, LocalBackend, ModelBackends
@@ -88,6 +88,7 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
     app.include_router(openai_routes.router)
     app.include_router(classify_routes.router)
     app.include_router(embeddings_routes.router)
+    app.include_router(responses_routes.router)
     install_app(app, settings, backends)  # the web app: /api, /, /static (app_routes.py)
 
     @app.get("/health", response_model=None)

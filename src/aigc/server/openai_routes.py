@@ -244,9 +244,9 @@ def _prompt_texts(req: CompletionRequest, count: int) -> list[str | None]:
     return [None] * count
 
 
-async def _engine_errors(work) -> None:
+async def _engine_errors(work):
     try:
-        await work
+        return await work
     except EngineError as e:
         raise from_engine_error(e) from None
 

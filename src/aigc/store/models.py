@@ -1,4 +1,5 @@
-"""The web app's tables: conversations, their messages, feedback on messages, user templates.
+"""The tables: conversations, their messages, feedback on messages, user templates, and responses of
+the OpenAI Responses API kept for `previous_response_id`.
 
 Normalized on purpose (one row per message, not one JSON blob per chat): messages can be searched,
 counted, rated and exported one by one, and a crash mid-reply loses at most that reply's tail.
@@ -98,3 +99,17 @@ class UserTemplate(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
+
+
+class StoredResponse(Base):
+    """A /v1/responses result kept for `previous_response_id` and GET /v1/responses/{id}: `body` is the
+    response object, `conversation` the chat messages it continued plus its own output."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200))
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    conversation: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -1,0 +1,369 @@
+"""The OpenAI Responses API: POST /v1/responses (stateless, or continuing `previous_response_id`),
+GET and DELETE /v1/responses/{id}.
+
+A request becomes a chat request (instructions -> system message, input items -> messages, flat
+function tools -> chat tools, `text.format` -> response_format) and runs the chat path's prompt,
+sampling and tool-call parsing. Output items: one `message` with `output_text` when there is text,
+one `function_call` per call. Streaming sends the documented events (response.created ...
+response.output_text.delta ... response.completed), each with `type` and `sequence_number`.
+With `store` (the default) the response and the conversation it ends are kept in the database for
+`response_store_days`, so a later request can continue it by id (instructions are not carried over,
+as OpenAI does).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from aigc.server import prompts
+from aigc.server.backends import LocalBackend
+from aigc.server.errors import APIError, bad_request
+from aigc.server.openai_routes import _engine_errors, _in_flight, _submit
+from aigc.server.remote import RemoteBackend
+from aigc.server.request_log import RequestRecord, request_record
+from aigc.server.schemas import ChatCompletionRequest
+from aigc.server.sse import EventStreamResponse, unless_disconnected
+from aigc.server.tools import ToolStream
+from aigc.store.models import StoredResponse
+
+router = APIRouter()
+
+
+class ResponsesRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    text: dict[str, Any] | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    stream: bool = False
+    store: bool = True
+    previous_response_id: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(16)}"
+
+
+# ---------------------------------------------------------------------------- request -> chat
+
+
+def _part_text(part: Any, where: str) -> str:
+    if isinstance(part, dict) and part.get("type") in ("input_text", "output_text", "text") and \
+            isinstance(part.get("text"), str):
+        return part["text"]
+    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+    raise bad_request(f"{where}: content parts of type {kind!r} are not supported (input_text, output_text).",
+                      param="input")
+
+
+def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Responses input items as chat messages."""
+    if isinstance(items, str):
+        return [{"role": "user", "content": items}]
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role not in ("user", "assistant", "system", "developer"):
+                raise bad_request(f"input[{i}].role must be user, assistant, system or developer.", param="input")
+            content = item.get("content")
+            if isinstance(content, list):
+                content = "".join(_part_text(p, f"input[{i}]") for p in content)
+            if not isinstance(content, str):
+                raise bad_request(f"input[{i}].content must be a string or a list of text parts.", param="input")
+            out.append({"role": "system" if role == "developer" else role, "content": content})
+        elif kind == "function_call":
+            call = {"id": item.get("call_id") or _new_id("call"), "type": "function",
+                    "function": {"name": item.get("name"), "arguments": item.get("arguments", "{}")}}
+            if out and out[-1]["role"] == "assistant" and out[-1].get("tool_calls") and not out[-1]["content"]:
+                out[-1]["tool_calls"].append(call)  # parallel calls: one assistant turn
+            else:
+                out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            out.append({"role": "tool", "tool_call_id": item.get("call_id"),
+                        "content": output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)})
+        else:
+            raise bad_request(f"input[{i}] has type {kind!r}; supported: message, function_call, "
+                              "function_call_output.", param="input")
+    return out
+
+
+def _chat_tools(tools: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    if tools is None:
+        return None
+    out = []
+    for i, t in enumerate(tools):
+        if not isinstance(t, dict) or t.get("type") != "function":
+            kind = t.get("type") if isinstance(t, dict) else None
+            raise bad_request(f"tools[{i}] has type {kind!r}; only function tools are supported.", param="tools")
+        out.append({"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters")
+                                                     if k in t}})
+    return out
+
+
+def _chat_tool_choice(choice: Any) -> Any:
+    if isinstance(choice, dict) and choice.get("type") == "function" and "name" in choice:
+        return {"type": "function", "function": {"name": choice["name"]}}
+    return choice
+
+
+def _response_format(text: dict[str, Any] | None) -> dict[str, Any] | None:
+    fmt = (text or {}).get("format")
+    if fmt is None or fmt.get("type") == "text":
+        return None
+    if fmt.get("type") == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": fmt.get("name", "output"),
+                                                       "schema": fmt.get("schema"), "strict": fmt.get("strict")}}
+    return fmt  # json_object, or an unknown type the chat path refuses
+
+
+def _load_previous(request: Request, response_id: str) -> list[dict[str, Any]]:
+    row = _get_stored(request, response_id)
+    return list(row.conversation)
+
+
+def _get_stored(request: Request, response_id: str) -> StoredResponse:
+    db = request.app.state.webapp.db
+    with db.session() as s:
+        row = s.get(StoredResponse, response_id)
+        if row is not None and row.expires_at.replace(tzinfo=row.expires_at.tzinfo or UTC) < datetime.now(UTC):
+            s.delete(row)
+            s.commit()
+            row = None
+        if row is None:
+            raise APIError(404, f"No response with id '{response_id}' (never stored, deleted or expired).",
+                           param="previous_response_id", code="response_not_found")
+        s.expunge(row)
+        return row
+
+
+def _store(request: Request, body: dict[str, Any], conversation: list[dict[str, Any]]) -> None:
+    days = request.app.state.settings.response_store_days
+    db = request.app.state.webapp.db
+    with db.session() as s:
+        s.add(StoredResponse(id=body["id"], model=body["model"], body=body, conversation=conversation,
+                             expires_at=datetime.now(UTC) + timedelta(days=days)))
+        s.commit()
+
+
+# ---------------------------------------------------------------------------- the route
+
+
+def _response_body(req: ResponsesRequest, rid: str, created: int, model: str, output: list[dict[str, Any]],
+                   status: str, usage: dict[str, Any] | None, incomplete: str | None) -> dict[str, Any]:
+    return {
+        "id": rid, "object": "response", "created_at": created, "status": status, "model": model,
+        "output": output, "error": None,
+        "incomplete_details": {"reason": incomplete} if incomplete else None,
+        "instructions": req.instructions, "previous_response_id": req.previous_response_id,
+        "max_output_tokens": req.max_output_tokens, "temperature": req.temperature, "top_p": req.top_p,
+        "tools": req.tools or [], "tool_choice": req.tool_choice or "auto",
+        "parallel_tool_calls": True if req.parallel_tool_calls is None else req.parallel_tool_calls,
+        "text": req.text or {"format": {"type": "text"}}, "store": req.store, "metadata": req.metadata or {},
+        "usage": usage,
+    }
+
+
+def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []}
+
+
+def _call_item(item_id: str, call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+    return {"type": "function_call", "id": item_id, "call_id": call["id"], "name": call["function"]["name"],
+            "arguments": call["function"]["arguments"] if status == "completed" else "", "status": status}
+
+
+@router.post("/v1/responses", response_model=None)
+async def create_response(req: ResponsesRequest, request: Request) -> Response:
+    record = request_record(request)
+    record.endpoint = "/v1/responses"
+    backend = request.app.state.backends.generative(req.model)
+    record.model = backend.name
+    if isinstance(backend, RemoteBackend):
+        return await backend.forward(request, "responses", req.model_dump(exclude_unset=True), record)
+    history = await run_in_threadpool(_load_previous, request, req.previous_response_id) \
+        if req.previous_response_id else []
+    turn = input_messages(req.input)
+    system = [{"role": "system", "content": req.instructions}] if req.instructions else []
+    chat = ChatCompletionRequest(
+        model=req.model, messages=system + history + turn, tools=_chat_tools(req.tools),
+        tool_choice=_chat_tool_choice(req.tool_choice), parallel_tool_calls=req.parallel_tool_calls,
+        response_format=_response_format(req.text), max_completion_tokens=req.max_output_tokens,
+        temperature=req.temperature, top_p=req.top_p)
+    ids = prompts.chat_prompt(chat, backend)
+    params = prompts.chat_params(chat, backend, ids)
+    spec = prompts.chat_tools(chat)
+    record.prompt_tokens = len(ids)
+    rid, created = _new_id("resp"), int(time.time())
+    streams = _submit(backend, [ids], params, rid)
+    release = _in_flight(request, backend.name, streams)
+    run = _Run(req, rid, created, backend, record, spec)
+
+    def finish_and_store(output: list[dict[str, Any]], reason: str | None) -> dict[str, Any]:
+        status = "incomplete" if reason == "length" else "completed"
+        cached = streams[0].metrics.cached_prompt_tokens
+        usage = {"input_tokens": record.prompt_tokens, "output_tokens": record.completion_tokens,
+                 "total_tokens": record.prompt_tokens + record.completion_tokens,
+                 "input_tokens_details": {"cached_tokens": cached}, "output_tokens_details": {"reasoning_tokens": 0}}
+        body = _response_body(req, rid, created, backend.name, output, status, usage,
+                              "max_output_tokens" if reason == "length" else None)
+        if req.store:
+            _store(request, body, history + turn + _output_messages(output))
+        return body
+
+    if req.stream:
+        async def events() -> AsyncIterator[bytes]:
+            async for event in run.events(streams[0], finish_and_store):
+                yield event
+
+        return EventStreamResponse(events(), record, on_close=release)
+
+    try:
+        text, reason = await unless_disconnected(request, _engine_errors(run.collect(streams[0])), record)
+    finally:
+        release()
+    output = run.output_of(text)
+    body = await run_in_threadpool(finish_and_store, output, reason)
+    return JSONResponse(body)
+
+
+def _output_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A response's output items as chat messages (what the next turn's prompt holds)."""
+    text = "".join(p["text"] for item in output if item["type"] == "message" for p in item["content"])
+    calls = [{"id": i["call_id"], "type": "function", "function": {"name": i["name"], "arguments": i["arguments"]}}
+             for i in output if i["type"] == "function_call"]
+    return [{"role": "assistant", "content": text or None, **({"tool_calls": calls} if calls else {})}]
+
+
+class _Run:
+    """One generation's turn into Responses output items and stream events."""
+
+    def __init__(self, req, rid, created, backend: LocalBackend, record: RequestRecord, spec):
+        self.req, self.rid, self.created, self.backend, self.record, self.spec = req, rid, created, backend, record, spec
+        self.seq = 0
+
+    async def collect(self, stream) -> tuple[str, str | None]:
+        parts, reason = [], None
+        async for delta in stream:
+            self.record.completion_tokens += len(delta.token_ids)
+            parts.append(delta.text)
+            reason = delta.finish_reason or reason
+        return "".join(parts), reason
+
+    def output_of(self, text: str) -> list[dict[str, Any]]:
+        events = []
+        if self.spec is not None and self.spec.parses:
+            parser = ToolStream(self.spec)
+            events = parser.push(text) + parser.finish()
+        else:
+            events = [("content", text)]
+        content = "".join(v for k, v in events if k == "content")
+        calls = [v for k, v in events if k == "call"]
+        if calls:
+            content = content.strip()
+        output = [_message_item(_new_id("msg"), content)] if content or not calls else []
+        return output + [_call_item(_new_id("fc"), c) for c in calls]
+
+    def _event(self, kind: str, **fields: Any) -> bytes:
+        body = {"type": kind, "sequence_number": self.seq, **fields}
+        self.seq += 1
+        return f"event: {kind}\ndata: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
+
+    async def events(self, stream, finish) -> AsyncIterator[bytes]:
+        start = _response_body(self.req, self.rid, self.created, self.backend.name, [], "in_progress", None, None)
+        yield self._event("response.created", response=start)
+        yield self._event("response.in_progress", response=start)
+        parser = ToolStream(self.spec) if self.spec is not None and self.spec.parses else None
+        output: list[dict[str, Any]] = []
+        msg: dict[str, Any] | None = None  # the open message item
+        text: list[str] = []
+        reason = None
+        try:
+            async for delta in stream:
+                self.record.completion_tokens += len(delta.token_ids)
+                reason = delta.finish_reason or reason
+                pieces = parser.push(delta.text) if parser else [("content", delta.text)]
+                if delta.finish_reason is not None and parser:
+                    pieces += parser.finish()
+                for kind, value in pieces:
+                    if kind == "content" and value:
+                        if msg is None:
+                            msg = _message_item(_new_id("msg"), "", "in_progress")
+                            output.append(msg)
+                            yield self._event("response.output_item.added", output_index=len(output) - 1, item=msg)
+                            yield self._event("response.content_part.added", item_id=msg["id"],
+                                              output_index=len(output) - 1, content_index=0,
+                                              part={"type": "output_text", "text": "", "annotations": []})
+                        text.append(value)
+                        yield self._event("response.output_text.delta", item_id=msg["id"],
+                                          output_index=output.index(msg), content_index=0, delta=value)
+                    elif kind == "call":
+                        for event in self._call_events(output, value):
+                            yield event
+        except Exception as e:  # an engine error mid-stream: one error event, then the end
+            yield self._event("error", code="internal_error", message=f"{type(e).__name__}: {e}", param=None)
+            return
+        if msg is not None:
+            done = _message_item(msg["id"], "".join(text))
+            output[output.index(msg)] = done
+            index = output.index(done)
+            yield self._event("response.output_text.done", item_id=done["id"], output_index=index, content_index=0,
+                              text=done["content"][0]["text"])
+            yield self._event("response.content_part.done", item_id=done["id"], output_index=index, content_index=0,
+                              part=done["content"][0])
+            yield self._event("response.output_item.done", output_index=index, item=done)
+        body = await run_in_threadpool(finish, output, reason)
+        yield self._event("response.completed" if body["status"] == "completed" else "response.incomplete",
+                          response=body)
+
+    def _call_events(self, output: list[dict[str, Any]], call: dict[str, Any]) -> list[bytes]:
+        item_id = _new_id("fc")
+        output.append(_call_item(item_id, call))
+        index = len(output) - 1
+        args = call["function"]["arguments"]
+        return [
+            self._event("response.output_item.added", output_index=index, item=_call_item(item_id, call, "in_progress")),
+            self._event("response.function_call_arguments.delta", item_id=item_id, output_index=index, delta=args),
+            self._event("response.function_call_arguments.done", item_id=item_id, output_index=index, arguments=args),
+            self._event("response.output_item.done", output_index=index, item=output[index]),
+        ]
+
+
+@router.get("/v1/responses/{response_id}", response_model=None)
+async def get_response(response_id: str, request: Request) -> Response:
+    row = await run_in_threadpool(_get_stored, request, response_id)
+    return JSONResponse(row.body)
+
+
+@router.delete("/v1/responses/{response_id}", response_model=None)
+async def delete_response(response_id: str, request: Request) -> Response:
+    def delete() -> None:
+        _get_stored(request, response_id)
+        with request.app.state.webapp.db.session() as s:
+            row = s.get(StoredResponse, response_id)
+            if row is not None:
+                s.delete(row)
+                s.commit()
+
+    await run_in_threadpool(delete)
+    return JSONResponse({"id": response_id, "object": "response", "deleted": True})
