@@ -191,3 +191,41 @@ def test_aigc_serve_with_remote_flag(servers):
     log = proc.stdout.read()
     assert "request id=" in log and "model=far" in log and "status=200" in log  # the request log line
 
+
+
+def test_a_remote_without_model_is_resolved_from_the_upstreams_model_list(servers):
+    """`--remote NAME=URL` without model=: NAME maps to the upstream's one model (no 404 for NAME)."""
+    upstream, _ = servers
+    app = create_app(Settings(models=[], remotes=[f"auto={upstream.url}/v1,key=UPSTREAM_KEY"]),
+                     environ={"UPSTREAM_KEY": UPSTREAM_KEY})
+    proxy = ServerThread(app).start()
+    try:
+        app.state.backends.wait_loaded(60)
+        via = openai.OpenAI(base_url=proxy.url + "/v1", api_key="unused", max_retries=0)
+        assert [m.id for m in via.models.list()] == ["auto"]
+        reply = via.chat.completions.create(model="auto", messages=CHAT, max_tokens=4, temperature=0)
+        assert reply.model == "auto" and reply.choices[0].message.content is not None
+    finally:
+        proxy.stop()
+
+
+def test_several_upstream_models_are_served_as_name_slash_id():
+    from fastapi import FastAPI
+
+    from aigc.server.remote import RemoteSpec, resolve_remote
+
+    upstream_app = FastAPI()
+
+    @upstream_app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": "alpha", "object": "model"}, {"id": "beta", "object": "model"}]}
+
+    upstream = ServerThread(upstream_app).start()
+    try:
+        backends = resolve_remote(RemoteSpec("up", upstream.url))
+        assert [(b.name, b.remote_model) for b in backends] == [("up", "alpha"), ("up/alpha", "alpha"),
+                                                                ("up/beta", "beta")]
+    finally:
+        upstream.stop()
+    down = resolve_remote(RemoteSpec("gone", f"http://127.0.0.1:{free_port()}"), timeout=2)
+    assert [(b.name, b.remote_model) for b in down] == [("gone", "gone")]  # unreachable: NAME as sent

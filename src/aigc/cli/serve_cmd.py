@@ -23,8 +23,11 @@ def register(sub) -> None:
     p.add_argument("--max-concurrency", type=int, default=None, help="sequences decoded together")
     p.add_argument("--max-queue", type=int, default=None, help="waiting requests before HTTP 429")
     p.add_argument("--max-context", type=int, default=None, help="tokens per sequence slot")
-    p.add_argument("--remote", action="append", default=None, metavar="NAME=URL[,key=ENV_VAR]",
-                   help="register an OpenAI-compatible endpoint as model NAME (repeatable)")
+    p.add_argument("--remote", action="append", default=None, metavar="NAME=URL[,key=ENV_VAR][,model=ID]",
+                   help="register an OpenAI-compatible endpoint as model NAME (repeatable). key=ENV_VAR: its API "
+                        "key's environment variable; model=ID: the upstream's model to ask for. Without model= "
+                        "the upstream's /v1/models is asked at start-up: one model is served as NAME; several as "
+                        "NAME/<id> each and NAME for the first")
     p.add_argument("--cors-origin", action="append", default=None, help="allowed CORS origin (repeatable)")
     p.add_argument("--database-url", default=None,
                    help="web app database (default sqlite:///aigc.db; postgresql+psycopg://... works too)")

@@ -23,7 +23,7 @@ from aigc.server.auth import APIKeyMiddleware
 from aigc.server.backends import ClassifierBackend, LocalBackend, ModelBackends
 from aigc.server.errors import APIError, install_error_handlers
 from aigc.server.metrics import ServerMetrics
-from aigc.server.remote import RemoteBackend, parse_remote_spec
+from aigc.server.remote import RemoteBackend, parse_remote_spec, resolve_remote
 from aigc.server.request_log import RequestLogMiddleware
 from aigc.server.text_check import TextCheckMiddleware
 from aigc.settings import Settings
@@ -61,7 +61,11 @@ def backends_from_settings(settings: Settings, environ: Mapping[str, str]) -> Mo
     for name in settings.models:
         backends.add_loader(name, functools.partial(load_local_backend, name, settings))
     for spec in settings.remotes:
-        backends.add(RemoteBackend(parse_remote_spec(spec, environ)))
+        remote = parse_remote_spec(spec, environ)
+        if remote.model is None:  # which model(s) the upstream serves: asked at start-up
+            backends.add_loader(remote.name, functools.partial(resolve_remote, remote))
+        else:
+            backends.add(RemoteBackend(remote))
     return backends
 
 

@@ -121,7 +121,8 @@ class ModelBackends:
                         self._pending.pop(name, None)
                         self.failed[name] = f"{type(e).__name__}: {e}"
                     continue
-                self.add(backend)
+                for b in backend if isinstance(backend, list) else [backend]:  # a remote may serve several
+                    self.add(b)
                 log.info("model %s ready in %.1fs", name, time.perf_counter() - started)
             self._loaded.set()
             self._closed.wait()

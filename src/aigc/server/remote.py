@@ -2,7 +2,10 @@
 
 `--remote NAME=URL[,key=ENV_VAR][,model=REMOTE_MODEL]` registers NAME; requests for it are
 forwarded to URL (the API base, e.g. `http://host:8000/v1`; a bare `http://host:8000` gets `/v1`)
-with the key read from ENV_VAR by the CLI, asking the remote for REMOTE_MODEL (default: NAME).
+with the key read from ENV_VAR by the CLI, asking the remote for REMOTE_MODEL. Without `model=`,
+the server asks the upstream's /v1/models at start-up: one model -> NAME maps to it; several ->
+`NAME/<upstream id>` for each, and NAME for the first. An upstream that cannot be asked keeps NAME
+as the model name sent (a warning is logged).
 Clients see the same API as for a local model: the `model` field says NAME, errors keep the
 OpenAI shape (a remote that cannot be reached is a 503, a timeout 504, garbage or a refused key
 502; the remote's own 4xx answers pass through), streams are
@@ -13,6 +16,7 @@ remote for usage so token counts are exact; the usage chunk reaches the client o
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
@@ -25,6 +29,8 @@ from starlette.requests import Request
 from aigc.server.errors import APIError
 from aigc.server.request_log import RequestRecord
 from aigc.server.sse import EventStreamResponse, sse_data, unless_disconnected
+
+log = logging.getLogger("aigc.server")
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,27 @@ def parse_remote_spec(spec: str, environ: Mapping[str, str]) -> RemoteSpec:
         else:
             raise ValueError(f"--remote {spec!r}: unknown option {key!r} (known: key, model)")
     return RemoteSpec(name, url, api_key, model)
+
+
+def resolve_remote(spec: RemoteSpec, timeout: float = 10.0) -> list[RemoteBackend]:
+    """Backends for a remote given without `model=`: one per model its /v1/models lists."""
+    base = _api_base(spec.url)
+    headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
+    try:
+        r = httpx.get(base + "/models", headers=headers, timeout=timeout, trust_env=False)
+        r.raise_for_status()
+        ids = [m["id"] for m in r.json().get("data", []) if isinstance(m, dict) and isinstance(m.get("id"), str)]
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError) as e:
+        log.warning("remote %s: could not list the models of %s (%s); requests ask it for %r", spec.name, base,
+                    e, spec.name)
+        return [RemoteBackend(spec)]
+    if not ids:
+        log.warning("remote %s: %s lists no models; requests ask it for %r", spec.name, base, spec.name)
+        return [RemoteBackend(spec)]
+    backends = [RemoteBackend(RemoteSpec(spec.name, spec.url, spec.api_key, ids[0]))]
+    if len(ids) > 1:
+        backends += [RemoteBackend(RemoteSpec(f"{spec.name}/{i}", spec.url, spec.api_key, i)) for i in ids]
+    return backends
 
 
 def _api_base(url: str) -> str:
