@@ -27,7 +27,6 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 import torch
 
 from aigc.generation.params import InvalidParameterError
@@ -168,8 +167,7 @@ class Constraint:
 
     def allowed(self) -> torch.Tensor:
         """Bool [vocab_size]: the tokens that keep the output inside the grammar."""
-        bits = np.frombuffer(self.matcher.compute_bitmask(), dtype=np.uint8)
-        return torch.from_numpy(np.unpackbits(bits, bitorder="little")[: self.vocab_size].astype(bool))
+        return allowed_tokens([self])[0]
 
     def advance(self, token: int) -> None:
         self.matcher.consume_token(token)
@@ -178,6 +176,29 @@ class Constraint:
     def done(self) -> bool:
         """The grammar is complete (nothing but end-of-sequence could follow) or broken."""
         return self.matcher.is_stopped() or self.matcher.is_error()
+
+
+_EXECUTOR = None
+_BIT = torch.arange(32, dtype=torch.int32)
+
+
+def allowed_tokens(constraints: list[Constraint]) -> torch.Tensor:
+    """Bool [len(constraints), vocab_size]: every row's allowed tokens, the masks computed in parallel
+    by llguidance's threads (without the GIL) into one bitmask, expanded with one vectorized op."""
+    global _EXECUTOR
+    import llguidance
+
+    vocab = constraints[0].vocab_size
+    words = (vocab + 31) // 32
+    bits = torch.zeros(len(constraints), words, dtype=torch.int32)
+    if len(constraints) == 1:
+        constraints[0].matcher.unsafe_compute_mask_ptr(bits.data_ptr(), words * 4)
+    else:
+        if _EXECUTOR is None:
+            _EXECUTOR = llguidance.LLExecutor()
+        _EXECUTOR.unsafe_compute_mask_ptr([(c.matcher, i) for i, c in enumerate(constraints)], bits.data_ptr(),
+                                          words * 4, len(constraints))
+    return ((bits[:, :, None] >> _BIT) & 1).bool().view(len(constraints), words * 32)[:, :vocab]
 
 
 def check(guided: GuidedDecoding, tokenizer: Tokenizer, vocab_size: int) -> None:

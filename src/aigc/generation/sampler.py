@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from aigc.generation.guided import allowed_tokens
 from aigc.generation.logits import (
     BatchPenalties,
     PenaltyState,
@@ -168,12 +169,13 @@ class Sampler:
     def _mask_to_grammars(x: torch.Tensor, b: _BatchParams, rows: list[SamplingState]) -> None:
         """Structured outputs: tokens that would leave a row's grammar get -inf. A row whose grammar
         allows nothing (it broke) may only end: its end-of-sequence tokens stay."""
-        for i in b.constrained:
-            allowed = rows[i].constraint.allowed().to(x.device)
-            if not bool(allowed.any()):
-                allowed = torch.zeros_like(allowed)
-                allowed[list(rows[i].constraint.eos_ids)] = True
-            x[i].masked_fill_(~allowed, float("-inf"))
+        constraints = [rows[i].constraint for i in b.constrained]
+        allowed = allowed_tokens(constraints).to(x.device)
+        for j, c in enumerate(constraints):
+            if not bool(allowed[j].any()):
+                allowed[j, list(c.eos_ids)] = True
+        idx = torch.tensor(b.constrained, device=x.device)
+        x[idx] = x[idx].masked_fill(~allowed, float("-inf"))
 
     @staticmethod
     def _draw(probs: torch.Tensor, b: _BatchParams, rows: list[SamplingState]) -> torch.Tensor:
