@@ -62,6 +62,22 @@ def test_run_streams_the_output(http, app_server):
     assert "你是一位精通格律的中国古典诗人" in prompt and "月" in prompt  # system prompt + rendered body
 
 
+def test_json_output_mode_decodes_under_the_templates_schema(http, app_server):
+    _, engine = app_server
+    cards = {t["id"]: t for t in http.get("/api/templates").json()["data"]}
+    schema = cards["quiz"]["output_schema"]
+    assert schema["required"] == ["questions"] and cards["poem"]["output_schema"] is None
+    events_of(http.post("/api/templates/quiz/run", json={"values": {"topic": "fractions"}, "output": "json",
+                                                          "params": {"max_tokens": 3}}))
+    guided = engine.requests[-1].params.guided
+    assert guided is not None and guided.kind == "json_schema"
+    assert json.loads(guided.spec)["required"] == ["questions"]
+    events_of(http.post("/api/templates/quiz/run", json={"values": {"topic": "fractions"}, "params": {"max_tokens": 1}}))
+    assert engine.requests[-1].params.guided is None  # text mode by default
+    r = http.post("/api/templates/poem/run", json={"values": {"theme": "月"}, "output": "json"})
+    assert error_of(r, 400)["param"] == "output"
+
+
 def test_user_templates_create_edit_delete(http):
     r = http.post("/api/templates", json=MY_TEMPLATE)
     assert r.status_code == 201, r.text

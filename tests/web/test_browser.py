@@ -167,6 +167,31 @@ def test_studio_template_runs_and_saves_to_a_conversation(page, live_server):
     shot(page, "studio-saved-conversation")
 
 
+def test_studio_json_output_mode_follows_the_templates_schema(page, live_server):
+    import json
+
+    import jsonschema
+
+    from aigc.apps.studio.catalog import load_builtin_templates
+
+    schema = load_builtin_templates()["product_description"].output_schema
+    open_app(page, live_server)
+    page.click("#tab-studio")
+    page.click(".card[data-template='product_description']")
+    page.fill("input[name='product'], textarea[name='product']", "A bamboo water bottle")
+    page.fill("input[name='features'], textarea[name='features']", "light, keeps drinks cold")
+    page.fill("#studio-max-tokens", "300")
+    page.check("#studio-json")
+    page.click("#studio-run")
+    page.wait_for_selector("#studio-stop")
+    page.wait_for_selector("#studio-run")
+    shot(page, "studio-json")
+    shown = page.locator("#studio-output code").inner_text()
+    jsonschema.validate(json.loads(shown), schema)  # shown indented in a code block: still the JSON
+    page.click(".card[data-template='poem']")
+    assert page.locator("#studio-json").count() == 0  # no schema, no switch
+
+
 MALICIOUS = "\n".join([
     "<script>window.__pwned = 'script'</script>",
     '<img src=x onerror="window.__pwned = \'img\'">',

@@ -18,6 +18,7 @@ import httpx
 from aigc.apps.chat.context import FittedContext, fit_messages
 from aigc.apps.chat.model import ApproxTokenizer, ChatModel, GenerationParams
 from aigc.engine.protocol import EngineError, EngineRequest, RequestStream
+from aigc.generation.guided import GuidedDecoding
 from aigc.generation.params import SamplingParams
 from aigc.server.backends import ClassifierBackend, LocalBackend, ModelBackends
 from aigc.server.errors import APIError, from_engine_error
@@ -25,8 +26,9 @@ from aigc.server.remote import RemoteBackend
 
 
 def sampling(params: GenerationParams) -> SamplingParams:
+    guided = GuidedDecoding.json_schema(params.json_schema) if params.json_schema is not None else None
     return SamplingParams(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p,
-                          seed=params.seed)
+                          seed=params.seed, guided=guided)
 
 
 class LocalReplyStream:
@@ -63,7 +65,8 @@ class LocalChatModel:
 
     def stream(self, fitted: FittedContext, params: GenerationParams) -> LocalReplyStream:
         try:
-            stream = self._backend.engine.submit(EngineRequest(list(fitted.prompt_ids), sampling(params).validate()))
+            request = EngineRequest(list(fitted.prompt_ids), sampling(params).validate())
+            stream = self._backend.engine.submit(request)
         except EngineError as e:
             raise from_engine_error(e) from None
         except ValueError as e:  # bad sampling values, context too long
@@ -89,6 +92,9 @@ class RemoteReplyStream:
                                 "top_p": params.top_p, "max_tokens": params.max_tokens}
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.json_schema is not None:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "output", "schema": params.json_schema, "strict": True}}
         self._task = asyncio.get_running_loop().create_task(self._read(backend, body))
 
     async def _read(self, backend: RemoteBackend, body: dict[str, Any]) -> None:

@@ -53,3 +53,4 @@ class TemplateRunIn(BaseModel):
     values: dict[str, Any] = Field(default_factory=dict)
     model: str | None = Field(None, max_length=200)
     params: ParamsIn | None = None
+    output: Literal["text", "json"] = "text"  # json: JSON output mode (templates that declare an output_schema)

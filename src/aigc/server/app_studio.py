@@ -44,11 +44,21 @@ def _card(web: Any, t: StudioTemplate) -> dict[str, Any]:
     return {**t.to_dict(), "resolved_model": choose_model(t, served, web.settings.studio_models)}
 
 
+# The model writes better JSON when asked for it; the schema itself is enforced while decoding.
+JSON_INSTRUCTION = "\n\nAnswer with JSON only."
+
+
 def _plan(web: Any, t: StudioTemplate, body: TemplateRunIn) -> tuple[str, Any, GenerationParams]:
     prompt = t.render(body.values)
     name = body.model or choose_model(t, web.backends.names(), web.settings.studio_models)
     name = pick_model_name(web.backends, name)
     params = GenerationParams.from_dict({**t.params, **(body.params.model_dump(exclude_unset=True) if body.params else {})})
+    if body.output == "json":
+        if t.output_schema is None:
+            raise APIError(400, f"template {t.id!r} declares no output_schema, so it has no JSON output mode",
+                           param="output", code="invalid_value")
+        params.json_schema = t.output_schema
+        prompt += JSON_INSTRUCTION
     return prompt, web.model(name), params
 
 

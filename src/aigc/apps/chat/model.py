@@ -21,6 +21,7 @@ class GenerationParams:
     top_p: float = 0.95
     max_tokens: int = 256
     seed: int | None = None
+    json_schema: dict[str, Any] | None = None  # structured output: the reply is JSON valid against it
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> GenerationParams:
@@ -28,7 +29,10 @@ class GenerationParams:
         return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["json_schema"] is None:  # only studio runs in JSON mode set it
+            del out["json_schema"]
+        return out
 
 
 class ReplyStream(Protocol):

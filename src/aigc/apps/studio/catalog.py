@@ -145,6 +145,7 @@ class StudioTemplate:
     params: dict[str, Any] = field(default_factory=dict)
     system: str = ""
     builtin: bool = False
+    output_schema: dict[str, Any] | None = None  # JSON output mode: the schema the output follows
 
     @classmethod
     def parse(cls, data: Any, *, ident: str | None = None, builtin: bool = False) -> StudioTemplate:
@@ -168,13 +169,17 @@ class StudioTemplate:
         version = data.get("version", 1)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise TemplateSpecError("version must be a positive integer")
+        output_schema = data.get("output_schema")
+        if output_schema is not None and not isinstance(output_schema, dict):
+            raise TemplateSpecError("output_schema must be a JSON schema object")
         for key in ("model", "system", "category"):
             if data.get(key) is not None and not isinstance(data[key], str):
                 raise TemplateSpecError(f"{key} must be a string")
         out = cls(id=ident or str(data.get("id") or ""), version=version, name=_i18n(data.get("name"), "name"),
                   body=body, description=_i18n(data.get("description"), "description", required=False),
                   category=data.get("category") or "writing", fields=fields, model=data.get("model") or None,
-                  params=dict(params), system=data.get("system") or "", builtin=builtin)
+                  params=dict(params), system=data.get("system") or "", builtin=builtin,
+                  output_schema=output_schema)
         out.compile()  # a syntax error is reported now, not at the first use
         return out
 
@@ -205,7 +210,8 @@ class StudioTemplate:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "name": self.name, "description": self.description,
                 "category": self.category, "fields": [f.to_dict() for f in self.fields], "model": self.model,
-                "params": self.params, "system": self.system, "body": self.body, "builtin": self.builtin}
+                "params": self.params, "system": self.system, "body": self.body, "builtin": self.builtin,
+                "output_schema": self.output_schema}
 
 
 # Built-in templates in the order the studio shows them (others follow by id).

@@ -8,7 +8,8 @@ import { pick, t } from "./i18n.js";
 import { renderMarkdown } from "./markdown.js";
 import { modelNames } from "./settings.js";
 
-const state = { templates: [], selected: null, values: {}, run: null, output: "", prompt: "", model: null };
+const state = { templates: [], selected: null, values: {}, run: null, output: "", prompt: "", model: null,
+  json: false, outputJson: false };
 
 export async function loadTemplates() {
   state.templates = (await api("GET", "/api/templates")).data;
@@ -87,7 +88,12 @@ function renderMain() {
       h("label", {}, h("span", {}, t("studio.model")), model),
       h("label", {}, h("span", {}, t("settings.max_tokens")),
         h("input", { id: "studio-max-tokens", type: "number", min: 1, max: 32768,
-          value: state.maxTokens ?? tpl.params.max_tokens ?? 256, oninput: (e) => (state.maxTokens = e.target.value) }))),
+          value: state.maxTokens ?? tpl.params.max_tokens ?? 256, oninput: (e) => (state.maxTokens = e.target.value) })),
+      // templates that declare an output schema can answer as JSON that follows it
+      tpl.output_schema ? h("label", { class: "check" },
+        h("input", { id: "studio-json", type: "checkbox", checked: Boolean(state.json),
+          onchange: (e) => (state.json = e.target.checked) }),
+        h("span", {}, t("studio.json"))) : null),
     h("div", { class: "tpl-bar" },
       running
         ? h("button", { type: "button", class: "btn danger", id: "studio-stop", onclick: stopRun }, t("chat.stop"))
@@ -100,9 +106,20 @@ function renderMain() {
       h("div", { class: "prompt-box", id: "studio-prompt" }, state.prompt)) : null,
     h("div", { class: "section-label" }, t("studio.output")),
     h("div", { class: `output-box msg-body${running ? " cursor" : ""}`, id: "studio-output" },
-      renderMarkdown(state.output, t("msg.copy"))),
+      renderOutput()),
   ];
   main.replaceChildren(...parts.filter(Boolean));
+}
+
+// JSON output shown as a code block, indented once it parses (while it streams it may not yet)
+function jsonBlock(text) {
+  let shown = text;
+  try { shown = JSON.stringify(JSON.parse(text), null, 2); } catch { /* still streaming */ }
+  return "```json\n" + shown + "\n```";
+}
+
+function renderOutput() {
+  return renderMarkdown(state.outputJson ? jsonBlock(state.output) : state.output, t("msg.copy"));
 }
 
 function requestBody() {
@@ -111,6 +128,7 @@ function requestBody() {
   if (model) body.model = model;
   const maxTokens = parseInt($("#studio-max-tokens")?.value, 10);
   if (maxTokens > 0) body.params = { max_tokens: maxTokens };
+  if (state.json && state.selected?.output_schema) body.output = "json";
   return body;
 }
 
@@ -130,6 +148,7 @@ async function run() {
   if (state.run) return;
   const tpl = state.selected;
   state.output = "";
+  state.outputJson = Boolean(state.json && tpl.output_schema);
   state.run = { controller: new AbortController(), prompt: "", model: null };
   renderMain();
   const out = () => $("#studio-output");
@@ -147,7 +166,7 @@ async function run() {
           pending = true;
           requestAnimationFrame(() => {
             pending = false;
-            out()?.replaceChildren(renderMarkdown(state.output, t("msg.copy")));
+            out()?.replaceChildren(renderOutput());
           });
         }
       } else if (event.type === "error") {
