@@ -52,7 +52,8 @@ class GuidedDecoding:
     @classmethod
     def json_schema(cls, schema: dict[str, Any] | bool, param: str = "response_format") -> GuidedDecoding:
         if not isinstance(schema, dict | bool):
-            raise InvalidParameterError(f"{param}: the JSON schema must be an object, got {type(schema).__name__}")
+            raise InvalidParameterError(f"{param}: the JSON schema must be an object, got {type(schema).__name__}",
+                                        param)
         written = _tighten_numbers(schema) if isinstance(schema, dict) else schema
         return cls("json_schema", json.dumps(written, ensure_ascii=False), param)  # key order is output order
 
@@ -63,14 +64,14 @@ class GuidedDecoding:
     @classmethod
     def regex(cls, pattern: str, param: str = "guided_regex") -> GuidedDecoding:
         if not isinstance(pattern, str) or not pattern:
-            raise InvalidParameterError(f"{param} must be a non-empty regular expression")
+            raise InvalidParameterError(f"{param} must be a non-empty regular expression", param)
         return cls("regex", pattern, param)
 
     @classmethod
     def choice(cls, choices: list[str], param: str = "guided_choice") -> GuidedDecoding:
         if (not isinstance(choices, list) or not choices
                 or not all(isinstance(c, str) and c for c in choices)):
-            raise InvalidParameterError(f"{param} must be a non-empty list of non-empty strings")
+            raise InvalidParameterError(f"{param} must be a non-empty list of non-empty strings", param)
         return cls("choice", json.dumps(choices, ensure_ascii=False), param)
 
     @classmethod
@@ -81,7 +82,7 @@ class GuidedDecoding:
     @classmethod
     def grammar(cls, text: str, param: str = "guided_grammar") -> GuidedDecoding:
         if not isinstance(text, str) or not text.strip():
-            raise InvalidParameterError(f"{param} must be a non-empty Lark or GBNF grammar")
+            raise InvalidParameterError(f"{param} must be a non-empty Lark or GBNF grammar", param)
         return cls("grammar", text, param)
 
 
@@ -158,12 +159,12 @@ class Constraint:
         try:
             grammar = _grammar(guided.kind, guided.spec)
         except ValueError as e:
-            raise InvalidParameterError(f"{guided.param}: {e}") from None
+            raise InvalidParameterError(f"{guided.param}: {e}", guided.param) from None
         self.vocab_size = vocab_size
         self.eos_ids = sorted(t for t in tokenizer.eos_token_ids if t < vocab_size)
         self.matcher = llguidance.LLMatcher(_ll_tokenizer(tokenizer, vocab_size), grammar, log_level=0)
         if self.matcher.is_error():
-            raise InvalidParameterError(f"{guided.param}: {self.matcher.get_error()}")
+            raise InvalidParameterError(f"{guided.param}: {self.matcher.get_error()}", guided.param)
 
     def allowed(self) -> torch.Tensor:
         """Bool [vocab_size]: the tokens that keep the output inside the grammar."""

@@ -27,7 +27,22 @@ MAX_LOGPROBS = 20
 
 
 class InvalidParameterError(ValueError):
-    """A sampling parameter out of range; the message names the parameter."""
+    """A request parameter out of range. `param`: the parameter's name (given, or the field the
+    message starts with), so the API layer names it in its error without parsing messages."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param if param is not None else _param_named_in(message)
+
+
+_EXTRA_PARAMS = ("response_format", "guided_json", "guided_regex", "guided_choice", "guided_grammar", "tool_choice",
+                 "tools")
+
+
+def _param_named_in(message: str) -> str | None:
+    first = message.replace(":", " ").split(" ", 1)[0]
+    known = set(SamplingParams.__dataclass_fields__) | set(_EXTRA_PARAMS)
+    return first if first in known else None
 
 
 @dataclass
@@ -133,12 +148,12 @@ class SamplingParams:
         _check(not self.stop, "stop strings are not supported with beam search (num_beams > 1)")
         _check(self.logprobs is None, "logprobs is not supported with beam search (num_beams > 1)")
         _check(self.guided is None, "structured outputs (response_format, guided_*) are not supported with beam "
-               "search (num_beams > 1)")
+               "search (num_beams > 1)", param="num_beams")
 
 
-def _check(ok: bool, message: str) -> None:
+def _check(ok: bool, message: str, param: str | None = None) -> None:
     if not ok:
-        raise InvalidParameterError(message)
+        raise InvalidParameterError(message, param)
 
 
 def _int(name: str, value: object) -> None:

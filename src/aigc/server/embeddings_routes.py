@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from aigc.server.backends import LocalBackend
 from aigc.server.errors import APIError, bad_request
+from aigc.server.openai_routes import begin
 from aigc.server.remote import RemoteBackend
-from aigc.server.request_log import request_record
 
 router = APIRouter()
 MAX_INPUTS = 2048  # OpenAI's limit per request
@@ -65,10 +65,7 @@ def _token_inputs(req: EmbeddingRequest, backend: LocalBackend) -> list[list[int
 
 @router.post("/v1/embeddings", response_model=None)
 async def embeddings(req: EmbeddingRequest, request: Request) -> Response:
-    record = request_record(request)
-    record.endpoint = "/v1/embeddings"
-    backend = request.app.state.backends.generative(req.model)
-    record.model = backend.name
+    record, backend = begin(request, "/v1/embeddings", req.model)
     if isinstance(backend, RemoteBackend):
         return await backend.forward(request, "embeddings", req.model_dump(exclude_unset=True), record)
     size = backend.engine.embedding_size

@@ -56,14 +56,19 @@ def _resolve(request: Request, model: str, record: RequestRecord) -> LocalBacken
     return backend
 
 
+def begin(request: Request, endpoint: str, model: str) -> tuple[RequestRecord, LocalBackend | RemoteBackend]:
+    """What every model route does first: its log record and the model's (generative) backend."""
+    record = request_record(request)
+    record.endpoint = endpoint
+    return record, _resolve(request, model, record)
+
+
 def _begin(request: Request, req: CompletionRequest | ChatCompletionRequest,
            endpoint: str) -> tuple[RequestRecord, LocalBackend | RemoteBackend]:
     """What every generation request does first: log record, shared checks, the model's backend."""
-    record = request_record(request)
-    record.endpoint = endpoint
     if req.stream_options is not None and not req.stream:
         raise APIError(400, "stream_options is only allowed when stream is true.", param="stream_options")
-    return record, _resolve(request, req.model, record)
+    return begin(request, endpoint, req.model)
 
 
 # ---------------------------------------------------------------------------- models
@@ -113,7 +118,7 @@ def _submit(backend: LocalBackend, prompts_ids: list[list[int]], params: Samplin
         if isinstance(e, EngineError):
             raise from_engine_error(e) from None
         # The engine's InvalidParameterError / ContextLengthError: the client's request is at fault.
-        raise APIError(400, str(e), param=prompts.param_of(str(e)), code="invalid_value") from None
+        raise APIError(400, str(e), param=getattr(e, "param", None), code="invalid_value") from None
     return streams
 
 

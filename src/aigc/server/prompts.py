@@ -21,19 +21,6 @@ from aigc.server.tools import ToolSpec, forced_call_grammar, prompt_messages, te
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
 
-_PARAM_NAMES = (
-    "max_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
-    "frequency_penalty", "logit_bias", "stop_token_ids", "stop", "seed", "n", "num_beams", "logprobs",
-    "length_penalty", "early_stopping",
-)
-
-
-def param_of(message: str) -> str | None:
-    """`SamplingParams.validate` (and the engine's) messages start with the field's name."""
-    first = message.split(" ", 1)[0]
-    return first if first in _PARAM_NAMES else None
-
-
 def fit_context(prompt_len: int, max_tokens: int | None, max_context: int, *, prompt_param: str,
                 default: int | None = None) -> int:
     """Completion budget for a prompt: the requested max_tokens (or `default`, or the rest of the
@@ -94,12 +81,6 @@ def guided_decoding(req: SamplingRequest) -> GuidedDecoding | None:
     return asked[0] if asked else None
 
 
-def _guided_param(message: str) -> str | None:
-    first = message.split(":", 1)[0].split(" ", 1)[0]
-    return first if first in ("response_format", "guided_json", "guided_regex", "guided_choice",
-                              "guided_grammar", "tool_choice") else None
-
-
 def sampling_params(req: SamplingRequest, *, max_tokens: int, logprobs: int | None, backend: LocalBackend,
                     guided: GuidedDecoding | None = None) -> SamplingParams:
     vocab_size = _vocab_size(backend)
@@ -119,10 +100,7 @@ def sampling_params(req: SamplingRequest, *, max_tokens: int, logprobs: int | No
             guided_outputs.check(params.guided, backend.tokenizer, vocab_size)
         return params
     except InvalidParameterError as e:
-        message = str(e)
-        param = _guided_param(message) or param_of(message) or (
-            "num_beams" if "num_beams" in message else None)
-        raise bad_request(message, param=param, code="invalid_value") from None
+        raise bad_request(str(e), param=e.param, code="invalid_value") from None
 
 
 def _vocab_size(backend: LocalBackend) -> int:

@@ -28,9 +28,9 @@ from starlette.concurrency import run_in_threadpool
 from aigc.server import prompts
 from aigc.server.backends import LocalBackend
 from aigc.server.errors import APIError, bad_request
-from aigc.server.openai_routes import _engine_errors, _in_flight, _submit
+from aigc.server.openai_routes import _engine_errors, _in_flight, _submit, begin
 from aigc.server.remote import RemoteBackend
-from aigc.server.request_log import RequestRecord, request_record
+from aigc.server.request_log import RequestRecord
 from aigc.server.schemas import ChatCompletionRequest
 from aigc.server.sse import EventStreamResponse, unless_disconnected
 from aigc.server.tools import ToolStream
@@ -195,10 +195,7 @@ def _call_item(item_id: str, call: dict[str, Any], status: str = "completed") ->
 
 @router.post("/v1/responses", response_model=None)
 async def create_response(req: ResponsesRequest, request: Request) -> Response:
-    record = request_record(request)
-    record.endpoint = "/v1/responses"
-    backend = request.app.state.backends.generative(req.model)
-    record.model = backend.name
+    record, backend = begin(request, "/v1/responses", req.model)
     if isinstance(backend, RemoteBackend):
         return await backend.forward(request, "responses", req.model_dump(exclude_unset=True), record)
     history = await run_in_threadpool(_load_previous, request, req.previous_response_id) \

@@ -27,6 +27,16 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
+/* Call an always-inline kernel with its row count R (1..4) as a constant, so the compiler keeps
+ * the per-row accumulators in registers; the last argument is `out`. */
+#define BY_ROWS(fn, a, b, c, d, out)                  \
+    switch (R) {                                      \
+    case 1: fn(a, b, c, d, 1, out); return;           \
+    case 2: fn(a, b, c, d, 2, out); return;           \
+    case 3: fn(a, b, c, d, 3, out); return;           \
+    default: fn(a, b, c, d, 4, out); return;          \
+    }
+
 /* ---- scalar helpers ---------------------------------------------------------------------------- */
 
 INLINE float f16_to_f32(uint16_t h) {
@@ -790,12 +800,7 @@ INLINE void dot_rows_int_q16(int type, const uint8_t *w, int64_t K, const act_q1
 }
 
 static void dot_rows_q16(int type, const uint8_t *w, int64_t K, const act_q16 *x, int R, float *out) {
-    switch (R) {
-    case 1: dot_rows_int_q16(type, w, K, x, 1, out); return;
-    case 2: dot_rows_int_q16(type, w, K, x, 2, out); return;
-    case 3: dot_rows_int_q16(type, w, K, x, 3, out); return;
-    default: dot_rows_int_q16(type, w, K, x, 4, out); return;
-    }
+    BY_ROWS(dot_rows_int_q16, type, w, K, x, out);
 }
 #else
 #define HAS_Q16 0
@@ -955,12 +960,7 @@ INLINE void dot_rows_int_k16(int type, const uint8_t *w, int64_t K, const act_q1
 }
 
 static void dot_rows_k16(int type, const uint8_t *w, int64_t K, const act_q16k *x, int R, float *out) {
-    switch (R) {
-    case 1: dot_rows_int_k16(type, w, K, x, 1, out); return;
-    case 2: dot_rows_int_k16(type, w, K, x, 2, out); return;
-    case 3: dot_rows_int_k16(type, w, K, x, 3, out); return;
-    default: dot_rows_int_k16(type, w, K, x, 4, out); return;
-    }
+    BY_ROWS(dot_rows_int_k16, type, w, K, x, out);
 }
 #else
 #define HAS_K16 0
@@ -983,19 +983,9 @@ static void dot_rows_fx(int type, const uint8_t *w, int64_t K, const float *cons
 
 static void dot_rows(int type, const uint8_t *w, int64_t K, const void *x, int R, float *out) {
     if (type == T_F32 || type == T_F16 || type == T_BF16) {
-        switch (R) { /* constant R: the compiler keeps the accumulators in registers */
-        case 1: dot_rows_float(type, w, K, (const float *const *)x, 1, out); return;
-        case 2: dot_rows_float(type, w, K, (const float *const *)x, 2, out); return;
-        case 3: dot_rows_float(type, w, K, (const float *const *)x, 3, out); return;
-        default: dot_rows_float(type, w, K, (const float *const *)x, 4, out); return;
-        }
+        BY_ROWS(dot_rows_float, type, w, K, (const float *const *)x, out);
     }
-    switch (R) {
-    case 1: dot_rows_int(type, w, K, (const act_q8 *)x, 1, out); return;
-    case 2: dot_rows_int(type, w, K, (const act_q8 *)x, 2, out); return;
-    case 3: dot_rows_int(type, w, K, (const act_q8 *)x, 3, out); return;
-    default: dot_rows_int(type, w, K, (const act_q8 *)x, 4, out); return;
-    }
+    BY_ROWS(dot_rows_int, type, w, K, (const act_q8 *)x, out);
 }
 
 /* ---- dequantization, vectorized where the ISA allows (prefill panels, embedding rows) ---------- */
