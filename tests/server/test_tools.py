@@ -9,6 +9,7 @@ import json
 import httpx
 import jsonschema
 import openai
+import pydantic
 import pytest
 from server_harness import REAL
 
@@ -184,3 +185,18 @@ def test_tool_spec_defaults():
     spec = tool_spec([WEATHER], None, None)
     assert isinstance(spec, ToolSpec) and spec.choice == "auto" and spec.parallel and spec.parses
     assert tool_spec(None, "none", None) is None
+
+
+class GetWeather(pydantic.BaseModel):
+    city: str
+
+
+@pytest.mark.slow
+def test_the_clients_pydantic_tool_helper_and_no_runaway_calls(client):
+    """`openai.pydantic_function_tool` + `chat.completions.parse`: forced ("required", one function)
+    decoding ends after its one call even at temperature 0, and the arguments parse into the model."""
+    resp = client.chat.completions.parse(model=REAL, messages=ASK, tools=[openai.pydantic_function_tool(GetWeather)],
+                                         tool_choice="required", max_tokens=80, temperature=0)
+    choice = resp.choices[0]
+    assert choice.finish_reason == "tool_calls" and len(choice.message.tool_calls) == 1
+    assert isinstance(choice.message.tool_calls[0].function.parsed_arguments, GetWeather)

@@ -126,8 +126,11 @@ def forced_call_grammar(spec: ToolSpec) -> GuidedDecoding | None:
                  "required": ["name", "arguments"], "additionalProperties": False} for f in functions]
     schema = compact_schema(variants[0] if len(variants) == 1 else {"anyOf": variants})
     call = f'"{OPEN}\\n" %json {json.dumps(schema, ensure_ascii=False)} "\\n{CLOSE}"'
-    repeat = ' ("\\n" call)*' if spec.parallel and spec.choice == "required" else ""
-    return GuidedDecoding.lark(f"start: call{repeat}\ncall: {call}\n", param="tool_choice")
+    # "required" with parallel calls: up to one call per function (a small model would otherwise go
+    # on calling until max_tokens); a named function: exactly one call
+    more = len(functions) - 1 if spec.parallel and spec.choice == "required" else 0
+    rule = "call" + "".join(' ("\\n" call' for _ in range(more)) + ")?" * more
+    return GuidedDecoding.lark(f"start: {rule}\ncall: {call}\n", param="tool_choice")
 
 
 # ---------------------------------------------------------------------------- the model's output
