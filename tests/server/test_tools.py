@@ -32,6 +32,11 @@ OUTPUTS = [
     '<tool_call>\n{"name": "unknown_fn", "arguments": {}}\n</tool_call> trailing',
     '<tool_call>\n{"name": "get_time", "arguments": {"zone": "日本"}}\n</tool_call>',
     '<tool_call>\n{"name": "get_time", "arguments": {"zone": "cut',
+    ' {"name": "get_weather", "parameters": {"city": "Oslo", "unit": "celsius"}}',  # Llama 3.1
+    '<|python_tag|>{"name": "get_time", "parameters": {"zone": "UTC"}}',
+    '[TOOL_CALLS] [{"name": "get_time", "arguments": {"zone": "A"}}, {"name": "get_time", "arguments": {}}]',
+    '{"not": "a call"} is just JSON',
+    "[1] A list that is text.",
 ]
 
 
@@ -70,6 +75,11 @@ def test_what_the_parser_finds():
     assert parse_tool_calls(OUTPUTS[1], SPEC) == (OUTPUTS[1], [])
     assert parse_tool_calls(OUTPUTS[2], SPEC)[1] == []  # not one of the tools: stays text
     assert parse_tool_calls(OUTPUTS[4], SPEC)[1] == []  # cut off: stays text
+    llama = parse_tool_calls(OUTPUTS[5], SPEC)
+    assert llama[0] is None and json.loads(llama[1][0]["function"]["arguments"]) == {"city": "Oslo", "unit": "celsius"}
+    assert [c["function"]["name"] for c in parse_tool_calls(OUTPUTS[7], SPEC)[1]] == ["get_time", "get_time"]
+    assert parse_tool_calls(OUTPUTS[8], SPEC) == (OUTPUTS[8], [])
+    assert parse_tool_calls(OUTPUTS[9], SPEC) == (OUTPUTS[9], [])
 
 
 def test_prompts_for_templates_with_and_without_tools():

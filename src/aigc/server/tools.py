@@ -172,15 +172,38 @@ def _with_object_arguments(m: dict[str, Any]) -> dict[str, Any]:
 
 def _parse_block(body: str, names: set[str]) -> dict[str, Any] | None:
     try:
-        obj = json.loads(body)
+        return _call_from(json.loads(body), names)
     except json.JSONDecodeError:
         return None
+
+
+def _call_from(obj: Any, names: set[str]) -> dict[str, Any] | None:
+    """{"name", "arguments" (or Llama's "parameters")} naming one of the tools -> an OpenAI tool call."""
     if not isinstance(obj, dict) or obj.get("name") not in names:
         return None
     args = obj.get("arguments", obj.get("parameters", {}))
     return {"id": new_call_id(), "type": "function",
             "function": {"name": obj["name"],
                          "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}}
+
+
+# Outputs that are nothing but calls, as other model families write them: Llama 3.1's bare JSON
+# object (after an optional <|python_tag|>) and Mistral's [TOOL_CALLS] list.
+WHOLE_PREFIXES = ("<|python_tag|>", "[TOOL_CALLS]")
+
+
+def _whole_output_calls(text: str, names: set[str]) -> list[dict[str, Any]] | None:
+    body = text.strip()
+    for prefix in WHOLE_PREFIXES:
+        if body.startswith(prefix):
+            body = body[len(prefix):].strip()
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError:
+        return None
+    objs = obj if isinstance(obj, list) else [obj]
+    calls = [_call_from(o, names) for o in objs]
+    return calls if calls and all(c is not None for c in calls) else None
 
 
 def parse_tool_calls(text: str, spec: ToolSpec) -> tuple[str | None, list[dict[str, Any]]]:
@@ -203,6 +226,7 @@ class ToolStream:
     _buf: str = ""
     _in_call: bool = False
     _after_call: bool = False  # a call just closed: one "\n" (the separator between calls) is dropped
+    _mode: str = "start"  # start (nothing decided) | markup (<tool_call> blocks) | whole (held to the end)
     calls: int = 0
     _names: set[str] = field(default_factory=set)
 
@@ -211,6 +235,15 @@ class ToolStream:
 
     def push(self, text: str) -> list[tuple[str, Any]]:
         self._buf += text
+        if self._mode == "start":
+            head = self._buf.lstrip()
+            if not head or any(p.startswith(head) for p in WHOLE_PREFIXES):
+                return []  # not decided yet: only whitespace, or the start of a prefix
+            # An output that opens like JSON may be a whole-output call: held until its end.
+            whole = head[0] in "{[" or head.startswith(WHOLE_PREFIXES)
+            self._mode = "whole" if whole else "markup"
+        if self._mode == "whole":
+            return []
         events: list[tuple[str, Any]] = []
         while self._buf:
             if self._after_call:
@@ -247,7 +280,21 @@ class ToolStream:
         return events
 
     def finish(self) -> list[tuple[str, Any]]:
-        """The end of the output: an unclosed block is text, as is a held-back partial marker."""
+        """The end of the output: an unclosed block is text, as is a held-back partial marker; a held
+        whole output is calls if it parses as them, else text."""
+        if self._mode == "whole":
+            calls = _whole_output_calls(self._buf, self._names)
+            if calls is not None:
+                self._buf = ""
+                events: list[tuple[str, Any]] = []
+                for call in calls:
+                    call["index"] = self.calls
+                    self.calls += 1
+                    events.append(("call", call))
+                return events
+            if OPEN in self._buf:  # it opened like JSON but holds markup after all
+                held, self._buf, self._mode = self._buf, "", "markup"
+                return self.push(held) + self.finish()
         rest = (OPEN + self._buf) if self._in_call else self._buf
         self._buf, self._in_call = "", False
         return [("content", rest)] if rest else []
