@@ -189,3 +189,14 @@ def test_threads_can_be_set_and_results_do_not_depend_on_them():
         assert torch.equal(kernels.matmul([packed], x), one)
     finally:
         kernels.set_num_threads(before)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_argmax_and_logsumexp_in_one_pass(isa):
+    """Greedy sampling's reductions: torch's argmax (first of tied maxima) and logsumexp."""
+    kernels.set_isa(isa)
+    x = torch.randn(3, 49157) * 4  # not a multiple of any vector width
+    x[1, 100] = x[1, 4000] = 99.0  # a tie: the first index wins, as in torch
+    ids, lse = kernels.argmax_lse(x)
+    assert torch.equal(ids, x.argmax(dim=-1)) and int(ids[1]) == 100
+    assert torch.allclose(lse, torch.logsumexp(x, dim=-1), rtol=1e-5, atol=1e-4)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from aigc import kernels
 from aigc.generation.guided import allowed_tokens
 from aigc.generation.logits import (
     BatchPenalties,
@@ -130,13 +131,17 @@ class Sampler:
         """Choose one token per row of `logits` [B, V]; records them in the rows' penalty history."""
         b = self._params_for(rows, logits)
         raw = logits.float()
-        lse = torch.logsumexp(raw, dim=-1)
+        plain_greedy = b.all_greedy and b.bias is None and b.penalties is None and not b.constrained
+        fast = plain_greedy and raw.device.type == "cpu" and kernels.available()
+        if fast:  # greedy on CPU: argmax and log-sum-exp in one native pass (~25 us a 49k row, not ~100)
+            greedy_ids, lse = kernels.argmax_lse(raw)
+        else:
+            lse = torch.logsumexp(raw, dim=-1)
         top_ids = top_lps = None
         if b.top_logprobs:
             top_vals, top_ids = raw.topk(b.top_logprobs, dim=-1)
             top_lps = top_vals - lse[:, None]
         # Work on a copy unless this is plain greedy decoding, which only reads the logits.
-        plain_greedy = b.all_greedy and b.bias is None and b.penalties is None and not b.constrained
         x = raw if plain_greedy else raw.clone()
         if b.bias is not None:
             x += b.bias
@@ -144,7 +149,9 @@ class Sampler:
             b.penalties.apply(x)
         if b.constrained:
             self._mask_to_grammars(x, b, rows)
-        if b.all_greedy:
+        if fast:
+            tokens = greedy_ids
+        elif b.all_greedy:
             tokens = x.argmax(dim=-1)
         else:
             greedy_tokens = x.argmax(dim=-1) if b.greedy is not None else None

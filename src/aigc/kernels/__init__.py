@@ -18,7 +18,7 @@ from aigc.kernels.library import CLayer, CModel, CWeight, KernelUnavailableError
 
 __all__ = [
     "FORMATS", "WeightFormat", "weight_format", "PackedWeight", "matmul", "dequantize", "quantize", "isa",
-    "set_isa", "set_int8_min_rows", "set_gemm_min_rows", "set_exact_activations", "supported_isas", "num_threads", "set_num_threads",
+    "set_isa", "set_int8_min_rows", "set_gemm_min_rows", "argmax_lse", "set_exact_activations", "supported_isas", "num_threads", "set_num_threads",
     "available", "load", "KernelUnavailableError", "CLayer", "CModel", "CWeight",
 ]
 
@@ -140,6 +140,17 @@ def set_gemm_min_rows(rows: int) -> None:
     float16 rounding), everything else float panels. 0 = the measured defaults (12 rows for int16
     panels, 20 for float ones; or AIGC_GEMM_MIN_ROWS); 1 = always panels."""
     load().aigc_set_gemm_min_rows(int(rows))
+
+
+def argmax_lse(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of a contiguous float32 [B, V] CPU tensor: the argmax (long) and the log-sum-exp, in one
+    native pass (greedy sampling's two reductions; torch takes two passes and ~100 us per 49k row)."""
+    lib = load()
+    x = x.contiguous()
+    ids = torch.empty(x.shape[0], dtype=torch.int64)
+    lse = torch.empty(x.shape[0], dtype=torch.float32)
+    lib.aigc_argmax_lse(x.data_ptr(), x.shape[0], x.shape[1], ids.data_ptr(), lse.data_ptr())
+    return ids, lse
 
 
 def set_exact_activations(exact: bool) -> None:

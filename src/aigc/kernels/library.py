@@ -78,6 +78,8 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.aigc_set_num_threads.argtypes = [I32]
     lib.aigc_set_int8_min_rows.argtypes = [I64]
     lib.aigc_set_gemm_min_rows.argtypes = [I64]
+    lib.aigc_argmax_lse.argtypes = [P, I64, I64, P, P]
+    lib.aigc_argmax_lse.restype = None
     lib.aigc_set_activation_mode.argtypes = [I32]
     lib.aigc_row_bytes.argtypes = [I32, I64]
     lib.aigc_row_bytes.restype = I64

@@ -78,6 +78,7 @@ typedef struct {
     void (*gemm_panel16)(const int16_t *panel, const float *scales, int64_t K, const act_q16 *x, int64_t M,
                          float *c);
     int gemm16_levels; /* activation levels the int16 panels take (|q| <= levels) */
+    int64_t (*argmax_lse)(const float *x, int64_t n, float *lse);
 } isa_kernels;
 
 extern const isa_kernels kernels_portable;
@@ -134,6 +135,8 @@ int aigc_num_threads(void);
 void aigc_set_num_threads(int n);
 void aigc_set_int8_min_rows(int64_t rows);
 void aigc_set_gemm_min_rows(int64_t rows);
+/* rows of logits: out_ids[r] = argmax of row r, out_lse[r] = its log-sum-exp */
+void aigc_argmax_lse(const float *x, int64_t rows, int64_t n, int64_t *out_ids, float *out_lse);
 void aigc_set_activation_mode(int int16);
 int aigc_matmul(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
                 const float *bias, int accumulate);

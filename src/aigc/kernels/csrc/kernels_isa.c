@@ -1333,6 +1333,36 @@ INLINE void attention_nq(const float *q, int NQ, const void *k, const void *v, i
     }
 }
 
+/* Greedy sampling's reductions in one pass: the index of the largest of x[0:n] and log(sum(exp(x))). */
+static int64_t argmax_lse(const float *x, int64_t n, float *lse) {
+    float mx = -INFINITY;
+    int64_t i = 0;
+#if defined(__AVX512F__)
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    for (; i + 16 <= n; i += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(x + i));
+    mx = _mm512_reduce_max_ps(vm);
+#elif defined(__AVX2__)
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (; i + 8 <= n; i += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(x + i));
+    float lanes[8];
+    _mm256_storeu_ps(lanes, vm);
+    for (int l = 0; l < 8; l++) mx = lanes[l] > mx ? lanes[l] : mx;
+#endif
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    int64_t best = 0; /* the first index holding the maximum, as torch.argmax */
+    while (best < n - 1 && x[best] != mx) best++;
+    i = 0;
+    float sum = 0.0f;
+#if defined(FW)
+    vf vs = VZERO();
+    for (; i + FW <= n; i += FW) vs = VFMA(vexp(VFMA(VLOAD(x + i), VSET1(1.0f), VSET1(-mx))), VSET1(1.0f), vs);
+    sum = VHSUM(vs);
+#endif
+    for (; i < n; i++) sum += exp_fast(x[i] - mx);
+    *lse = mx + logf(sum);
+    return best;
+}
+
 /* nq query heads sharing one kv head; scores: nq * len floats of scratch */
 static void attention(const float *q, int nq, const void *k, const void *v, int kv_f16, int64_t pos_stride,
                       int64_t len, int hd, float scale, float *scores, float *out) {
@@ -1355,5 +1385,5 @@ static void attention(const float *q, int nq, const void *k, const void *v, int 
 const isa_kernels TABLE = {
     STR(ISA), dot_rows, dot_rows_fx, HAS_Q16 ? dot_rows_q16 : NULL, quantize_act16, quantize_act, dequant_row, rmsnorm, attention, silu_mul, store_kv,
     GEMM_NC, gemm_pack, gemm_panel, HAS_K16 ? dot_rows_k16 : NULL, quantize_act16k,
-    HAS_GEMM16 ? gemm_pack16 : NULL, HAS_GEMM16 ? gemm_panel16 : NULL, GEMM16_LEVELS,
+    HAS_GEMM16 ? gemm_pack16 : NULL, HAS_GEMM16 ? gemm_panel16 : NULL, GEMM16_LEVELS, argmax_lse,
 };

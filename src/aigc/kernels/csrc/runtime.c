@@ -561,6 +561,10 @@ static int matmul_locked(const aigc_weight *parts, int n_parts, const float *x, 
     return 0;
 }
 
+void aigc_argmax_lse(const float *x, int64_t rows, int64_t n, int64_t *out_ids, float *out_lse) {
+    for (int64_t r = 0; r < rows; r++) out_ids[r] = K->argmax_lse(x + r * n, n, out_lse + r);
+}
+
 int aigc_matmul(const aigc_weight *parts, int n_parts, const float *x, int64_t M, float *y,
                 const float *bias, int accumulate) {
     ensure_pool(0);
