@@ -166,10 +166,6 @@ class Constraint:
         if self.matcher.is_error():
             raise InvalidParameterError(f"{guided.param}: {self.matcher.get_error()}", guided.param)
 
-    def allowed(self) -> torch.Tensor:
-        """Bool [vocab_size]: the tokens that keep the output inside the grammar."""
-        return allowed_tokens([self])[0]
-
     def advance(self, token: int) -> None:
         self.matcher.consume_token(token)
 

@@ -265,9 +265,9 @@ async def chat_completions(req: ChatCompletionRequest, request: Request) -> Resp
     if isinstance(backend, RemoteBackend):
         return await backend.forward(request, "chat/completions", req.model_dump(exclude_unset=True), record)
 
-    ids = prompts.chat_prompt(req, backend)
-    params = prompts.chat_params(req, backend, ids)
     spec = prompts.chat_tools(req)
+    ids = prompts.chat_prompt(req, backend, spec)
+    params = prompts.chat_params(req, backend, ids, spec)
     record.prompt_tokens = len(ids)
     rid, created, n = f"chatcmpl-{record.id}", int(time.time()), req.n
     choices = [_Choice() for _ in range(n)]
@@ -369,7 +369,7 @@ async def tokenize(req: TokenizeRequest, request: Request) -> Response:
     if req.messages is not None:
         chat = ChatCompletionRequest(model=req.model, messages=req.messages,
                                      add_generation_prompt=req.add_generation_prompt)
-        ids = prompts.chat_prompt(chat, backend)
+        ids = prompts.chat_prompt(chat, backend, prompts.chat_tools(chat))
     else:
         ids = backend.tokenizer.encode(req.prompt or "", add_special_tokens=req.add_special_tokens)
     record.prompt_tokens = len(ids)

@@ -11,7 +11,6 @@ import json
 from typing import Any
 
 from aigc.chat_template import TemplateError
-from aigc.generation import guided as guided_outputs
 from aigc.generation.guided import GuidedDecoding
 from aigc.generation.params import InvalidParameterError, SamplingParams
 from aigc.server.backends import LocalBackend
@@ -83,6 +82,8 @@ def guided_decoding(req: SamplingRequest) -> GuidedDecoding | None:
 
 def sampling_params(req: SamplingRequest, *, max_tokens: int, logprobs: int | None, backend: LocalBackend,
                     guided: GuidedDecoding | None = None) -> SamplingParams:
+    """`guided`: a structured output the server imposes (a forced tool call); the request may not
+    ask for another one."""
     vocab_size = _vocab_size(backend)
     values: dict[str, Any] = {
         "max_tokens": max_tokens, "n": req.n, "stop": req.stop, "seed": req.seed, "logprobs": logprobs,
@@ -94,11 +95,13 @@ def sampling_params(req: SamplingRequest, *, max_tokens: int, logprobs: int | No
         if value is not None:
             values[name] = value
     try:
-        values["guided"] = guided or guided_decoding(req)
-        params = SamplingParams(**values).validate(vocab_size=vocab_size)
-        if params.guided is not None:  # compile now: a bad schema is a 400, not a failed stream
-            guided_outputs.check(params.guided, backend.tokenizer, vocab_size)
-        return params
+        asked = guided_decoding(req)
+        if guided is not None and asked is not None:
+            raise InvalidParameterError("A forced tool call (tool_choice) and a structured output "
+                                        "(response_format, guided_*) cannot be combined.", "tool_choice")
+        values["guided"] = guided or asked
+        # a spec that does not compile is refused by Engine.submit, before any stream starts
+        return SamplingParams(**values).validate(vocab_size=vocab_size)
     except InvalidParameterError as e:
         raise bad_request(str(e), param=e.param, code="invalid_value") from None
 
@@ -163,9 +166,9 @@ def chat_messages(req: ChatCompletionRequest) -> list[dict[str, Any]]:
     return [{**m, "role": "system"} if m.get("role") == "developer" else m for m in req.messages]
 
 
-def chat_prompt(req: ChatCompletionRequest, backend: LocalBackend) -> list[int]:
+def chat_prompt(req: ChatCompletionRequest, backend: LocalBackend, spec: ToolSpec | None) -> list[int]:
+    """The prompt's token ids; `spec`: the request's tools (chat_tools)."""
     tokenizer = backend.tokenizer
-    spec = chat_tools(req)
     # transformers' rule: a tokenizer with a "tool_use" template uses it when tools are given
     named = "tool_use" if spec is not None and "tool_use" in tokenizer.chat_templates else None
     source = tokenizer.chat_templates[named] if named else tokenizer.chat_template
@@ -182,16 +185,13 @@ def chat_prompt(req: ChatCompletionRequest, backend: LocalBackend) -> list[int]:
     return list(ids)  # type: ignore[arg-type]
 
 
-def chat_params(req: ChatCompletionRequest, backend: LocalBackend, prompt: list[int]) -> SamplingParams:
+def chat_params(req: ChatCompletionRequest, backend: LocalBackend, prompt: list[int],
+                spec: ToolSpec | None) -> SamplingParams:
     if req.max_tokens is not None and req.max_completion_tokens is not None and req.max_tokens != req.max_completion_tokens:
         raise bad_request("max_tokens and max_completion_tokens disagree; send one of them.",
                           param="max_completion_tokens")
     requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_tokens = fit_context(len(prompt), requested, backend.max_context, prompt_param="messages")
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
-    spec = chat_tools(req)
     forced = forced_call_grammar(spec) if spec is not None else None
-    if forced is not None and (guided_decoding(req) is not None):
-        raise bad_request("A forced tool call (tool_choice) and a structured output (response_format, guided_*) "
-                          "cannot be combined.", param="tool_choice")
     return sampling_params(req, max_tokens=max_tokens, logprobs=logprobs, backend=backend, guided=forced)

@@ -207,9 +207,9 @@ async def create_response(req: ResponsesRequest, request: Request) -> Response:
         tool_choice=_chat_tool_choice(req.tool_choice), parallel_tool_calls=req.parallel_tool_calls,
         response_format=_response_format(req.text), max_completion_tokens=req.max_output_tokens,
         temperature=req.temperature, top_p=req.top_p)
-    ids = prompts.chat_prompt(chat, backend)
-    params = prompts.chat_params(chat, backend, ids)
     spec = prompts.chat_tools(chat)
+    ids = prompts.chat_prompt(chat, backend, spec)
+    params = prompts.chat_params(chat, backend, ids, spec)
     record.prompt_tokens = len(ids)
     rid, created = _new_id("resp"), int(time.time())
     streams = _submit(backend, [ids], params, rid)

@@ -1,9 +1,10 @@
 /* aigc CPU kernels: shared declarations.
  *
  * Weights stay in the block formats llama.cpp stores in GGUF files (ggml type ids below); the
- * kernels read them as they are. Integer formats are multiplied with activations quantized on the
- * fly to int8 blocks of 32 (one float scale per block, as llama.cpp does for its integer dot
- * products); float formats (F32/F16/BF16) multiply with float activations.
+ * kernels read them as they are. Integer formats meet activations quantized on the fly to int16
+ * blocks (per 32, or per 256-weight super-block for the K-formats; int8 blocks as llama.cpp only
+ * when asked), or dequantized panels when many rows share the weights; float formats (F32/F16/BF16)
+ * multiply with float activations.
  *
  * `kernels_isa.c` is compiled once per instruction set (portable, AVX2, AVX-512) into functions with
  * a suffix; `runtime.c` picks one set at load time (cpuid, or AIGC_KERNEL_ISA) and owns the thread

@@ -25,8 +25,8 @@
 #endif
 
 /* Integer-format products with at least this many activation rows quantize the activations to int8
- * blocks (llama.cpp's way: int8 dot products are ~4x denser, prefill ~1.35x faster here); fewer rows
- * keep them in float, exact up to float rounding. Off by default: on SmolLM2-135M int8 activations
+ * blocks (llama.cpp's way: int8 dot products are ~4x denser); fewer rows keep int16 blocks or
+ * panels (below). Off by default: on SmolLM2-135M int8 activations
  * changed greedy answers (KL ~0.006 nats per token against float activations), so speed is opt-in
  * with AIGC_INT8_ACTIVATIONS=1 (or aigc_set_int8_min_rows). */
 static int64_t int8_min_rows = INT64_MAX;
