@@ -20,7 +20,8 @@ from server_harness import ServerThread, byte_tokenizer  # noqa: E402
 
 from aigc.engine.protocol import CompletionDelta, EngineRequest, EngineStats, QueueFullError, RequestMetrics  # noqa: E402
 from aigc.server.app import create_app  # noqa: E402
-from aigc.server.backends import LocalBackend, ModelBackends  # noqa: E402
+from aigc.server.backends import ModelBackends  # noqa: E402
+from aigc.server.local_backend import LocalBackend  # noqa: E402
 from aigc.settings import Settings  # noqa: E402
 
 SCRIPTED = "scripted"

@@ -9,7 +9,7 @@ import httpx
 import pytest
 from app_harness import SCRIPTED, ScriptedEngine, byte_tokenizer, error_of, events_of, scripted_server
 
-from aigc.server.backends import LocalBackend
+from aigc.server.local_backend import LocalBackend
 from aigc.server.remote import RemoteBackend, RemoteSpec
 
 BUILTIN = ["poem", "story", "news", "ad_copy", "product_description", "summary", "translation", "email_reply",
@@ -175,14 +175,16 @@ def test_chat_on_a_remote_model(tmp_path):
         upstream.stop()
 
 
-def test_remote_failure_is_an_error_event(tmp_path):
+def test_unreachable_remote_is_a_503_before_anything_is_stored(tmp_path):
+    """The same rule as a busy local engine: the request fails at once, the message is not stored."""
     remote = RemoteBackend(RemoteSpec("gone", "http://127.0.0.1:9"))  # nothing listens there
     server, _ = scripted_server(tmp_path / "c.db", extra=[remote])
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:
             c = http.post("/api/conversations", json={"model": "gone"}).json()
-            events = events_of(http.post(f"/api/conversations/{c['id']}/messages", json={"content": "hi"}))
-            assert events[-1]["type"] == "error" and "gone" in events[-1]["error"]["message"]
-            assert json.dumps(events)  # plain JSON all the way
+            r = http.post(f"/api/conversations/{c['id']}/messages", json={"content": "hi"})
+            assert r.status_code == 503 and r.json()["error"]["code"] == "remote_unavailable"
+            assert "gone" in r.json()["error"]["message"] and r.headers["retry-after"]
+            assert http.get(f"/api/conversations/{c['id']}").json()["messages"] == []
     finally:
         server.stop()

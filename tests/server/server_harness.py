@@ -20,7 +20,8 @@ from aigc.engine.engine import Engine
 from aigc.models.config import ModelConfig
 from aigc.models.transformer import Transformer
 from aigc.server.app import create_app
-from aigc.server.backends import LocalBackend, ModelBackends
+from aigc.server.backends import ModelBackends
+from aigc.server.local_backend import LocalBackend
 from aigc.settings import Settings
 from aigc.tokenizer import Tokenizer
 

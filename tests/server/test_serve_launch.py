@@ -11,8 +11,9 @@ from server_harness import TINY, ServerThread, byte_tokenizer, tiny_engine
 from test_http_endpoints import error_of
 
 from aigc.server.app import create_app
-from aigc.server.backends import LocalBackend, ModelBackends
+from aigc.server.backends import ModelBackends
 from aigc.server.launch import ServeConfigError, check_bind, is_loopback, serve
+from aigc.server.local_backend import LocalBackend
 from aigc.settings import Settings
 
 

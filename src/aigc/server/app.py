@@ -20,8 +20,9 @@ from fastapi.responses import JSONResponse, Response
 from aigc.server import classify_routes, embeddings_routes, openai_routes, responses_routes
 from aigc.server.app_routes import install_app
 from aigc.server.auth import APIKeyMiddleware
-from aigc.server.backends import ClassifierBackend, LocalBackend, ModelBackends
+from aigc.server.backends import ClassifierBackend, ModelBackends
 from aigc.server.errors import APIError, install_error_handlers
+from aigc.server.local_backend import LocalBackend
 from aigc.server.metrics import ServerMetrics
 from aigc.server.remote import RemoteBackend, parse_remote_spec, resolve_remote
 from aigc.server.request_log import RequestLogMiddleware
@@ -80,8 +81,9 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
         backends.start_loading()
         yield
         for b in backends.all():
-            if isinstance(b, RemoteBackend):
-                await b.aclose()
+            aclose = getattr(b, "aclose", None)  # remotes: their HTTP clients live in this loop
+            if aclose is not None:
+                await aclose()
         backends.close()
 
     app = FastAPI(title="aigc", summary="OpenAI-compatible API for aigc models", lifespan=lifespan)

@@ -249,7 +249,7 @@ async def _reply(request: Request, cid: int, plan_of: Callable[[ChatModel, Gener
         plan = await run_in_threadpool(plan_of, chat, params)
         record = request_record(request)
         record.model, record.prompt_tokens = chat.name, plan.fitted.used
-        active.stream = stream = chat.stream(plan.fitted, plan.params)  # 429/503/400 before anything is stored
+        active.stream = stream = await chat.stream(plan.fitted, plan.params)  # 429/503/400 before anything is stored
         try:
             user_message = await run_in_threadpool(plan.commit)
         except BaseException:

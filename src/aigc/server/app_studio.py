@@ -137,6 +137,6 @@ async def run_template(template_id: str, request: Request) -> EventStreamRespons
         raise ReplyError(str(e), code="context_length_exceeded") from None
     record = request_record(request)
     record.model, record.prompt_tokens = chat.name, fitted.used
-    stream = chat.stream(fitted, params)
+    stream = await chat.stream(fitted, params)
     events = studio_events(t, prompt, chat.name, stream, context_report(chat, fitted, params.max_tokens))
     return EventStreamResponse(as_sse(events), record, on_close=stream.cancel)

@@ -1,4 +1,5 @@
-"""Model name -> what answers for it: a local engine with its tokenizer, or a remote OpenAI server.
+"""Model name -> what answers for it: a local engine (local_backend.py), a remote OpenAI-compatible
+server (remote.py) -- both generative backends (generation.py) -- or a classifier.
 
 `ModelBackends` is the server's registry. Local models load in a background thread (seconds to
 minutes), so the server answers at once: `/health` says 503 and requests for a loading model get a
@@ -16,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aigc.engine.protocol import EngineRequest, EngineStats, RequestStream
 from aigc.server.errors import APIError, model_not_found
+from aigc.server.schemas import ModelCard
 
 if TYPE_CHECKING:
-    from aigc.server.remote import RemoteBackend
-    from aigc.tokenizer import Tokenizer
+    from aigc.server.generation import GenerativeBackend
 
 log = logging.getLogger("aigc.server")
 
@@ -38,20 +39,6 @@ class EngineLike(Protocol):
 
 
 @dataclass
-class LocalBackend:
-    """An in-process engine. `max_context`: tokens per sequence (prompt + completion) it serves."""
-
-    name: str
-    engine: EngineLike
-    tokenizer: Tokenizer
-    max_context: int
-    created: int = field(default_factory=lambda: int(time.time()))
-
-    def close(self) -> None:
-        self.engine.stop()
-
-
-@dataclass
 class ClassifierBackend:
     """A fine-tuned classifier (`aigc train classify` output), answered by POST /v1/classify."""
 
@@ -62,6 +49,9 @@ class ClassifierBackend:
     @property
     def labels(self) -> list[str]:
         return list(self.classifier.labels)
+
+    def card(self) -> ModelCard:
+        return ModelCard(id=self.name, created=self.created, owned_by="aigc-classifier")
 
     def close(self) -> None:
         pass
@@ -158,7 +148,7 @@ class ModelBackends:
         with self._lock:
             return list(self._backends.values())
 
-    def get(self, name: str) -> LocalBackend | RemoteBackend:
+    def get(self, name: str) -> Any:
         """The backend for a model name, or the API error a client should see."""
         with self._lock:
             backend = self._backends.get(name)
@@ -173,7 +163,7 @@ class ModelBackends:
             raise APIError(503, f"The model `{name}` failed to load: {failed}", code="model_load_failed")
         raise model_not_found(name, self.names() + self.loading)
 
-    def generative(self, name: str) -> LocalBackend | RemoteBackend:
+    def generative(self, name: str) -> GenerativeBackend:
         """Like `get`, but a classifier is a client error here: it cannot chat or complete."""
         backend = self.get(name)
         if isinstance(backend, ClassifierBackend):
@@ -184,9 +174,9 @@ class ModelBackends:
     def stats(self) -> list[tuple[str, EngineStats]]:
         out = []
         for b in self.all():
-            if isinstance(b, LocalBackend):
+            if hasattr(b, "stats"):  # the local engines
                 try:
-                    out.append((b.name, b.engine.stats()))
+                    out.append((b.name, b.stats()))
                 except Exception as e:  # a scrape must not fail because one engine is stopping
                     log.warning("stats of %s failed: %s", b.name, e)
         return out
@@ -194,8 +184,7 @@ class ModelBackends:
     def close(self) -> None:
         self._closed.set()
         for b in self.all():
-            if isinstance(b, LocalBackend):
-                try:
-                    b.close()
-                except Exception as e:
-                    log.warning("stopping %s failed: %s", b.name, e)
+            try:
+                b.close()
+            except Exception as e:
+                log.warning("stopping %s failed: %s", b.name, e)

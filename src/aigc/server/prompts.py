@@ -7,16 +7,17 @@ truncated silently), features this server does not have.
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aigc.chat_template import TemplateError
-from aigc.generation.guided import GuidedDecoding
 from aigc.generation.params import InvalidParameterError, SamplingParams
-from aigc.server.backends import LocalBackend
 from aigc.server.errors import APIError, bad_request
 from aigc.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingRequest
 from aigc.server.tools import ToolSpec, forced_call_grammar, prompt_messages, template_knows_tools, tool_spec
+
+if TYPE_CHECKING:
+    from aigc.generation.guided import GuidedDecoding
+    from aigc.server.local_backend import LocalBackend
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
 
@@ -41,67 +42,12 @@ def fit_context(prompt_len: int, max_tokens: int | None, max_context: int, *, pr
     return max_tokens
 
 
-def guided_decoding(req: SamplingRequest) -> GuidedDecoding | None:
-    """The structured output a request asks for: `response_format` (text, json_object, json_schema)
-    or one of the guided_* extensions. Raises InvalidParameterError naming the parameter."""
-    asked: list[GuidedDecoding] = []
-    fmt = req.response_format
-    if fmt is not None:
-        kind = fmt.get("type", "text") if isinstance(fmt, dict) else None
-        if kind == "json_object":
-            asked.append(GuidedDecoding.json_object())
-        elif kind == "json_schema":
-            spec = fmt.get("json_schema")
-            if not isinstance(spec, dict):
-                raise InvalidParameterError("response_format: json_schema needs a 'json_schema' object "
-                                            "with 'name' and 'schema'")
-            schema = spec.get("schema")
-            asked.append(GuidedDecoding.json_object() if schema is None else GuidedDecoding.json_schema(schema))
-        elif kind != "text":
-            raise InvalidParameterError(f"response_format type {kind!r} is not supported "
-                                        "(text, json_object, json_schema)")
-    if req.guided_json is not None:
-        schema = req.guided_json
-        if isinstance(schema, str):
-            try:
-                schema = json.loads(schema)
-            except json.JSONDecodeError as e:
-                raise InvalidParameterError(f"guided_json: not valid JSON ({e})") from None
-        asked.append(GuidedDecoding.json_schema(schema, param="guided_json"))
-    if req.guided_regex is not None:
-        asked.append(GuidedDecoding.regex(req.guided_regex))
-    if req.guided_choice is not None:
-        asked.append(GuidedDecoding.choice(req.guided_choice))
-    if req.guided_grammar is not None:
-        asked.append(GuidedDecoding.grammar(req.guided_grammar))
-    if len(asked) > 1:
-        raise InvalidParameterError(f"{asked[1].param}: give one structured output "
-                                    "(response_format or one guided_* parameter)")
-    return asked[0] if asked else None
-
-
 def sampling_params(req: SamplingRequest, *, max_tokens: int, logprobs: int | None, backend: LocalBackend,
                     guided: GuidedDecoding | None = None) -> SamplingParams:
-    """`guided`: a structured output the server imposes (a forced tool call); the request may not
-    ask for another one."""
-    vocab_size = _vocab_size(backend)
-    values: dict[str, Any] = {
-        "max_tokens": max_tokens, "n": req.n, "stop": req.stop, "seed": req.seed, "logprobs": logprobs,
-        "ignore_eos": req.ignore_eos, "stop_token_ids": req.stop_token_ids, "logit_bias": req.logit_bias,
-    }
-    for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "top_k", "min_p",
-                 "repetition_penalty", "num_beams"):
-        value = getattr(req, name)
-        if value is not None:
-            values[name] = value
+    """The request's own conversion (`to_sampling_params`), its mistakes as 400s naming the parameter."""
     try:
-        asked = guided_decoding(req)
-        if guided is not None and asked is not None:
-            raise InvalidParameterError("A forced tool call (tool_choice) and a structured output "
-                                        "(response_format, guided_*) cannot be combined.", "tool_choice")
-        values["guided"] = guided or asked
-        # a spec that does not compile is refused by Engine.submit, before any stream starts
-        return SamplingParams(**values).validate(vocab_size=vocab_size)
+        return req.to_sampling_params(max_tokens=max_tokens, logprobs=logprobs, vocab_size=_vocab_size(backend),
+                                      guided=guided)
     except InvalidParameterError as e:
         raise bad_request(str(e), param=e.param, code="invalid_value") from None
 
@@ -144,6 +90,15 @@ def completion_prompts(req: CompletionRequest, backend: LocalBackend) -> list[li
             raise bad_request(f"prompt[{i}] has token id {bad}, outside the vocabulary (size {vocab}).",
                               param="prompt")
     return ids
+
+
+def prompt_texts(req: CompletionRequest, count: int) -> list[str | None]:
+    """The prompts as text where the client sent text (what `echo` repeats), else None each."""
+    if isinstance(req.prompt, str):
+        return [req.prompt]
+    if req.prompt and all(isinstance(p, str) for p in req.prompt):
+        return list(req.prompt)  # type: ignore[arg-type]
+    return [None] * count
 
 
 def completion_params(req: CompletionRequest, backend: LocalBackend, prompts: list[list[int]]) -> SamplingParams:

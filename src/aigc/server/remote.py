@@ -6,15 +6,19 @@ with the key read from ENV_VAR by the CLI, asking the remote for REMOTE_MODEL. W
 the server asks the upstream's /v1/models at start-up: one model -> NAME maps to it; several ->
 `NAME/<upstream id>` for each, and NAME for the first. An upstream that cannot be asked keeps NAME
 as the model name sent (a warning is logged).
-Clients see the same API as for a local model: the `model` field says NAME, errors keep the
-OpenAI shape (a remote that cannot be reached is a 503, a timeout 504, garbage or a refused key
-502; the remote's own 4xx answers pass through), streams are
-relayed chunk by chunk, and the request is logged and counted like a local one. Streams ask the
-remote for usage so token counts are exact; the usage chunk reaches the client only if it asked.
+A remote is a generative backend like a local engine (generation.py): chat and completion
+requests go upstream as streams (with usage, so token counts are exact), and come back as the
+same `ChoiceDelta`s, which the serving layer answers as it answers a local model's -- so the
+`model` field says NAME, the Responses API and the web app work on top of any remote that speaks
+chat completions, and a client that disconnects closes the upstream stream. Errors keep the
+OpenAI shape: a remote that cannot be reached is a 503, a timeout 504, garbage or a refused key
+502; the remote's own 4xx answers pass through with their status, `param` and `code`.
+Non-generative routes (/tokenize, /detokenize, /v1/embeddings) are forwarded as JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,12 +27,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from fastapi.responses import JSONResponse, Response
-from starlette.requests import Request
 
 from aigc.server.errors import APIError
-from aigc.server.request_log import RequestRecord
-from aigc.server.sse import EventStreamResponse, sse_data, unless_disconnected
+from aigc.server.generation import ChoiceDelta
+from aigc.server.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    ModelCard,
+    TokenizeRequest,
+)
 
 log = logging.getLogger("aigc.server")
 
@@ -94,6 +103,8 @@ def _api_base(url: str) -> str:
 
 
 class RemoteBackend:
+    exact_tokens = False  # the remote's tokenizer is elsewhere; the web app estimates
+
     def __init__(self, spec: RemoteSpec, *, connect_timeout: float = 10.0, read_timeout: float = 600.0):
         self.name = spec.name
         self.remote_model = spec.model or spec.name
@@ -101,9 +112,13 @@ class RemoteBackend:
         # Server-level routes (/tokenize) live beside the API base, as in vLLM and aigc.
         self.root = self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
         self.created = int(time.time())
+        self.max_context: int | None = None
         self._headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self._client: httpx.AsyncClient | None = None
+
+    def card(self) -> ModelCard:
+        return ModelCard(id=self.name, created=self.created, owned_by="remote")
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -116,6 +131,9 @@ class RemoteBackend:
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    def close(self) -> None:
+        pass  # the HTTP client closes in the event loop (aclose)
 
     def url(self, path: str) -> str:
         """`path` relative to the API base ("chat/completions"), or to the server root ("/tokenize")."""
@@ -130,120 +148,194 @@ class RemoteBackend:
                             headers={"Retry-After": "5"})
         return APIError(502, f"The {where} failed: {type(e).__name__}: {e}.", code="remote_error")
 
-    async def forward(self, request: Request, path: str, body: dict[str, Any], record: RequestRecord) -> Response:
-        body = {**body, "model": self.remote_model}
-        gauge = request.app.state.metrics.in_flight.labels(self.name)
-        if not body.get("stream"):
-            gauge.inc()
-            try:
-                upstream = await unless_disconnected(request, self._post(path, body), record)
-            finally:
-                gauge.dec()
-            return self._relay_body(upstream, record)
+    # ---- generation -----------------------------------------------------------------------------
 
-        wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    async def chat(self, req: ChatCompletionRequest, request_id: str) -> RemoteGeneration:
+        return await self._generate("chat/completions", req.model_dump(exclude_unset=True), req.n)
+
+    async def complete(self, req: CompletionRequest, request_id: str) -> RemoteGeneration:
+        prompts = 1 if isinstance(req.prompt, str) or not req.prompt or isinstance(req.prompt[0], int) \
+            else len(req.prompt)
+        return await self._generate("completions", req.model_dump(exclude_unset=True), prompts * req.n)
+
+    async def _generate(self, path: str, body: dict[str, Any], choices: int) -> RemoteGeneration:
+        """Open the upstream stream; its status decides, before anything streams to the client."""
+        body = {**body, "model": self.remote_model, "stream": True,
+                "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         upstream_request = self.client.build_request("POST", self.url(path), json=body)
         try:
-            upstream = await unless_disconnected(request, self.client.send(upstream_request, stream=True), record)
+            upstream = await self.client.send(upstream_request, stream=True)
         except httpx.HTTPError as e:
             raise self._unreachable(e) from None
         if upstream.status_code != 200:
-            await upstream.aread()
-            await upstream.aclose()
-            return self._relay_body(upstream, record)
-        gauge.inc()
+            try:
+                await upstream.aread()
+            except httpx.HTTPError as e:
+                raise self._unreachable(e) from None
+            finally:
+                await upstream.aclose()
+            raise self._upstream_error(upstream)
+        return RemoteGeneration(self, upstream, choices, chat=path.startswith("chat"))
 
-        async def close() -> None:
-            gauge.dec()
-            await upstream.aclose()
+    def _upstream_error(self, upstream: httpx.Response) -> APIError:
+        """The remote's error answer as ours: its status, message, param and code."""
+        if upstream.status_code in (401, 403):  # our key for the remote, not the client's key, is wrong
+            return APIError(502, f"The remote model `{self.name}` refused this server's API key "
+                            f"(HTTP {upstream.status_code}); check the key=ENV_VAR of --remote {self.name}.",
+                            code="remote_auth_failed")
+        data = _json_or_none(upstream)
+        if data is None:
+            text = upstream.text[:200].strip()
+            return APIError(502, f"The remote model `{self.name}` answered HTTP {upstream.status_code} "
+                            f"with a body that is not JSON: {text!r}", code="remote_error")
+        status = upstream.status_code if upstream.status_code >= 400 else 502
+        headers = {k: v for k, v in upstream.headers.items() if k.lower() == "retry-after"}
+        return _error_of(data, status, headers)
 
-        return EventStreamResponse(self._relay_stream(upstream, record, wants_usage), record, on_close=close)
+    # ---- non-generative routes ------------------------------------------------------------------
 
-    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+    async def embeddings(self, req: EmbeddingRequest) -> dict[str, Any]:
+        return await self._post_json("embeddings", req.model_dump(exclude_unset=True))
+
+    async def tokenize(self, req: TokenizeRequest) -> dict[str, Any]:
+        return await self._post_json("/tokenize", req.model_dump(exclude_unset=True))
+
+    async def detokenize(self, req: DetokenizeRequest) -> dict[str, Any]:
+        return await self._post_json("/detokenize", req.model_dump(exclude_unset=True))
+
+    async def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Forward a JSON request and return the remote's answer (its model name replaced by ours)."""
         try:
-            return await self.client.post(self.url(path), json=body)
+            upstream = await self.client.post(self.url(path), json={**body, "model": self.remote_model})
         except httpx.HTTPError as e:
             raise self._unreachable(e) from None
-
-    def _relay_body(self, upstream: httpx.Response, record: RequestRecord) -> Response:
-        if upstream.status_code in (401, 403):  # our key for the remote, not the client's key, is wrong
-            raise APIError(502, f"The remote model `{self.name}` refused this server's API key "
-                           f"(HTTP {upstream.status_code}); check the key=ENV_VAR of --remote {self.name}.",
-                           code="remote_auth_failed")
-        try:
-            data = upstream.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            data = None
-        if not isinstance(data, dict):
-            text = upstream.text[:200].strip()
-            raise APIError(502, f"The remote model `{self.name}` answered HTTP {upstream.status_code} "
-                           f"with a body that is not JSON: {text!r}", code="remote_error")
-        if upstream.status_code >= 400:
-            error = data.get("error")
-            if not isinstance(error, dict):  # keep the status, give the body OpenAI's shape
-                message = error if isinstance(error, str) else data.get("detail") or data.get("message") or str(data)
-                error = APIError(upstream.status_code, f"remote: {message}").body()["error"]
-            record.error = str(error.get("message"))
-            headers = {k: v for k, v in upstream.headers.items() if k.lower() == "retry-after"}
-            return JSONResponse({"error": error}, status_code=upstream.status_code, headers=headers)
+        if upstream.status_code != 200:
+            raise self._upstream_error(upstream)
+        data = _json_or_none(upstream)
+        if data is None:
+            raise APIError(502, f"The remote model `{self.name}` answered with a body that is not JSON.",
+                           code="remote_error")
         if "model" in data:
             data["model"] = self.name
-        self._note_usage(data.get("usage"), record)
-        return JSONResponse(data, status_code=upstream.status_code)
+        return data
 
-    @staticmethod
-    def _note_usage(usage: Any, record: RequestRecord) -> None:
-        if isinstance(usage, dict):
-            record.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-            record.completion_tokens = int(usage.get("completion_tokens") or 0)
-            details = usage.get("prompt_tokens_details") or {}
-            record.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
 
-    async def _relay_stream(self, upstream: httpx.Response, record: RequestRecord,
-                            wants_usage: bool) -> AsyncIterator[bytes]:
+def _json_or_none(upstream: httpx.Response) -> dict[str, Any] | None:
+    try:
+        data = upstream.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _error_of(data: dict[str, Any], status: int, headers: dict[str, str] | None = None) -> APIError:
+    error = data.get("error")
+    if isinstance(error, dict):
+        return APIError(status, f"{error.get('message') or 'remote error'}", param=error.get("param"),
+                        code=error.get("code"), type=error.get("type"), headers=headers)
+    message = error if isinstance(error, str) else data.get("detail") or data.get("message") or str(data)
+    return APIError(status, f"remote: {message}", headers=headers)
+
+
+_BUFFERED = 32  # deltas read ahead of the client: a client gone early leaves the upstream little done
+_DELTA_KEYS = {"role", "content", "tool_calls", "function_call"}  # what ChoiceDelta carries itself
+
+
+class RemoteGeneration:
+    """The upstream's event stream as ChoiceDeltas. A reader task fills a small queue, so `cancel()`
+    (a stop button, a client gone) closes the upstream connection at once, whoever is waiting."""
+
+    def __init__(self, backend: RemoteBackend, upstream: httpx.Response, choices: int, *, chat: bool):
+        self.choices = choices
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+        self._backend = backend
+        self._upstream = upstream
+        self._chat = chat
+        self._usage_seen = False
+        self._error: APIError | None = None
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=_BUFFERED)
+        self._task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
         try:
-            async for line in upstream.aiter_lines():
+            async for line in self._upstream.aiter_lines():
                 if not line.startswith("data:"):
                     continue  # blank separators, comments, event names
                 payload = line[5:].strip()
                 if payload == "[DONE]":
-                    yield b"data: [DONE]\n\n"
-                    return
+                    break
                 try:
                     chunk = json.loads(payload)
                 except json.JSONDecodeError:
-                    raise APIError(502, f"The remote model `{self.name}` sent a malformed event.",
+                    raise APIError(502, f"The remote model `{self._backend.name}` sent a malformed event.",
                                    code="remote_error") from None
                 if isinstance(chunk, dict):
-                    if isinstance(chunk.get("error"), dict):
-                        record.error = str(chunk["error"].get("message"))
-                    self._observe_chunk(chunk, record)
-                    if not wants_usage:
-                        if chunk.get("usage") and not chunk.get("choices"):
-                            continue  # the usage chunk we asked for on our own behalf
-                        chunk.pop("usage", None)
-                    if "model" in chunk:
-                        chunk["model"] = self.name
-                yield sse_data(json.dumps(chunk, ensure_ascii=False, separators=(",", ":")))
+                    for delta in self._deltas(chunk):
+                        await self._queue.put(delta)  # bounded: the upstream goes no faster than we read
         except httpx.HTTPError as e:
-            error = self._unreachable(e)
-            record.error = error.message
-            yield sse_data(json.dumps(error.body()))
-        except APIError as error:
-            record.error = error.message
-            yield sse_data(json.dumps(error.body()))
-        yield b"data: [DONE]\n\n"
+            self._error = self._backend._unreachable(e)
+        except APIError as e:
+            self._error = e
+        except Exception as e:  # anything else the upstream makes us trip on is its fault
+            self._error = APIError(502, f"The remote model `{self._backend.name}` sent an event this server "
+                                   f"cannot read: {type(e).__name__}: {e}", code="remote_error")
+        finally:
+            await self._upstream.aclose()
 
-    def _observe_chunk(self, chunk: dict[str, Any], record: RequestRecord) -> None:
+    def _deltas(self, chunk: dict[str, Any]) -> list[ChoiceDelta]:
+        if isinstance(chunk.get("error"), dict):
+            raise _error_of(chunk, 502)
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self._usage_seen = True
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+            details = usage.get("prompt_tokens_details") or {}
+            self.cached_tokens = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+        out = []
         for choice in chunk.get("choices") or []:
             if not isinstance(choice, dict):
                 continue
-            delta = choice.get("delta")
-            text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-            if text:  # one chunk is about one token; the usage chunk corrects the count
-                record.completion_tokens += 1
-                record.tokens_arrived(int(choice.get("index") or 0), 1)
-        if chunk.get("usage"):
-            self._note_usage(chunk["usage"], record)
+            index = int(choice.get("index") or 0)
+            logprobs = choice.get("logprobs")
+            if self._chat:
+                delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+                text = delta.get("content") or ""
+                calls = delta.get("tool_calls") or None
+                extra = {k: v for k, v in delta.items() if k not in _DELTA_KEYS and v is not None} or None
+                logprobs = logprobs.get("content") if isinstance(logprobs, dict) else None
+            else:
+                text, calls, extra = choice.get("text") or "", None, None
+            finish = choice.get("finish_reason")
+            if not (text or calls or extra or logprobs or finish):
+                continue  # the role chunk and keep-alives
+            # About one token a chunk with output; the usage chunk at the end makes it exact.
+            tokens = 1 if text or calls else 0
+            if not self._usage_seen:
+                self.completion_tokens += tokens
+            out.append(ChoiceDelta(index, text, calls, logprobs or None, finish, choice.get("stop_reason"),
+                                   extra, tokens))
+        return out
 
+    async def __aiter__(self) -> AsyncIterator[ChoiceDelta]:
+        while True:
+            if self._queue.empty():
+                if self._task.done():  # read to the end, failed, or cancelled
+                    if self._error is not None:
+                        raise self._error
+                    return
+                getter = asyncio.ensure_future(self._queue.get())
+                await asyncio.wait({getter, self._task}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    continue
+                item = getter.result()
+            else:
+                item = self._queue.get_nowait()
+            yield item
+
+    def cancel(self) -> None:
+        if not self._task.done():
+            self._task.cancel()

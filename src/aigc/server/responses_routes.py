@@ -2,8 +2,8 @@
 GET and DELETE /v1/responses/{id}.
 
 A request becomes a chat request (instructions -> system message, input items -> messages, flat
-function tools -> chat tools, `text.format` -> response_format) and runs the chat path's prompt,
-sampling and tool-call parsing. Output items: one `message` with `output_text` when there is text,
+function tools -> chat tools, `text.format` -> response_format) and runs on the model's backend
+like a chat completion (serving.py), local or remote: a remote needs only chat completions. Output items: one `message` with `output_text` when there is text,
 one `function_call` per call. Streaming sends the documented events (response.created ...
 response.output_text.delta ... response.completed), each with `type` and `sequence_number`.
 With `store` (the default) the response and the conversation it ends are kept in the database for
@@ -25,15 +25,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from aigc.server import prompts
-from aigc.server.backends import LocalBackend
 from aigc.server.errors import APIError, bad_request
-from aigc.server.openai_routes import _engine_errors, _in_flight, _submit, begin
-from aigc.server.remote import RemoteBackend
-from aigc.server.request_log import RequestRecord
+from aigc.server.generation import ChoiceDelta
 from aigc.server.schemas import ChatCompletionRequest
-from aigc.server.sse import EventStreamResponse, unless_disconnected
-from aigc.server.tools import ToolStream
+from aigc.server.serving import ChoiceOutput, Generation, begin, collect, start
+from aigc.server.sse import EventStreamResponse
 from aigc.store.models import StoredResponse
 
 router = APIRouter()
@@ -196,8 +192,6 @@ def _call_item(item_id: str, call: dict[str, Any], status: str = "completed") ->
 @router.post("/v1/responses", response_model=None)
 async def create_response(req: ResponsesRequest, request: Request) -> Response:
     record, backend = begin(request, "/v1/responses", req.model)
-    if isinstance(backend, RemoteBackend):
-        return await backend.forward(request, "responses", req.model_dump(exclude_unset=True), record)
     history = await run_in_threadpool(_load_previous, request, req.previous_response_id) \
         if req.previous_response_id else []
     turn = input_messages(req.input)
@@ -207,21 +201,16 @@ async def create_response(req: ResponsesRequest, request: Request) -> Response:
         tool_choice=_chat_tool_choice(req.tool_choice), parallel_tool_calls=req.parallel_tool_calls,
         response_format=_response_format(req.text), max_completion_tokens=req.max_output_tokens,
         temperature=req.temperature, top_p=req.top_p)
-    spec = prompts.chat_tools(chat)
-    ids = prompts.chat_prompt(chat, backend, spec)
-    params = prompts.chat_params(chat, backend, ids, spec)
-    record.prompt_tokens = len(ids)
     rid, created = _new_id("resp"), int(time.time())
-    streams = _submit(backend, [ids], params, rid)
-    release = _in_flight(request, backend.name, streams)
-    run = _Run(req, rid, created, backend, record, spec)
+    gen = await start(request, record, backend, backend.chat(chat, rid))
 
     def finish_and_store(output: list[dict[str, Any]], reason: str | None) -> dict[str, Any]:
         status = "incomplete" if reason == "length" else "completed"
-        cached = streams[0].metrics.cached_prompt_tokens
-        usage = {"input_tokens": record.prompt_tokens, "output_tokens": record.completion_tokens,
-                 "total_tokens": record.prompt_tokens + record.completion_tokens,
-                 "input_tokens_details": {"cached_tokens": cached}, "output_tokens_details": {"reasoning_tokens": 0}}
+        u = gen.usage()
+        usage = {"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens,
+                 "total_tokens": u.total_tokens,
+                 "input_tokens_details": {"cached_tokens": record.cached_tokens},
+                 "output_tokens_details": {"reasoning_tokens": 0}}
         body = _response_body(req, rid, created, backend.name, output, status, usage,
                               "max_output_tokens" if reason == "length" else None)
         if req.store:
@@ -229,18 +218,21 @@ async def create_response(req: ResponsesRequest, request: Request) -> Response:
         return body
 
     if req.stream:
-        async def events() -> AsyncIterator[bytes]:
-            async for event in run.events(streams[0], finish_and_store):
-                yield event
+        run = _EventWriter(req, rid, created, backend.name)
+        return EventStreamResponse(run.events(gen, finish_and_store), record, on_close=gen.release)
 
-        return EventStreamResponse(events(), record, on_close=release)
+    choice = ChoiceOutput()
 
-    try:
-        text, reason = await unless_disconnected(request, _engine_errors(run.collect(streams[0])), record)
-    finally:
-        release()
-    output = run.output_of(text)
-    body = await run_in_threadpool(finish_and_store, output, reason)
+    async def gather(deltas: AsyncIterator[ChoiceDelta]) -> None:
+        async for d in deltas:
+            if d.index == 0:
+                choice.add(d)
+
+    await collect(request, gen, gather)
+    content, calls = choice.content(), choice.tool_calls()
+    output = [_message_item(_new_id("msg"), content or "")] if content or not calls else []
+    output += [_call_item(_new_id("fc"), c) for c in calls]
+    body = await run_in_threadpool(finish_and_store, output, choice.finish_reason)
     return JSONResponse(body)
 
 
@@ -252,98 +244,100 @@ def _output_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{"role": "assistant", "content": text or None, **({"tool_calls": calls} if calls else {})}]
 
 
-class _Run:
-    """One generation's turn into Responses output items and stream events."""
+class _EventWriter:
+    """One generation's deltas as Responses stream events: text into one message item, each
+    tool call into a function_call item whose arguments stream as they arrive."""
 
-    def __init__(self, req, rid, created, backend: LocalBackend, record: RequestRecord, spec):
-        self.req, self.rid, self.created, self.backend, self.record, self.spec = req, rid, created, backend, record, spec
+    def __init__(self, req: ResponsesRequest, rid: str, created: int, model: str):
+        self.req, self.rid, self.created, self.model = req, rid, created, model
         self.seq = 0
-
-    async def collect(self, stream) -> tuple[str, str | None]:
-        parts, reason = [], None
-        async for delta in stream:
-            self.record.completion_tokens += len(delta.token_ids)
-            parts.append(delta.text)
-            reason = delta.finish_reason or reason
-        return "".join(parts), reason
-
-    def output_of(self, text: str) -> list[dict[str, Any]]:
-        events = []
-        if self.spec is not None and self.spec.parses:
-            parser = ToolStream(self.spec)
-            events = parser.push(text) + parser.finish()
-        else:
-            events = [("content", text)]
-        content = "".join(v for k, v in events if k == "content")
-        calls = [v for k, v in events if k == "call"]
-        if calls:
-            content = content.strip()
-        output = [_message_item(_new_id("msg"), content)] if content or not calls else []
-        return output + [_call_item(_new_id("fc"), c) for c in calls]
+        self.output: list[dict[str, Any]] = []
+        self.msg: dict[str, Any] | None = None  # the open message item
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}  # tool-call index -> its (open) item
 
     def _event(self, kind: str, **fields: Any) -> bytes:
         body = {"type": kind, "sequence_number": self.seq, **fields}
         self.seq += 1
         return f"event: {kind}\ndata: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
-    async def events(self, stream, finish) -> AsyncIterator[bytes]:
-        start = _response_body(self.req, self.rid, self.created, self.backend.name, [], "in_progress", None, None)
+    def _text(self, value: str) -> list[bytes]:
+        out = []
+        if self.msg is None:
+            self.msg = _message_item(_new_id("msg"), "", "in_progress")
+            self.output.append(self.msg)
+            index = len(self.output) - 1
+            out.append(self._event("response.output_item.added", output_index=index, item=self.msg))
+            out.append(self._event("response.content_part.added", item_id=self.msg["id"], output_index=index,
+                                   content_index=0, part={"type": "output_text", "text": "", "annotations": []}))
+        self.text.append(value)
+        out.append(self._event("response.output_text.delta", item_id=self.msg["id"],
+                               output_index=self.output.index(self.msg), content_index=0, delta=value))
+        return out
+
+    def _call(self, fragment: dict[str, Any]) -> list[bytes]:
+        out = []
+        k = int(fragment.get("index") or 0)
+        function = fragment.get("function") or {}
+        item = self.calls.get(k)
+        if item is None:
+            call = {"id": fragment.get("id") or _new_id("call"), "function": {"name": function.get("name") or "",
+                                                                              "arguments": ""}}
+            item = self.calls[k] = _call_item(_new_id("fc"), call, "in_progress")
+            self.output.append(item)
+            out.append(self._event("response.output_item.added", output_index=len(self.output) - 1, item=dict(item)))
+        if function.get("arguments"):
+            item["arguments"] += function["arguments"]
+            out.append(self._event("response.function_call_arguments.delta", item_id=item["id"],
+                                   output_index=self.output.index(item), delta=function["arguments"]))
+        return out
+
+    def _close(self) -> list[bytes]:
+        out = []
+        for index, item in enumerate(self.output):
+            if item is self.msg:
+                done = _message_item(item["id"], "".join(self.text))
+                self.output[index] = done
+                part = done["content"][0]
+                out.append(self._event("response.output_text.done", item_id=done["id"], output_index=index,
+                                       content_index=0, text=part["text"]))
+                out.append(self._event("response.content_part.done", item_id=done["id"], output_index=index,
+                                       content_index=0, part=part))
+            else:
+                item["status"] = "completed"
+                out.append(self._event("response.function_call_arguments.done", item_id=item["id"],
+                                       output_index=index, arguments=item["arguments"]))
+            out.append(self._event("response.output_item.done", output_index=index, item=self.output[index]))
+        return out
+
+    async def events(self, gen: Generation, finish) -> AsyncIterator[bytes]:
+        start = _response_body(self.req, self.rid, self.created, self.model, [], "in_progress", None, None)
         yield self._event("response.created", response=start)
         yield self._event("response.in_progress", response=start)
-        parser = ToolStream(self.spec) if self.spec is not None and self.spec.parses else None
-        output: list[dict[str, Any]] = []
-        msg: dict[str, Any] | None = None  # the open message item
-        text: list[str] = []
         reason = None
         try:
-            async for delta in stream:
-                self.record.completion_tokens += len(delta.token_ids)
-                reason = delta.finish_reason or reason
-                pieces = parser.push(delta.text) if parser else [("content", delta.text)]
-                if delta.finish_reason is not None and parser:
-                    pieces += parser.finish()
-                for kind, value in pieces:
-                    if kind == "content" and value:
-                        if msg is None:
-                            msg = _message_item(_new_id("msg"), "", "in_progress")
-                            output.append(msg)
-                            yield self._event("response.output_item.added", output_index=len(output) - 1, item=msg)
-                            yield self._event("response.content_part.added", item_id=msg["id"],
-                                              output_index=len(output) - 1, content_index=0,
-                                              part={"type": "output_text", "text": "", "annotations": []})
-                        text.append(value)
-                        yield self._event("response.output_text.delta", item_id=msg["id"],
-                                          output_index=output.index(msg), content_index=0, delta=value)
-                    elif kind == "call":
-                        for event in self._call_events(output, value):
-                            yield event
-        except Exception as e:  # an engine error mid-stream: one error event, then the end
+            async for d in gen.deltas():
+                if d.index != 0:
+                    continue
+                reason = d.finish_reason or reason
+                for event in self._text(d.text) if d.text else []:
+                    yield event
+                for fragment in d.tool_calls or []:
+                    for event in self._call(fragment):
+                        yield event
+        except APIError as e:  # after the stream started: one error event, then the end
+            gen.record.error = e.message
+            yield self._event("error", code=e.code or e.type, message=e.message, param=e.param)
+            return
+        except Exception as e:
+            gen.record.error = f"{type(e).__name__}: {e}"
             yield self._event("error", code="internal_error", message=f"{type(e).__name__}: {e}", param=None)
             return
-        if msg is not None:
-            done = _message_item(msg["id"], "".join(text))
-            output[output.index(msg)] = done
-            index = output.index(done)
-            yield self._event("response.output_text.done", item_id=done["id"], output_index=index, content_index=0,
-                              text=done["content"][0]["text"])
-            yield self._event("response.content_part.done", item_id=done["id"], output_index=index, content_index=0,
-                              part=done["content"][0])
-            yield self._event("response.output_item.done", output_index=index, item=done)
-        body = await run_in_threadpool(finish, output, reason)
+        for event in self._close():
+            yield event
+        body = await run_in_threadpool(finish, self.output, reason)
         yield self._event("response.completed" if body["status"] == "completed" else "response.incomplete",
                           response=body)
-
-    def _call_events(self, output: list[dict[str, Any]], call: dict[str, Any]) -> list[bytes]:
-        item_id = _new_id("fc")
-        output.append(_call_item(item_id, call))
-        index = len(output) - 1
-        args = call["function"]["arguments"]
-        return [
-            self._event("response.output_item.added", output_index=index, item=_call_item(item_id, call, "in_progress")),
-            self._event("response.function_call_arguments.delta", item_id=item_id, output_index=index, delta=args),
-            self._event("response.function_call_arguments.done", item_id=item_id, output_index=index, arguments=args),
-            self._event("response.output_item.done", output_index=index, item=output[index]),
-        ]
 
 
 @router.get("/v1/responses/{response_id}", response_model=None)

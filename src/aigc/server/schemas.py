@@ -11,11 +11,21 @@ Responses follow the types in the `openai` package (`Completion`, `ChatCompletio
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from aigc.generation.params import MAX_LOGPROBS, MAX_N, MAX_STOP_STRINGS
+from aigc.generation.params import (
+    MAX_LOGPROBS,
+    MAX_N,
+    MAX_STOP_STRINGS,
+    InvalidParameterError,
+    SamplingParams,
+)
+
+if TYPE_CHECKING:
+    from aigc.generation.guided import GuidedDecoding
 
 # ---------------------------------------------------------------------------- requests
 
@@ -68,6 +78,69 @@ class SamplingRequest(BaseModel):
     def include_usage(self) -> bool:
         return bool(self.stream and self.stream_options and self.stream_options.include_usage)
 
+    def structured_output(self) -> GuidedDecoding | None:
+        """The structured output the request asks for: `response_format` (text, json_object,
+        json_schema) or one of the guided_* extensions. Raises InvalidParameterError naming the
+        parameter."""
+        from aigc.generation.guided import GuidedDecoding  # brings torch: only when a request runs
+
+        asked: list[GuidedDecoding] = []
+        fmt = self.response_format
+        if fmt is not None:
+            kind = fmt.get("type", "text") if isinstance(fmt, dict) else None
+            if kind == "json_object":
+                asked.append(GuidedDecoding.json_object())
+            elif kind == "json_schema":
+                spec = fmt.get("json_schema")
+                if not isinstance(spec, dict):
+                    raise InvalidParameterError("response_format: json_schema needs a 'json_schema' object "
+                                                "with 'name' and 'schema'")
+                schema = spec.get("schema")
+                asked.append(GuidedDecoding.json_object() if schema is None else GuidedDecoding.json_schema(schema))
+            elif kind != "text":
+                raise InvalidParameterError(f"response_format type {kind!r} is not supported "
+                                            "(text, json_object, json_schema)")
+        if self.guided_json is not None:
+            schema = self.guided_json
+            if isinstance(schema, str):
+                try:
+                    schema = json.loads(schema)
+                except json.JSONDecodeError as e:
+                    raise InvalidParameterError(f"guided_json: not valid JSON ({e})") from None
+            asked.append(GuidedDecoding.json_schema(schema, param="guided_json"))
+        if self.guided_regex is not None:
+            asked.append(GuidedDecoding.regex(self.guided_regex))
+        if self.guided_choice is not None:
+            asked.append(GuidedDecoding.choice(self.guided_choice))
+        if self.guided_grammar is not None:
+            asked.append(GuidedDecoding.grammar(self.guided_grammar))
+        if len(asked) > 1:
+            raise InvalidParameterError(f"{asked[1].param}: give one structured output "
+                                        "(response_format or one guided_* parameter)")
+        return asked[0] if asked else None
+
+    def to_sampling_params(self, *, max_tokens: int, logprobs: int | None, vocab_size: int,
+                           guided: GuidedDecoding | None = None) -> SamplingParams:
+        """The engine's parameters for this request, validated. `guided`: a structured output
+        the server imposes (a forced tool call); the request may not ask for another one.
+        Raises InvalidParameterError naming the parameter."""
+        values: dict[str, Any] = {
+            "max_tokens": max_tokens, "n": self.n, "stop": self.stop, "seed": self.seed, "logprobs": logprobs,
+            "ignore_eos": self.ignore_eos, "stop_token_ids": self.stop_token_ids, "logit_bias": self.logit_bias,
+        }
+        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "top_k", "min_p",
+                     "repetition_penalty", "num_beams"):
+            value = getattr(self, name)
+            if value is not None:
+                values[name] = value
+        asked = self.structured_output()
+        if guided is not None and asked is not None:
+            raise InvalidParameterError("A forced tool call (tool_choice) and a structured output "
+                                        "(response_format, guided_*) cannot be combined.", "tool_choice")
+        values["guided"] = guided or asked
+        # a spec that does not compile is refused by Engine.submit, before any stream starts
+        return SamplingParams(**values).validate(vocab_size=vocab_size)
+
 
 class CompletionRequest(SamplingRequest):
     # A string, a list of strings, a list of token ids, or a list of token-id lists.
@@ -89,6 +162,18 @@ class ChatCompletionRequest(SamplingRequest):
     # Extensions: chat-template switches.
     add_generation_prompt: bool = True
     chat_template_kwargs: dict[str, Any] | None = None
+
+
+class EmbeddingRequest(BaseModel):
+    """POST /v1/embeddings."""
+
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
 
 
 class TokenizeRequest(BaseModel):
@@ -168,6 +253,7 @@ class CompletionResponse(BaseModel):
 
 
 class ChatMessageOut(BaseModel):
+    model_config = ConfigDict(extra="allow")  # fields a remote adds (reasoning_content) pass through
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     tool_calls: list[dict[str, Any]] | None = None

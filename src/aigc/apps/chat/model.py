@@ -60,7 +60,7 @@ class ChatModel(Protocol):
         """The messages that fit in `budget` prompt tokens (see context.fit_messages)."""
         ...
 
-    def stream(self, fitted: FittedContext, params: GenerationParams) -> ReplyStream:
+    async def stream(self, fitted: FittedContext, params: GenerationParams) -> ReplyStream:
         """Start generating; raises at once if the model cannot take the request (busy, bad params)."""
         ...
 

@@ -1,0 +1,258 @@
+"""A model served in this process: the engine behind the generation protocol (generation.py).
+
+`chat()` and `complete()` turn the validated request into prompt token ids and `SamplingParams`
+(prompts.py: every client mistake is a 400 naming its parameter), submit one engine request per
+prompt, and return the engine streams as one `GenerationStream`. Each choice's engine deltas are
+shaped here into the API's deltas: the model's tool-call markup parsed into `tool_calls`
+fragments, log-probabilities in the endpoint's shape, echoed prompts first. Engine errors become
+`APIError`s here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+
+from aigc.engine.protocol import CompletionDelta, EngineError, EngineRequest, EngineStats, RequestStream
+from aigc.generation.params import SamplingParams
+from aigc.server import prompts
+from aigc.server.errors import APIError, bad_request, from_engine_error
+from aigc.server.generation import ChoiceDelta
+from aigc.server.logprobs import CompletionLogprobsBuilder, chat_logprobs
+from aigc.server.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    ModelCard,
+    TokenizeRequest,
+)
+from aigc.server.stream_merge import merge_streams
+from aigc.server.tools import ToolSpec, ToolStream
+
+if TYPE_CHECKING:
+    from aigc.server.backends import EngineLike
+    from aigc.tokenizer import Tokenizer
+
+Shaper = Callable[[CompletionDelta], list[ChoiceDelta]]
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit per request
+
+
+@dataclass
+class LocalBackend:
+    """An in-process engine. `max_context`: tokens per sequence (prompt + completion) it serves."""
+
+    name: str
+    engine: EngineLike
+    tokenizer: Tokenizer
+    max_context: int
+    created: int = field(default_factory=lambda: int(time.time()))
+    exact_tokens = True
+
+    def card(self) -> ModelCard:
+        return ModelCard(id=self.name, created=self.created, max_model_len=self.max_context)
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats()
+
+    def close(self) -> None:
+        self.engine.stop()
+
+    async def chat(self, req: ChatCompletionRequest, request_id: str) -> EngineGeneration:
+        spec = prompts.chat_tools(req)
+        ids = prompts.chat_prompt(req, self, spec)
+        params = prompts.chat_params(req, self, ids, spec)
+        streams = self._submit([ids], params, request_id)
+        shapers = [_chat_shaper(k, spec, bool(req.logprobs)) for k in range(req.n)]
+        return EngineGeneration(streams, req.n, len(ids), shapers)
+
+    async def complete(self, req: CompletionRequest, request_id: str) -> EngineGeneration:
+        ids = prompts.completion_prompts(req, self)
+        params = prompts.completion_params(req, self, ids)
+        texts = prompts.prompt_texts(req, len(ids))
+        echoes = [(t if t is not None else self.tokenizer.decode(p)) if req.echo else ""
+                  for t, p in zip(texts, ids, strict=True)]
+        streams = self._submit(ids, params, request_id)
+        n = req.n
+        count = len(ids) * n
+        shapers = [_completion_shaper(k, len(echoes[k // n]), req.logprobs is not None) for k in range(count)]
+        lead = [ChoiceDelta(k, echoes[k // n]) for k in range(count) if echoes[k // n]]
+        return EngineGeneration(streams, n, sum(len(p) for p in ids), shapers, lead)
+
+    # ---- non-generative routes ------------------------------------------------------------------
+
+    async def embeddings(self, req: EmbeddingRequest) -> dict[str, Any]:
+        size = self.engine.embedding_size
+        if req.dimensions is not None and req.dimensions > size:
+            raise bad_request(f"dimensions must be <= {size} for this model, got {req.dimensions}.",
+                              param="dimensions")
+        ids = self._embedding_inputs(req)
+        vectors = await run_in_threadpool(self.engine.embed, ids, req.dimensions)
+        tokens = sum(len(t) for t in ids)
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(v.tobytes()).decode() if req.encoding_format == "base64"
+                 else v.tolist()} for i, v in enumerate(vectors)]
+        return {"object": "list", "data": data, "model": self.name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    async def tokenize(self, req: TokenizeRequest) -> dict[str, Any]:
+        if (req.prompt is None) == (req.messages is None):
+            raise bad_request("Send exactly one of 'prompt' or 'messages'.", param="prompt")
+        if req.messages is not None:
+            chat = ChatCompletionRequest(model=req.model, messages=req.messages,
+                                         add_generation_prompt=req.add_generation_prompt)
+            ids = prompts.chat_prompt(chat, self, prompts.chat_tools(chat))
+        else:
+            ids = self.tokenizer.encode(req.prompt or "", add_special_tokens=req.add_special_tokens)
+        return {"tokens": ids, "count": len(ids), "max_model_len": self.max_context}
+
+    async def detokenize(self, req: DetokenizeRequest) -> dict[str, Any]:
+        vocab = self.tokenizer.vocab_size
+        bad = next((t for t in req.tokens if not 0 <= t < vocab), None)
+        if bad is not None:
+            raise bad_request(f"token id {bad} is outside the vocabulary (size {vocab}).", param="tokens")
+        return {"prompt": self.tokenizer.decode(req.tokens)}
+
+    def _embedding_inputs(self, req: EmbeddingRequest) -> list[list[int]]:
+        raw: Any = req.input
+        if isinstance(raw, str):
+            raw = [raw]
+        if not raw:
+            raise bad_request("'input' is empty: send a string, a list of strings or token ids.", param="input")
+        if all(isinstance(v, int) for v in raw):
+            raw = [raw]
+        if len(raw) > MAX_EMBEDDING_INPUTS:
+            raise bad_request(f"'input' has {len(raw)} items; at most {MAX_EMBEDDING_INPUTS} are allowed.", param="input")
+        vocab = self.tokenizer.vocab_size
+        ids: list[list[int]] = []
+        for i, item in enumerate(raw):
+            if isinstance(item, str):
+                if not item:
+                    raise bad_request(f"input[{i}] is an empty string.", param="input")
+                tokens = self.tokenizer.encode(item, add_special_tokens=True)
+            else:
+                tokens = list(item)
+                if not tokens:
+                    raise bad_request(f"input[{i}] is an empty list of token ids.", param="input")
+                bad = next((t for t in tokens if not 0 <= t < vocab), None)
+                if bad is not None:
+                    raise bad_request(f"input[{i}] has token id {bad}, outside the vocabulary (size {vocab}).",
+                                      param="input")
+            if len(tokens) > self.max_context:
+                raise APIError(400, f"input[{i}] has {len(tokens)} tokens; this model takes at most "
+                               f"{self.max_context}.", param="input", code="context_length_exceeded")
+            ids.append(tokens)
+        return ids
+
+    def _submit(self, prompt_ids: list[list[int]], params: SamplingParams, rid: str) -> list[RequestStream]:
+        streams: list[RequestStream] = []
+        try:
+            for i, ids in enumerate(prompt_ids):
+                req_id = rid if len(prompt_ids) == 1 else f"{rid}-{i}"
+                streams.append(self.engine.submit(EngineRequest(ids, params, request_id=req_id)))
+        except (EngineError, ValueError) as e:
+            for s in streams:  # a batch is all or nothing
+                s.cancel()
+            if isinstance(e, EngineError):
+                raise from_engine_error(e) from None
+            # The engine's InvalidParameterError / ContextLengthError: the client's request is at fault.
+            raise APIError(400, str(e), param=getattr(e, "param", None), code="invalid_value") from None
+        return streams
+
+
+class EngineGeneration:
+    """Engine streams (one per prompt, each with n choices) as one GenerationStream. Choice k of
+    the response is choice k % n of prompt k // n."""
+
+    def __init__(self, streams: Sequence[RequestStream], n: int, prompt_tokens: int, shapers: list[Shaper],
+                 lead: list[ChoiceDelta] | None = None):
+        self._streams = streams
+        self._n = n
+        self._shapers = shapers
+        self._lead = lead or []
+        self.choices = len(streams) * n
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = 0
+        self.cached_tokens = 0
+
+    async def __aiter__(self) -> AsyncIterator[ChoiceDelta]:
+        for delta in self._lead:
+            yield delta
+        try:
+            async for i, delta in merge_streams(self._streams):
+                self.completion_tokens += len(delta.token_ids)
+                for out in self._shapers[i * self._n + delta.index](delta):
+                    yield out
+        except EngineError as e:
+            raise from_engine_error(e) from None
+        finally:
+            self.cached_tokens = sum(s.metrics.cached_prompt_tokens for s in self._streams)
+
+    def cancel(self) -> None:
+        for s in self._streams:
+            s.cancel()  # a no-op for a stream that ended
+
+
+def _with_tokens(out: list[ChoiceDelta], index: int, tokens: int) -> list[ChoiceDelta]:
+    """Put the engine delta's token count on the first API delta it produced (or an empty one)."""
+    if tokens:
+        if out:
+            out[0].tokens = tokens
+        else:
+            out.append(ChoiceDelta(index, tokens=tokens))
+    return out
+
+
+def _chat_shaper(k: int, spec: ToolSpec | None, logprobs: bool) -> Shaper:
+    parser = ToolStream(spec) if spec is not None and spec.parses else None
+
+    def tool_deltas(events: list) -> list[ChoiceDelta]:
+        out = []
+        for kind, value in events:
+            if kind == "content":
+                if value:
+                    out.append(ChoiceDelta(k, value))
+                continue
+            i = value["index"]  # a whole call: its head, then its arguments in one fragment
+            out.append(ChoiceDelta(k, tool_calls=[{"index": i, "id": value["id"], "type": "function",
+                                                  "function": {"name": value["function"]["name"], "arguments": ""}}]))
+            out.append(ChoiceDelta(k, tool_calls=[{"index": i, "function": {
+                "arguments": value["function"]["arguments"]}}]))
+        return out
+
+    def shape(d: CompletionDelta) -> list[ChoiceDelta]:
+        lp = [t.model_dump() for t in chat_logprobs(d.logprobs)] if logprobs and d.logprobs else None
+        if parser is None:
+            out = [ChoiceDelta(k, d.text, logprobs=lp)] if d.text or lp else []
+        else:
+            out = tool_deltas(parser.push(d.text))
+            if lp:
+                out.append(ChoiceDelta(k, logprobs=lp))
+        if d.finish_reason is not None:
+            reason = d.finish_reason
+            if parser is not None:
+                out += tool_deltas(parser.finish())
+                if parser.calls and reason == "stop":
+                    reason = "tool_calls"
+            out.append(ChoiceDelta(k, finish_reason=reason, stop_reason=d.stop_reason))
+        return _with_tokens(out, k, len(d.token_ids))
+
+    return shape
+
+
+def _completion_shaper(k: int, echo_len: int, logprobs: bool) -> Shaper:
+    offsets = CompletionLogprobsBuilder(echo_len)  # text_offset counts the echoed prompt
+
+    def shape(d: CompletionDelta) -> list[ChoiceDelta]:
+        lp = offsets.add(d.logprobs).model_dump() if logprobs and d.logprobs else None
+        out = []
+        if d.text or lp or d.finish_reason is not None:
+            out.append(ChoiceDelta(k, d.text, logprobs=lp, finish_reason=d.finish_reason, stop_reason=d.stop_reason))
+        return _with_tokens(out, k, len(d.token_ids))
+
+    return shape
