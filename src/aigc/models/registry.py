@@ -13,6 +13,7 @@ The caller passes the models directory (from its settings); this module reads no
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,12 @@ def _from_path(path: Path, name: str) -> ResolvedModel:
 def _describe_hf_dir(folder: Path, where: str) -> str:
     # Imported here: the registry must stay cheap to import for `aigc models`.
     from aigc.models.config import ConfigError, ModelConfig
+    from aigc.models.sentence_encoder import is_encoder_dir
 
+    if is_encoder_dir(folder):
+        raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        return (f"embedding model ({raw.get('model_type')}, {raw.get('num_hidden_layers')} layers, "
+                f"{raw.get('hidden_size')} dimensions); {where}")
     try:
         config = ModelConfig.from_json_file(folder / "config.json")
     except ConfigError as e:

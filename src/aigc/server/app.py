@@ -21,6 +21,7 @@ from aigc.server import classify_routes, embeddings_routes, openai_routes, respo
 from aigc.server.app_routes import install_app
 from aigc.server.auth import APIKeyMiddleware
 from aigc.server.backends import ClassifierBackend, ModelBackends
+from aigc.server.embedding_backend import EmbeddingBackend
 from aigc.server.errors import APIError, install_error_handlers
 from aigc.server.local_backend import LocalBackend
 from aigc.server.metrics import ServerMetrics
@@ -32,13 +33,14 @@ from aigc.settings import Settings
 log = logging.getLogger("aigc.server")
 
 
-def load_local_backend(name: str, settings: Settings) -> LocalBackend | ClassifierBackend:
+def load_local_backend(name: str, settings: Settings) -> LocalBackend | ClassifierBackend | EmbeddingBackend:
     """Load a model and start its engine (slow: run off the event loop)."""
     # Imported here: the model and engine bring torch; the server's own modules do not need it.
     from aigc.engine.engine import Engine
     from aigc.models.classifier import is_classifier_dir
     from aigc.models.loader import load_model
     from aigc.models.registry import resolve_model
+    from aigc.models.sentence_encoder import SentenceEncoder, is_encoder_dir
 
     if not (Path(name) / "adapter_config.json").is_file():
         resolved = resolve_model(name, models_dir=settings.models_dir)
@@ -48,6 +50,8 @@ def load_local_backend(name: str, settings: Settings) -> LocalBackend | Classifi
             classifier = Classifier.load(resolved.path, dtype=settings.dtype)
             classifier.name = name
             return ClassifierBackend(name, classifier)
+        if resolved.kind == "hf_dir" and is_encoder_dir(resolved.path):
+            return EmbeddingBackend(name, SentenceEncoder.load(resolved.path))
     loaded = load_model(name, models_dir=settings.models_dir, dtype=settings.dtype, quantize=settings.quantize)
     engine = Engine(loaded.model, loaded.tokenizer, name, max_concurrency=settings.max_concurrency,
                     max_queue=settings.max_queue, max_context=settings.max_context)

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from aigc.apps.chat.context import FittedContext, fit_messages
 from aigc.apps.chat.model import ApproxTokenizer, ChatModel, GenerationParams
-from aigc.server.backends import ClassifierBackend, ModelBackends
+from aigc.server.backends import ModelBackends
 from aigc.server.errors import APIError, from_validation_errors
 from aigc.server.generation import GenerationStream, GenerativeBackend
 from aigc.server.schemas import ChatCompletionRequest
@@ -98,7 +98,7 @@ def pick_model_name(backends: ModelBackends, requested: str | None, *fallbacks: 
     """The model asked for (404 if unknown), else the first fallback still served, else the first model."""
     if requested:
         return requested
-    served = [b.name for b in backends.all() if not isinstance(b, ClassifierBackend)]
+    served = backends.generative_names()
     for name in fallbacks:
         if name and name in served:
             return name
@@ -113,8 +113,8 @@ def pick_model_name(backends: ModelBackends, requested: str | None, *fallbacks: 
 def model_cards(backends: ModelBackends, remote_window: int) -> list[dict[str, Any]]:
     out = []
     for b in backends.all():
-        if isinstance(b, ClassifierBackend):
-            continue  # not a chat model
+        if not hasattr(b, "chat"):
+            continue  # a classifier or an embedding model: not a chat model
         out.append({"id": b.name, "window": b.max_context or remote_window, "remote": not b.exact_tokens,
                     "ready": True})
     out += [{"id": name, "window": None, "remote": False, "ready": False} for name in backends.loading]

@@ -46,6 +46,8 @@ class ClassifierBackend:
     classifier: Any  # aigc.apps.classify.Classifier: classify(texts) -> [{label, probabilities}]
     created: int = field(default_factory=lambda: int(time.time()))
 
+    purpose = "classification"
+
     @property
     def labels(self) -> list[str]:
         return list(self.classifier.labels)
@@ -164,12 +166,30 @@ class ModelBackends:
         raise model_not_found(name, self.names() + self.loading)
 
     def generative(self, name: str) -> GenerativeBackend:
-        """Like `get`, but a classifier is a client error here: it cannot chat or complete."""
+        """Like `get`, but a model that cannot chat or complete is a client error here."""
         backend = self.get(name)
-        if isinstance(backend, ClassifierBackend):
-            raise APIError(400, f"The model `{name}` is a classifier; send its inputs to POST /v1/classify.",
-                           param="model", code="model_not_generative")
+        if not hasattr(backend, "chat"):
+            raise self._wrong_route(backend)
         return backend
+
+    def embedder(self, name: str) -> Any:
+        """The backend for /v1/embeddings: a generative model (pooled) or an embedding model."""
+        backend = self.get(name)
+        if not hasattr(backend, "embeddings"):
+            raise self._wrong_route(backend)
+        return backend
+
+    @staticmethod
+    def _wrong_route(backend: Any) -> APIError:
+        purpose = getattr(backend, "purpose", "generation")
+        route = {"classification": "POST /v1/classify", "embeddings": "POST /v1/embeddings"}.get(purpose)
+        kind = {"classification": "a classifier", "embeddings": "an embedding model"}.get(purpose, "a model")
+        where = f"; send its inputs to {route}" if route else ""
+        return APIError(400, f"The model `{backend.name}` is {kind}{where}.", param="model",
+                        code="model_not_generative" if purpose != "generation" else "unsupported_model")
+
+    def generative_names(self) -> list[str]:
+        return [b.name for b in self.all() if hasattr(b, "chat")]
 
     def stats(self) -> list[tuple[str, EngineStats]]:
         out = []

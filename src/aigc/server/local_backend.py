@@ -10,7 +10,6 @@ fragments, log-probabilities in the endpoint's shape, echoed prompts first. Engi
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from aigc.engine.protocol import CompletionDelta, EngineError, EngineRequest, EngineStats, RequestStream
 from aigc.generation.params import SamplingParams
 from aigc.server import prompts
+from aigc.server.embedding_inputs import embedding_body, embedding_inputs
 from aigc.server.errors import APIError, bad_request, from_engine_error
 from aigc.server.generation import ChoiceDelta
 from aigc.server.logprobs import CompletionLogprobsBuilder, chat_logprobs
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from aigc.tokenizer import Tokenizer
 
 Shaper = Callable[[CompletionDelta], list[ChoiceDelta]]
-MAX_EMBEDDING_INPUTS = 2048  # OpenAI's limit per request
 
 
 @dataclass
@@ -88,17 +87,10 @@ class LocalBackend:
 
     async def embeddings(self, req: EmbeddingRequest) -> dict[str, Any]:
         size = self.engine.embedding_size
-        if req.dimensions is not None and req.dimensions > size:
-            raise bad_request(f"dimensions must be <= {size} for this model, got {req.dimensions}.",
-                              param="dimensions")
-        ids = self._embedding_inputs(req)
+        ids = embedding_inputs(req, lambda t: self.tokenizer.encode(t, add_special_tokens=True),
+                               self.tokenizer.vocab_size, self.max_context, size)
         vectors = await run_in_threadpool(self.engine.embed, ids, req.dimensions)
-        tokens = sum(len(t) for t in ids)
-        data = [{"object": "embedding", "index": i,
-                 "embedding": base64.b64encode(v.tobytes()).decode() if req.encoding_format == "base64"
-                 else v.tolist()} for i, v in enumerate(vectors)]
-        return {"object": "list", "data": data, "model": self.name,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return embedding_body(self.name, req, vectors, sum(len(t) for t in ids))
 
     async def tokenize(self, req: TokenizeRequest) -> dict[str, Any]:
         if (req.prompt is None) == (req.messages is None):
@@ -117,37 +109,6 @@ class LocalBackend:
         if bad is not None:
             raise bad_request(f"token id {bad} is outside the vocabulary (size {vocab}).", param="tokens")
         return {"prompt": self.tokenizer.decode(req.tokens)}
-
-    def _embedding_inputs(self, req: EmbeddingRequest) -> list[list[int]]:
-        raw: Any = req.input
-        if isinstance(raw, str):
-            raw = [raw]
-        if not raw:
-            raise bad_request("'input' is empty: send a string, a list of strings or token ids.", param="input")
-        if all(isinstance(v, int) for v in raw):
-            raw = [raw]
-        if len(raw) > MAX_EMBEDDING_INPUTS:
-            raise bad_request(f"'input' has {len(raw)} items; at most {MAX_EMBEDDING_INPUTS} are allowed.", param="input")
-        vocab = self.tokenizer.vocab_size
-        ids: list[list[int]] = []
-        for i, item in enumerate(raw):
-            if isinstance(item, str):
-                if not item:
-                    raise bad_request(f"input[{i}] is an empty string.", param="input")
-                tokens = self.tokenizer.encode(item, add_special_tokens=True)
-            else:
-                tokens = list(item)
-                if not tokens:
-                    raise bad_request(f"input[{i}] is an empty list of token ids.", param="input")
-                bad = next((t for t in tokens if not 0 <= t < vocab), None)
-                if bad is not None:
-                    raise bad_request(f"input[{i}] has token id {bad}, outside the vocabulary (size {vocab}).",
-                                      param="input")
-            if len(tokens) > self.max_context:
-                raise APIError(400, f"input[{i}] has {len(tokens)} tokens; this model takes at most "
-                               f"{self.max_context}.", param="input", code="context_length_exceeded")
-            ids.append(tokens)
-        return ids
 
     def _submit(self, prompt_ids: list[list[int]], params: SamplingParams, rid: str) -> list[RequestStream]:
         streams: list[RequestStream] = []

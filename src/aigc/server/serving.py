@@ -39,12 +39,14 @@ from aigc.server.schemas import (
 from aigc.server.sse import EventStreamResponse, sse_data, unless_disconnected
 
 
-def begin(request: Request, endpoint: str, model: str) -> tuple[RequestRecord, GenerativeBackend]:
-    """What every model route does first: its log record and the model's (generative) backend."""
+def begin(request: Request, endpoint: str, model: str, *, embeddings: bool = False) -> tuple[RequestRecord, Any]:
+    """What every model route does first: its log record and the model's backend (a generative
+    one, or with `embeddings` one that embeds)."""
     record = request_record(request)
     record.endpoint = endpoint
     backends: ModelBackends = request.app.state.backends
-    backend = backends.generative(model)  # 404 unknown, 503 loading, 400 a classifier
+    # 404 unknown, 503 loading, 400 a model for another route
+    backend = backends.embedder(model) if embeddings else backends.generative(model)
     record.model = backend.name
     return record, backend
 
