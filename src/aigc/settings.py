@@ -28,9 +28,13 @@ class Settings(BaseSettings):
     quantize: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: list[str] = Field(default_factory=list)  # server-wide keys (an empty one is refused at start)
     insecure: bool = False
     cors_origins: list[str] = Field(default_factory=list)
+    # Host names served (DNS-rebinding defence); default: loopback names on a loopback bind, else any.
+    allowed_hosts: list[str] = Field(default_factory=list)
+    rate_limit: str | None = None  # requests per user and per key, e.g. "60/minute"
+    token_quota: str | None = None  # tokens per user and per key, e.g. "200000/day"
     max_concurrency: int = 16  # sequences decoded together (KV-cache slots)
     max_queue: int = 64  # requests waiting for a slot before 429
     max_context: int = 4096  # tokens per KV slot (capped by the model's window)

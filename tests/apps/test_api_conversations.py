@@ -331,7 +331,8 @@ def test_oversized_bodies_are_413(http):
         for _ in range(20):
             yield b"x" * 65536
 
-    error_of(http.post("/api/conversations/import", content=chunks()), 413, "request_too_large")
+    error_of(http.post("/api/conversations/import", content=chunks(), headers={"content-type": "application/json"}),
+             413, "request_too_large")
 
 
 def test_pages_are_served_without_any_cdn(http):

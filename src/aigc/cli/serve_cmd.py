@@ -19,7 +19,16 @@ def register(sub) -> None:
     p.add_argument("--host", default=None, help="bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port (default: 8000)")
     p.add_argument("--api-key", action="append", default=None, help="accepted API key (repeatable)")
-    p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without --api-key")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback bind with no account (aigc users add) and no --api-key")
+    p.add_argument("--allowed-host", action="append", default=None, metavar="HOST",
+                   help="Host name this server answers to (repeatable; '*' for any). Default: loopback "
+                        "names on a loopback bind, any otherwise")
+    p.add_argument("--rate-limit", default=None, metavar="N/UNIT",
+                   help="requests per user and per API key, e.g. 60/minute (users can be given their own: "
+                        "aigc users set-limits)")
+    p.add_argument("--token-quota", default=None, metavar="N/UNIT",
+                   help="tokens (prompt + completion) per user, e.g. 200000/day")
     p.add_argument("--max-concurrency", type=int, default=None, help="sequences decoded together")
     p.add_argument("--max-queue", type=int, default=None, help="waiting requests before HTTP 429")
     p.add_argument("--max-context", type=int, default=None, help="tokens per sequence slot")
@@ -53,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         "port": args.port, "api_keys": args.api_key, "max_concurrency": args.max_concurrency,
         "max_queue": args.max_queue, "max_context": args.max_context, "remotes": args.remote,
         "cors_origins": args.cors_origin, "database_url": args.database_url,
+        "allowed_hosts": args.allowed_host, "rate_limit": args.rate_limit, "token_quota": args.token_quota,
     }
     overrides = {k: v for k, v in fields.items() if v is not None}
     if args.insecure:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from aigc.server import classify_routes, embeddings_routes, openai_routes, responses_routes
 from aigc.server.app_routes import install_app
-from aigc.server.auth import APIKeyMiddleware
+from aigc.server.auth import AccessGate, AuthMiddleware
 from aigc.server.backends import ClassifierBackend, ModelBackends
 from aigc.server.embedding_backend import EmbeddingBackend
 from aigc.server.errors import APIError, install_error_handlers
@@ -99,7 +99,8 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
     app.include_router(classify_routes.router)
     app.include_router(embeddings_routes.router)
     app.include_router(responses_routes.router)
-    install_app(app, settings, backends)  # the web app: /api, /, /static (app_routes.py)
+    web = install_app(app, settings, backends)  # the web app: /api, /, /static (app_routes.py)
+    gate = app.state.gate = AccessGate(settings, lambda: web.db)
 
     @app.get("/health", response_model=None)
     async def health() -> Response:
@@ -116,10 +117,10 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)
 
-    # Last added runs first: CORS (answers preflights) -> request log (sees every status) -> API key
-    # -> text check (lone surrogates are a 400).
+    # Last added runs first: CORS (answers preflights) -> request log (sees every status) -> auth
+    # (host, who, limits) -> text check (lone surrogates are a 400).
     app.add_middleware(TextCheckMiddleware)
-    app.add_middleware(APIKeyMiddleware, keys=list(settings.api_keys))
+    app.add_middleware(AuthMiddleware, gate=gate)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],

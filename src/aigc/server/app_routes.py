@@ -26,7 +26,7 @@ from aigc.apps.chat.model import ChatModel, GenerationParams, ReplyStream
 from aigc.apps.chat.replies import ChatReplies, ReplyPlan
 from aigc.apps.chat.transcript import export_json, export_markdown, import_json
 from aigc.apps.studio.library import TemplateLibrary
-from aigc.server import app_studio
+from aigc.server import app_studio, auth_routes
 from aigc.server.app_http import (
     DEFAULT_MAX_BODY,
     BodyLimitMiddleware,
@@ -37,6 +37,7 @@ from aigc.server.app_http import (
 )
 from aigc.server.app_models import chat_model, model_cards, pick_model_name
 from aigc.server.app_schemas import ConversationIn, FeedbackIn, MessageIn, ReplyIn, merged_params
+from aigc.server.auth import principal_of
 from aigc.server.backends import ModelBackends
 from aigc.server.errors import APIError
 from aigc.server.request_log import request_record
@@ -112,6 +113,15 @@ def _web(request: Request) -> WebApp:
     return request.app.state.webapp
 
 
+def _conversations(request: Request) -> ConversationStore:
+    """The conversations of the request's principal (accounts: another user's are not found)."""
+    return _web(request).conversations.scoped(principal_of(request).owner)
+
+
+def _replies(request: Request) -> ChatReplies:
+    return ChatReplies(_conversations(request))
+
+
 def _int_id(value: str, kind: str) -> int:
     """Path ids: anything that is not a known id is a 404 (not a validation error)."""
     if not value.isdigit() or len(value) > 18:
@@ -135,7 +145,7 @@ async def list_models(request: Request) -> JSONResponse:
 
 @router.get("/conversations")
 async def list_conversations(request: Request, q: str | None = None) -> JSONResponse:
-    store = _web(request).conversations
+    store = _conversations(request)
     if q and q.strip():
         return JSONResponse({"data": await run_in_threadpool(store.search, q[:200]), "query": q})
     return JSONResponse({"data": await run_in_threadpool(store.list)})
@@ -147,7 +157,7 @@ async def create_conversation(request: Request) -> JSONResponse:
     web = _web(request)
     if body.model:
         web.backends.get(body.model)  # 404 for a model this server does not know
-    conv = await run_in_threadpool(lambda: web.conversations.create(
+    conv = await run_in_threadpool(lambda: _conversations(request).create(
         title=body.title or "", system_prompt=body.system_prompt or "", model=body.model,
         params=body.params.model_dump(exclude_none=True) if body.params else {}))
     return JSONResponse(conv, status_code=201)
@@ -156,7 +166,7 @@ async def create_conversation(request: Request) -> JSONResponse:
 @router.post("/conversations/import", status_code=201)
 async def import_conversation(request: Request) -> JSONResponse:
     data = await read_json(request)
-    store = _web(request).conversations
+    store = _conversations(request)
     return JSONResponse(await run_in_threadpool(import_json, store, data), status_code=201)
 
 
@@ -164,7 +174,7 @@ async def import_conversation(request: Request) -> JSONResponse:
 async def get_conversation(conversation_id: str, request: Request) -> JSONResponse:
     cid = _int_id(conversation_id, "conversation")
     web = _web(request)
-    conv = await run_in_threadpool(web.conversations.get, cid)
+    conv = await run_in_threadpool(_conversations(request).get, cid)
     conv["generating"] = cid in web.active
     return JSONResponse(conv)
 
@@ -178,10 +188,10 @@ async def update_conversation(conversation_id: str, request: Request) -> JSONRes
         web.backends.get(body.model)
     params = None
     if body.params is not None:
-        stored = (await run_in_threadpool(web.conversations.get_meta, cid))["params"]
+        stored = (await run_in_threadpool(_conversations(request).get_meta, cid))["params"]
         params = {**stored, **body.params.model_dump(exclude_unset=True)}
         params = {k: v for k, v in params.items() if v is not None}
-    conv = await run_in_threadpool(lambda: web.conversations.update(
+    conv = await run_in_threadpool(lambda: _conversations(request).update(
         cid, title=body.title, system_prompt=body.system_prompt, model=body.model, params=params))
     return JSONResponse(conv)
 
@@ -193,14 +203,14 @@ async def delete_conversation(conversation_id: str, request: Request) -> Respons
     active = web.active.get(cid)
     if active is not None:
         active.stop()
-    await run_in_threadpool(web.conversations.delete, cid)
+    await run_in_threadpool(_conversations(request).delete, cid)
     return Response(status_code=204)
 
 
 @router.get("/conversations/{conversation_id}/export", response_model=None)
 async def export_conversation(conversation_id: str, request: Request, format: str = "json") -> Response:
     cid = _int_id(conversation_id, "conversation")
-    conv = await run_in_threadpool(_web(request).conversations.get, cid)
+    conv = await run_in_threadpool(_conversations(request).get, cid)
     if format in ("markdown", "md"):
         return Response(export_markdown(conv), media_type="text/markdown; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="conversation-{cid}.md"'})
@@ -215,24 +225,25 @@ async def conversation_context(conversation_id: str, request: Request, model: st
     """The window meter for the conversation as it stands: what the next reply would see."""
     cid = _int_id(conversation_id, "conversation")
     web = _web(request)
-    meta = await run_in_threadpool(web.conversations.get_meta, cid)
+    meta = await run_in_threadpool(_conversations(request).get_meta, cid)
     chat = web.model(pick_model_name(web.backends, model, meta["model"]))
     params = merged_params(meta["params"], None)
-    report = await run_in_threadpool(web.replies.current_context, cid, chat, params)
+    report = await run_in_threadpool(_replies(request).current_context, cid, chat, params)
     return JSONResponse({**report, "model": chat.name})
 
 
 # ---------------------------------------------------------------------------- replies
 
 
-async def _resolve(web: WebApp, cid: int, body: ReplyIn) -> tuple[ChatModel, GenerationParams]:
+async def _resolve(request: Request, cid: int, body: ReplyIn) -> tuple[ChatModel, GenerationParams]:
     """The reply's model and parameters; what the request sets is remembered for the conversation."""
-    meta = await run_in_threadpool(web.conversations.get_meta, cid)
+    web = _web(request)
+    meta = await run_in_threadpool(_conversations(request).get_meta, cid)
     name = pick_model_name(web.backends, body.model, meta["model"])
     chat = web.model(name)
     params = merged_params(meta["params"], body.params)
     if body.model or body.params:
-        await run_in_threadpool(lambda: web.conversations.update(
+        await run_in_threadpool(lambda: _conversations(request).update(
             cid, model=name if body.model else None, params=params.to_dict() if body.params else None))
     return chat, params
 
@@ -240,12 +251,13 @@ async def _resolve(web: WebApp, cid: int, body: ReplyIn) -> tuple[ChatModel, Gen
 async def _reply(request: Request, cid: int, plan_of: Callable[[ChatModel, GenerationParams], ReplyPlan],
                  body: ReplyIn) -> EventStreamResponse:
     web = _web(request)
+    await run_in_threadpool(_conversations(request).get_meta, cid)  # 404 before 409: nothing leaks
     if cid in web.active:
         raise APIError(409, "A reply is already being generated in this conversation; stop it first.",
                        code="reply_in_progress")
     active = web.active[cid] = ActiveReply()
     try:
-        chat, params = await _resolve(web, cid, body)
+        chat, params = await _resolve(request, cid, body)
         plan = await run_in_threadpool(plan_of, chat, params)
         record = request_record(request)
         record.model, record.prompt_tokens = chat.name, plan.fitted.used
@@ -265,7 +277,7 @@ async def _reply(request: Request, cid: int, plan_of: Callable[[ChatModel, Gener
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            async for chunk in as_sse(web.replies.run(plan, stream, user_message, is_stopped=lambda: active.stopped)):
+            async for chunk in as_sse(_replies(request).run(plan, stream, user_message, is_stopped=lambda: active.stopped)):
                 yield chunk
         finally:  # before the response's last byte: a client that saw "done" may send the next message
             finished()
@@ -277,7 +289,7 @@ async def _reply(request: Request, cid: int, plan_of: Callable[[ChatModel, Gener
 async def send_message(conversation_id: str, request: Request) -> EventStreamResponse:
     cid = _int_id(conversation_id, "conversation")
     body = await read_body(request, MessageIn)
-    replies = _web(request).replies
+    replies = _replies(request)
     return await _reply(request, cid, lambda m, p: replies.plan_send(cid, body.content, m, p), body)
 
 
@@ -285,7 +297,7 @@ async def send_message(conversation_id: str, request: Request) -> EventStreamRes
 async def regenerate(conversation_id: str, request: Request) -> EventStreamResponse:
     cid = _int_id(conversation_id, "conversation")
     body = await read_body(request, ReplyIn)
-    replies = _web(request).replies
+    replies = _replies(request)
     return await _reply(request, cid, lambda m, p: replies.plan_regenerate(cid, m, p), body)
 
 
@@ -295,7 +307,7 @@ async def edit_message(conversation_id: str, message_id: str, request: Request) 
     cid = _int_id(conversation_id, "conversation")
     mid = _int_id(message_id, "message")
     body = await read_body(request, MessageIn)
-    replies = _web(request).replies
+    replies = _replies(request)
     return await _reply(request, cid, lambda m, p: replies.plan_edit(cid, mid, body.content, m, p), body)
 
 
@@ -303,7 +315,7 @@ async def edit_message(conversation_id: str, message_id: str, request: Request) 
 async def stop_reply(conversation_id: str, request: Request) -> JSONResponse:
     cid = _int_id(conversation_id, "conversation")
     web = _web(request)
-    await run_in_threadpool(web.conversations.get_meta, cid)  # 404 for an unknown conversation
+    await run_in_threadpool(_conversations(request).get_meta, cid)  # 404 for an unknown conversation
     active = web.active.get(cid)
     if active is not None:
         active.stop()
@@ -317,20 +329,20 @@ async def stop_reply(conversation_id: str, request: Request) -> JSONResponse:
 async def put_feedback(message_id: str, request: Request) -> JSONResponse:
     mid = _int_id(message_id, "message")
     body = await read_body(request, FeedbackIn)
-    store = _web(request).conversations
+    store = _conversations(request)
     return JSONResponse(await run_in_threadpool(store.set_feedback, mid, body.rating, body.comment))
 
 
 @router.delete("/messages/{message_id}/feedback", status_code=204)
 async def delete_feedback(message_id: str, request: Request) -> Response:
     mid = _int_id(message_id, "message")
-    await run_in_threadpool(_web(request).conversations.clear_feedback, mid)
+    await run_in_threadpool(_conversations(request).clear_feedback, mid)
     return Response(status_code=204)
 
 
 @router.get("/feedback")
 async def list_feedback(request: Request) -> JSONResponse:
-    return JSONResponse({"data": await run_in_threadpool(_web(request).conversations.list_feedback)})
+    return JSONResponse({"data": await run_in_threadpool(_conversations(request).list_feedback)})
 
 
 # ---------------------------------------------------------------------------- mounting
@@ -344,6 +356,7 @@ def install_app(app: FastAPI, settings: Settings, backends: ModelBackends, *, db
     install_app_error_handlers(app)
     app.include_router(router)
     app.include_router(app_studio.router)
+    app.include_router(auth_routes.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -54,3 +54,14 @@ class TemplateRunIn(BaseModel):
     model: str | None = Field(None, max_length=200)
     params: ParamsIn | None = None
     output: Literal["text", "json"] = "text"  # json: JSON output mode (templates that declare an output_schema)
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class KeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field("", max_length=100)

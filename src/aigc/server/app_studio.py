@@ -27,6 +27,7 @@ from aigc.apps.studio.runner import studio_events, studio_messages
 from aigc.server.app_http import as_sse, read_body, read_json
 from aigc.server.app_models import pick_model_name
 from aigc.server.app_schemas import TemplateRunIn
+from aigc.server.auth import principal_of
 from aigc.server.errors import APIError
 from aigc.server.request_log import request_record
 from aigc.server.sse import EventStreamResponse
@@ -36,6 +37,11 @@ router = APIRouter(prefix="/api/templates")
 
 def _web(request: Request) -> Any:
     return request.app.state.webapp
+
+
+def _templates(request: Request) -> Any:
+    """Built-in templates and the request's principal's own (another user's are not found)."""
+    return _web(request).templates.scoped(principal_of(request).owner)
 
 
 def _card(web: Any, t: StudioTemplate) -> dict[str, Any]:
@@ -65,7 +71,7 @@ def _plan(web: Any, t: StudioTemplate, body: TemplateRunIn) -> tuple[str, Any, G
 @router.get("")
 async def list_templates(request: Request) -> JSONResponse:
     web = _web(request)
-    templates = await run_in_threadpool(web.templates.list)
+    templates = await run_in_threadpool(_templates(request).list)
     return JSONResponse({"data": [_card(web, t) for t in templates]})
 
 
@@ -73,14 +79,13 @@ async def list_templates(request: Request) -> JSONResponse:
 async def create_template(request: Request) -> JSONResponse:
     web = _web(request)
     data = await read_json(request)
-    return JSONResponse(_card(web, await run_in_threadpool(web.templates.create, data)), status_code=201)
+    return JSONResponse(_card(web, await run_in_threadpool(_templates(request).create, data)), status_code=201)
 
 
 @router.get("/export")
 async def export_templates(request: Request, ids: str | None = None) -> JSONResponse:
-    web = _web(request)
     chosen = [i for i in (ids or "").split(",") if i]
-    doc = await run_in_threadpool(web.templates.export, chosen or None)
+    doc = await run_in_threadpool(_templates(request).export, chosen or None)
     return JSONResponse(doc, headers={"Content-Disposition": 'attachment; filename="aigc-templates.json"'})
 
 
@@ -88,26 +93,26 @@ async def export_templates(request: Request, ids: str | None = None) -> JSONResp
 async def import_templates(request: Request) -> JSONResponse:
     web = _web(request)
     data = await read_json(request)
-    created = await run_in_threadpool(web.templates.import_, data)
+    created = await run_in_threadpool(_templates(request).import_, data)
     return JSONResponse({"data": [_card(web, t) for t in created]}, status_code=201)
 
 
 @router.get("/{template_id}")
 async def get_template(template_id: str, request: Request) -> JSONResponse:
     web = _web(request)
-    return JSONResponse(_card(web, await run_in_threadpool(web.templates.get, template_id)))
+    return JSONResponse(_card(web, await run_in_threadpool(_templates(request).get, template_id)))
 
 
 @router.put("/{template_id}")
 async def update_template(template_id: str, request: Request) -> JSONResponse:
     web = _web(request)
     data = await read_json(request)
-    return JSONResponse(_card(web, await run_in_threadpool(web.templates.update, template_id, data)))
+    return JSONResponse(_card(web, await run_in_threadpool(_templates(request).update, template_id, data)))
 
 
 @router.delete("/{template_id}", status_code=204)
 async def delete_template(template_id: str, request: Request) -> Response:
-    await run_in_threadpool(_web(request).templates.delete, template_id)
+    await run_in_threadpool(_templates(request).delete, template_id)
     return Response(status_code=204)
 
 
@@ -115,7 +120,7 @@ async def delete_template(template_id: str, request: Request) -> Response:
 async def render_template(template_id: str, request: Request) -> JSONResponse:
     web = _web(request)
     body = await read_body(request, TemplateRunIn)
-    t = await run_in_threadpool(web.templates.get, template_id)
+    t = await run_in_threadpool(_templates(request).get, template_id)
     prompt, chat, params = _plan(web, t, body)
     return JSONResponse({"template": t.id, "version": t.version, "prompt": prompt, "system": t.system,
                          "model": chat.name, "params": params.to_dict(),
@@ -126,7 +131,7 @@ async def render_template(template_id: str, request: Request) -> JSONResponse:
 async def run_template(template_id: str, request: Request) -> EventStreamResponse:
     web = _web(request)
     body = await read_body(request, TemplateRunIn)
-    t = await run_in_threadpool(web.templates.get, template_id)
+    t = await run_in_threadpool(_templates(request).get, template_id)
     prompt, chat, params = _plan(web, t, body)
     if params.max_tokens >= chat.window:
         raise APIError(400, f"max_tokens must be smaller than the model's window ({chat.window})",

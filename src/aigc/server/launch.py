@@ -1,7 +1,8 @@
 """`aigc serve`: check the bind is safe, build the app, run uvicorn.
 
-Safe defaults: the server binds 127.0.0.1; binding any other address without an API key is
-refused (anyone on the network could use the models) unless `--insecure` says so on purpose.
+Safe defaults: the server binds 127.0.0.1; binding any other address with no account and no API
+key is refused (anyone on the network could use the models and read the chats) unless
+`--insecure` says so on purpose; an empty API key is refused everywhere.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from collections.abc import Mapping
 
 import uvicorn
 
+from aigc.accounts.limits import parse_limit
 from aigc.server.app import backends_from_settings, create_app
 from aigc.server.backends import ModelBackends
 from aigc.server.remote import RemoteSpec, parse_remote_spec
 from aigc.settings import Settings
+from aigc.store import Database
 
 __all__ = ["ServeConfigError", "check_bind", "is_loopback", "parse_remote_spec", "RemoteSpec", "serve"]
 
@@ -33,11 +36,31 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _has_users(settings: Settings) -> bool:
+    from aigc.server.auth import AccessGate
+
+    gate = AccessGate(settings, lambda: Database(settings.database_url))
+    return gate.users_exist()
+
+
 def check_bind(settings: Settings) -> None:
-    if not is_loopback(settings.host) and not settings.api_keys and not settings.insecure:
+    """Refuse what would leave the server open by mistake: an empty key (an unset $VARIABLE), or a
+    non-loopback bind where nobody has to log in."""
+    if any(not k.strip() for k in settings.api_keys):
+        raise ServeConfigError("an --api-key is empty (an unset environment variable?): give a real key or "
+                               "leave --api-key out")
+    for value, name, unit in ((settings.rate_limit, "--rate-limit", "requests"),
+                              (settings.token_quota, "--token-quota", "tokens")):
+        if value:
+            try:
+                parse_limit(value, unit)
+            except ValueError as e:
+                raise ServeConfigError(f"{name}: {e}") from None
+    if not is_loopback(settings.host) and not settings.api_keys and not settings.insecure and \
+            not _has_users(settings):
         raise ServeConfigError(
-            f"refusing to listen on {settings.host} without an API key: pass --api-key KEY "
-            "(or --insecure to allow anyone who can reach this address), or bind 127.0.0.1"
+            f"refusing to listen on {settings.host} with no account and no API key: add an admin with "
+            "`aigc users add NAME --admin` (or pass --api-key KEY; --insecure allows anyone), or bind 127.0.0.1"
         )
 
 

@@ -237,7 +237,7 @@ def _error_of(data: dict[str, Any], status: int, headers: dict[str, str] | None 
     return APIError(status, f"remote: {message}", headers=headers)
 
 
-_BUFFERED = 32  # deltas read ahead of the client: a client gone early leaves the upstream little done
+_BUFFERED = 8  # deltas read ahead of the client: a client gone early leaves the upstream little done
 _DELTA_KEYS = {"role", "content", "tool_calls", "function_call"}  # what ChoiceDelta carries itself
 
 

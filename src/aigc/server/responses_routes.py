@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
+from aigc.server.auth import principal_of
 from aigc.server.errors import APIError, bad_request
 from aigc.server.generation import ChoiceDelta
 from aigc.server.schemas import ChatCompletionRequest
@@ -141,6 +142,8 @@ def _get_stored(request: Request, response_id: str) -> StoredResponse:
     db = request.app.state.webapp.db
     with db.session() as s:
         row = s.get(StoredResponse, response_id)
+        if row is not None and row.user_id != principal_of(request).owner:
+            row = None  # another user's: not found, as if it never existed
         if row is not None and row.expires_at.replace(tzinfo=row.expires_at.tzinfo or UTC) < datetime.now(UTC):
             s.delete(row)
             s.commit()
@@ -156,7 +159,8 @@ def _store(request: Request, body: dict[str, Any], conversation: list[dict[str, 
     days = request.app.state.settings.response_store_days
     db = request.app.state.webapp.db
     with db.session() as s:
-        s.add(StoredResponse(id=body["id"], model=body["model"], body=body, conversation=conversation,
+        s.add(StoredResponse(id=body["id"], user_id=principal_of(request).owner, model=body["model"], body=body,
+                             conversation=conversation,
                              expires_at=datetime.now(UTC) + timedelta(days=days)))
         s.commit()
 

@@ -2,8 +2,9 @@
 
 SQLite gets, on every connection: `journal_mode=WAL` (readers never block the writer),
 `synchronous=FULL` (a committed message survives a crash of the process or the machine),
-`foreign_keys=ON` (deleting a conversation deletes its messages) and a busy timeout. Tables are
-created at start (`create_all`); on SQLite a full-text index over messages is added too.
+`foreign_keys=ON` (deleting a conversation deletes its messages) and a busy timeout. The schema
+is made and upgraded at open by the migrations (migrate.py); on SQLite a full-text index over
+messages is added too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
-from aigc.store.models import Base
+from aigc.store.migrate import upgrade
 from aigc.store.search import install_fulltext
 
 
@@ -28,7 +29,7 @@ class Database:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self.engine = self._make_engine()
-        Base.metadata.create_all(self.engine)
+        upgrade(self.engine, self.url.render_as_string(hide_password=True))
         # Full-text search: FTS5 on SQLite (unless turned off, as tests do to cover the fallback).
         self.fulltext = fulltext and self.is_sqlite and install_fulltext(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -1,5 +1,10 @@
-"""The tables: conversations, their messages, feedback on messages, user templates, and responses of
-the OpenAI Responses API kept for `previous_response_id`.
+"""The tables: accounts (users, their API keys, login sessions, daily usage), conversations, their
+messages, feedback on messages, user templates, and responses of the OpenAI Responses API kept for
+`previous_response_id`.
+
+Every resource a person makes has an owner (`user_id`); NULL is the single-user room of a server
+without accounts (and what the first admin inherits, see accounts/users.py). The schema is made
+and upgraded by the Alembic migrations in `migrations/`, never by `create_all`.
 
 Normalized on purpose (one row per message, not one JSON blob per chat): messages can be searched,
 counted, rated and exported one by one, and a crash mid-reply loses at most that reply's tail.
@@ -27,11 +32,72 @@ class Base(DeclarativeBase):
 _NO_REUSE = {"sqlite_autoincrement": True}
 
 
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = _NO_REUSE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)  # argon2id, or "" (no password: API keys only)
+    role: Mapped[str] = mapped_column(String(16), default="user")  # admin | user
+    rate_limit: Mapped[str | None] = mapped_column(String(32), nullable=True)  # overrides --rate-limit
+    token_quota: Mapped[str | None] = mapped_column(String(32), nullable=True)  # overrides --token-quota
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class APIKey(Base):
+    """A user's key for the OpenAI routes: only its SHA-256 is stored (keys are 32 random bytes, so a
+    fast hash is safe, and every API request can check one)."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = _NO_REUSE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100), default="")
+    prefix: Mapped[str] = mapped_column(String(16))  # shown in lists: "aigc-ab12cd"
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class LoginSession(Base):
+    """A web login: the cookie holds a random token, the table its SHA-256."""
+
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class UsageDay(Base):
+    """Requests and tokens per user, per key (key_id 0: the web app's session), per UTC day."""
+
+    __tablename__ = "usage"
+    __table_args__ = (UniqueConstraint("user_id", "key_id", "day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    key_id: Mapped[int] = mapped_column(Integer, default=0)
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+def _owner() -> Mapped[int | None]:
+    return mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True)
+
+
 class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = _NO_REUSE
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = _owner()
     title: Mapped[str] = mapped_column(String(200), default="")
     system_prompt: Mapped[str] = mapped_column(Text, default="")
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -93,6 +159,7 @@ class UserTemplate(Base):
     __table_args__ = _NO_REUSE
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = _owner()
     version: Mapped[int] = mapped_column(Integer, default=1)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     body: Mapped[str] = mapped_column(Text)
@@ -108,6 +175,7 @@ class StoredResponse(Base):
     __tablename__ = "responses"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[int | None] = _owner()
     model: Mapped[str] = mapped_column(String(200))
     body: Mapped[dict[str, Any]] = mapped_column(JSON)
     conversation: Mapped[list[Any]] = mapped_column(JSON)

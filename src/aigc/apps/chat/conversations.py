@@ -75,21 +75,39 @@ def title_from(text: str) -> str:
 
 
 class ConversationStore:
-    def __init__(self, db: Database):
+    """One owner's conversations (`owner`: a user id; None is the single room of a server without
+    accounts). Another owner's conversation, or a message or rating in it, is "not found", the
+    same as one that never existed: nothing confirms it exists."""
+
+    def __init__(self, db: Database, owner: int | None = None):
         self.db = db
+        self.owner = owner
+
+    def scoped(self, owner: int | None) -> ConversationStore:
+        return ConversationStore(self.db, owner)
+
+    def _mine(self) -> Any:
+        return Conversation.user_id.is_(None) if self.owner is None else Conversation.user_id == self.owner
 
     # ---------------------------------------------------------------- conversations
 
     def _get(self, s: Session, conversation_id: int) -> Conversation:
         c = s.get(Conversation, conversation_id)
-        if c is None:
+        if c is None or c.user_id != self.owner:
             raise NotFoundError("conversation", conversation_id)
         return c
+
+    def _message(self, s: Session, message_id: int) -> Message:
+        m = s.get(Message, message_id)
+        if m is None or s.scalar(select(Conversation.user_id).where(Conversation.id == m.conversation_id)) != self.owner:
+            raise NotFoundError("message", message_id)
+        return m
 
     def create(self, *, title: str = "", system_prompt: str = "", model: str | None = None,
                params: dict[str, Any] | None = None) -> dict[str, Any]:
         with self.db.session() as s:
-            c = Conversation(title=title, system_prompt=system_prompt, model=model, params=params or {})
+            c = Conversation(title=title, system_prompt=system_prompt, model=model, params=params or {},
+                             user_id=self.owner)
             s.add(c)
             s.flush()
             return conversation_dict(c, count=0)
@@ -101,6 +119,7 @@ class ConversationStore:
                       .group_by(Message.conversation_id).subquery())
             rows = s.execute(select(Conversation, func.coalesce(counts.c.n, 0))
                              .outerjoin(counts, counts.c.conversation_id == Conversation.id)
+                             .where(self._mine())
                              .order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit))
             return [conversation_dict(c, count=n) for c, n in rows]
 
@@ -150,7 +169,7 @@ class ConversationStore:
                 hits.setdefault(cid, {"message_id": None, "snippet": ""})
             if not hits:
                 return []
-            convs = s.scalars(select(Conversation).where(Conversation.id.in_(hits))
+            convs = s.scalars(select(Conversation).where(Conversation.id.in_(hits), self._mine())
                               .order_by(Conversation.updated_at.desc()).limit(limit))
             return [{**conversation_dict(c), "match": hits[c.id]} for c in convs]
 
@@ -179,6 +198,7 @@ class ConversationStore:
 
     def get_message(self, conversation_id: int, message_id: int) -> dict[str, Any]:
         with self.db.session() as s:
+            self._get(s, conversation_id)
             m = s.get(Message, message_id)
             if m is None or m.conversation_id != conversation_id:
                 raise NotFoundError("message", message_id)
@@ -194,6 +214,7 @@ class ConversationStore:
 
     def set_content(self, conversation_id: int, message_id: int, content: str, tokens: int | None) -> dict[str, Any]:
         with self.db.session() as s:
+            self._get(s, conversation_id)
             m = s.get(Message, message_id)
             if m is None or m.conversation_id != conversation_id:
                 raise NotFoundError("message", message_id)
@@ -206,9 +227,7 @@ class ConversationStore:
     def set_feedback(self, message_id: int, rating: int, comment: str = "") -> dict[str, Any]:
         """Store 👍 (+1) or 👎 (-1) with an optional comment; replaces an earlier rating."""
         with self.db.session() as s:
-            m = s.get(Message, message_id)
-            if m is None:
-                raise NotFoundError("message", message_id)
+            self._message(s, message_id)
             fb = s.scalar(select(Feedback).where(Feedback.message_id == message_id))
             if fb is None:
                 fb = Feedback(message_id=message_id, rating=rating, comment=comment)
@@ -221,14 +240,14 @@ class ConversationStore:
 
     def clear_feedback(self, message_id: int) -> None:
         with self.db.session() as s:
-            if s.get(Message, message_id) is None:
-                raise NotFoundError("message", message_id)
+            self._message(s, message_id)
             s.execute(delete(Feedback).where(Feedback.message_id == message_id))
 
     def list_feedback(self, limit: int = 1000) -> list[dict[str, Any]]:
         """Rated messages with the model and text they rate, newest first (for monitoring/training)."""
         with self.db.session() as s:
             rows = s.execute(select(Feedback, Message).join(Message, Feedback.message_id == Message.id)
+                             .join(Conversation, Conversation.id == Message.conversation_id).where(self._mine())
                              .order_by(Feedback.updated_at.desc()).limit(limit))
             return [{"message_id": m.id, "conversation_id": m.conversation_id, "rating": fb.rating,
                      "comment": fb.comment, "model": m.model, "role": m.role, "content": m.content,

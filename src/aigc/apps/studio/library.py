@@ -35,9 +35,23 @@ def _user_id(ident: str) -> int | None:
 
 
 class TemplateLibrary:
-    def __init__(self, db: Database, builtin: dict[str, StudioTemplate] | None = None):
+    """The built-in templates and one owner's own (`owner` as in ConversationStore): another
+    owner's template is "not found"."""
+
+    def __init__(self, db: Database, builtin: dict[str, StudioTemplate] | None = None, owner: int | None = None):
         self.db = db
         self.builtin = load_builtin_templates() if builtin is None else builtin
+        self.owner = owner
+
+    def scoped(self, owner: int | None) -> TemplateLibrary:
+        return TemplateLibrary(self.db, self.builtin, owner)
+
+    def _mine(self) -> Any:
+        return UserTemplate.user_id.is_(None) if self.owner is None else UserTemplate.user_id == self.owner
+
+    def _row(self, s: Any, row_id: int | None) -> UserTemplate | None:
+        row = s.get(UserTemplate, row_id) if row_id is not None else None
+        return row if row is not None and row.user_id == self.owner else None
 
     def _from_row(self, row: UserTemplate) -> StudioTemplate:
         return StudioTemplate.parse({**row.spec, "version": row.version, "body": row.body},
@@ -45,7 +59,7 @@ class TemplateLibrary:
 
     def list(self) -> list[StudioTemplate]:
         with self.db.session() as s:
-            rows = list(s.scalars(select(UserTemplate).order_by(UserTemplate.id)))
+            rows = list(s.scalars(select(UserTemplate).where(self._mine()).order_by(UserTemplate.id)))
             return list(self.builtin.values()) + [self._from_row(r) for r in rows]
 
     def get(self, ident: str) -> StudioTemplate:
@@ -53,7 +67,7 @@ class TemplateLibrary:
             return self.builtin[ident]
         row_id = _user_id(ident)
         with self.db.session() as s:
-            row = s.get(UserTemplate, row_id) if row_id is not None else None
+            row = self._row(s, row_id)
             if row is None:
                 raise NotFoundError("template", ident)
             return self._from_row(row)
@@ -68,7 +82,7 @@ class TemplateLibrary:
     def create(self, data: Any) -> StudioTemplate:
         t = StudioTemplate.parse(data, ident="new")
         with self.db.session() as s:
-            row = UserTemplate(version=1, spec=self._spec(t), body=t.body)
+            row = UserTemplate(version=1, spec=self._spec(t), body=t.body, user_id=self.owner)
             s.add(row)
             s.flush()
             return self._from_row(row)
@@ -79,7 +93,7 @@ class TemplateLibrary:
         t = StudioTemplate.parse(data, ident=ident)
         row_id = _user_id(ident)
         with self.db.session() as s:
-            row = s.get(UserTemplate, row_id) if row_id is not None else None
+            row = self._row(s, row_id)
             if row is None:
                 raise NotFoundError("template", ident)
             row.spec, row.body, row.version, row.updated_at = self._spec(t), t.body, row.version + 1, utcnow()
@@ -91,7 +105,7 @@ class TemplateLibrary:
             raise ReadOnlyTemplateError(f"template {ident} is built in and cannot be deleted")
         row_id = _user_id(ident)
         with self.db.session() as s:
-            row = s.get(UserTemplate, row_id) if row_id is not None else None
+            row = self._row(s, row_id)
             if row is None:
                 raise NotFoundError("template", ident)
             s.delete(row)
@@ -122,7 +136,7 @@ class TemplateLibrary:
             except TemplateSpecError as e:
                 raise TemplateSpecError(f"templates[{i}]: {e}") from None
         with self.db.session() as s:
-            rows = [UserTemplate(version=1, spec=self._spec(t), body=t.body) for t in parsed]
+            rows = [UserTemplate(version=1, spec=self._spec(t), body=t.body, user_id=self.owner) for t in parsed]
             s.add_all(rows)
             s.flush()
             return [self._from_row(r) for r in rows]
