@@ -34,6 +34,29 @@ def test_non_loopback_bind_needs_a_key_or_insecure():
     assert "\n" not in str(e.value)
 
 
+def test_an_empty_api_key_is_refused_not_ignored():
+    """`--api-key "$UNSET"` must not start an open server."""
+    for keys in ([""], ["  "], ["good", ""]):
+        with pytest.raises(ServeConfigError, match="empty"):
+            check_bind(Settings(host="0.0.0.0", api_keys=keys))
+        with pytest.raises(ServeConfigError, match="empty"):
+            check_bind(Settings(host="127.0.0.1", api_keys=keys))
+
+
+def test_non_loopback_bind_with_an_account_needs_no_key(tmp_path):
+    from aigc.accounts import UserStore
+    from aigc.store import Database
+
+    url = f"sqlite:///{tmp_path}/app.db"
+    with pytest.raises(ServeConfigError, match="aigc users add NAME --admin"):
+        check_bind(Settings(host="0.0.0.0", database_url=url))
+    assert not (tmp_path / "app.db").exists()  # the check created no database
+    UserStore(Database(url)).add("admin", "long enough password", admin=True)
+    check_bind(Settings(host="0.0.0.0", database_url=url))
+    with pytest.raises(ServeConfigError, match="--rate-limit"):
+        check_bind(Settings(host="127.0.0.1", rate_limit="lots"))
+
+
 def test_serve_refuses_before_loading_anything():
     loaded = []
     backends = ModelBackends()

@@ -82,7 +82,7 @@ class RateLimiter:
                 return False, 0, max(reset, 0.001)
             for hits in windows:
                 hits.append(now)
-            return True, limit.count - len(fullest) - 1, reset
+            return True, limit.count - len(fullest), reset
 
 
     def blocked_for(self, subjects: list[tuple[str, int | str]], limit: Limit) -> float | None:

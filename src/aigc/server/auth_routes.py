@@ -8,8 +8,8 @@
     DELETE /api/keys/{id}     revoke (mine; an admin: any)
     GET    /api/usage         my requests and tokens per day and key (an admin: ?all=1)
 
-Failed logins are limited per account and per client address (5 per 5 minutes each, then 429
-with Retry-After). The cookie is HttpOnly and SameSite=Lax, and Secure behind https.
+Failed logins are limited per account (5 per 5 minutes) and per client address (30 per 5
+minutes), then 429 with Retry-After. The cookie is HttpOnly and SameSite=Lax, and Secure behind https.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from aigc.server.auth import SESSION_COOKIE, AccessGate, _cookie, principal_of
 from aigc.server.errors import APIError
 
 router = APIRouter(prefix="/api")
-LOGIN_FAILURES = Limit(5, 300, "5/5 minutes")
+LOGIN_FAILURES = Limit(5, 300, "5/5 minutes")  # per account
+ADDRESS_FAILURES = Limit(30, 300, "30/5 minutes")  # per client address (a NAT may hold several people)
 
 
 def _gate(request: Request) -> AccessGate:
@@ -51,8 +52,10 @@ async def login(request: Request) -> Response:
     gate = _gate(request)
     address = request.client.host if request.client else "-"
     subjects: list[tuple[str, int | str]] = [("login-user", body.username), ("login-addr", address)]
-    wait = gate.logins.blocked_for(subjects, LOGIN_FAILURES)
-    if wait is not None:
+    waits = [w for w in (gate.logins.blocked_for(subjects[:1], LOGIN_FAILURES),
+                         gate.logins.blocked_for(subjects[1:], ADDRESS_FAILURES)) if w is not None]
+    if waits:
+        wait = max(waits)
         retry = max(1, round(wait + 0.5))
         raise APIError(429, f"Too many failed logins; try again in {retry} s.", code="too_many_logins",
                        headers={"Retry-After": str(retry)})
