@@ -73,11 +73,12 @@ class ScriptedEngine:
         pass
 
 
-def scripted_server(db_path: Path, *, delay: float = 0.0, window: int = 2048, extra: list | None = None,
+def scripted_server(db_path: Path | str, *, delay: float = 0.0, window: int = 2048, extra: list | None = None,
                     **settings) -> tuple[ServerThread, ScriptedEngine]:
     engine = ScriptedEngine(delay)
     backends = ModelBackends([LocalBackend(SCRIPTED, engine, byte_tokenizer(), max_context=window), *(extra or [])])
-    app = create_app(Settings(models=[], database_url=f"sqlite:///{db_path}", **settings), backends)
+    url = db_path if isinstance(db_path, str) and "://" in db_path else f"sqlite:///{db_path}"
+    app = create_app(Settings(models=[], database_url=url, **settings), backends)
     return ServerThread(app).start(), engine
 
 

@@ -18,19 +18,22 @@ PASSWORD = "correct horse battery"
 
 
 def _users(db_path) -> UserStore:
-    return UserStore(Database(f"sqlite:///{db_path}"))
+    return UserStore(Database(db_path if isinstance(db_path, str) else f"sqlite:///{db_path}"))
 
 
-@pytest.fixture(scope="module")
-def accounts(tmp_path_factory):
-    db_path = tmp_path_factory.mktemp("acc") / "app.db"
-    users = _users(db_path)
-    users.add("alice", PASSWORD, admin=True)
-    users.add("bob", PASSWORD)
-    users.add("王小明", PASSWORD)  # names in any script
-    server, engine = scripted_server(db_path, rate_limit="1000/minute")
-    yield server, users
-    server.stop()
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def accounts(request, tmp_path_factory):
+    """A server with three users, on SQLite and (when the tests have one) on PostgreSQL."""
+    from database_harness import fresh_database
+
+    with fresh_database(request.param, tmp_path_factory.mktemp("acc")) as url:
+        users = _users(url)
+        users.add("alice", PASSWORD, admin=True)
+        users.add("bob", PASSWORD)
+        users.add("王小明", PASSWORD)  # names in any script
+        server, engine = scripted_server(url, rate_limit="1000/minute")
+        yield server, users
+        server.stop()
 
 
 def login(server, name: str, password: str = PASSWORD) -> httpx.Client:

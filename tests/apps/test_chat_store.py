@@ -10,8 +10,30 @@ from aigc.store import Database
 
 
 @pytest.fixture
-def store() -> ConversationStore:
-    return ConversationStore(Database("sqlite://"))
+def store(database_url) -> ConversationStore:
+    """On SQLite and on PostgreSQL (when the tests have one, see tests/conftest.py)."""
+    return ConversationStore(Database(database_url))
+
+
+def test_owners_do_not_see_each_others_conversations(store):
+    from aigc.accounts import UserStore
+
+    users = UserStore(store.db)
+    a, b = users.add("a", None), users.add("b", None)
+    mine, theirs = store.scoped(a.id), store.scoped(b.id)
+    c = mine.create(title="a's")
+    m = mine.add_message(c["id"], "user", "secret 退货")
+    assert [x["id"] for x in mine.list()] == [c["id"]] and theirs.list() == [] and store.list() == []
+    for call in (lambda: theirs.get(c["id"]), lambda: theirs.delete(c["id"]),
+                 lambda: theirs.add_message(c["id"], "user", "x"), lambda: theirs.set_feedback(m["id"], 1),
+                 lambda: theirs.get_message(c["id"], m["id"]), lambda: theirs.update(c["id"], title="b's")):
+        with pytest.raises(NotFoundError):
+            call()
+    assert theirs.search("退货") == [] and [x["id"] for x in mine.search("退货")] == [c["id"]]
+    mine.set_feedback(m["id"], 1)
+    assert theirs.list_feedback() == [] and len(mine.list_feedback()) == 1
+    users.remove("a")  # a user's data goes with them
+    assert mine.list() == []
 
 
 def test_messages_get_positions_parents_and_a_title(store):

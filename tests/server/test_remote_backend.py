@@ -26,7 +26,7 @@ UPSTREAM_KEY = "upstream-secret"
 @pytest.fixture(scope="module")
 def servers():
     """(upstream with an API key, proxy that registers the upstream's tiny model as "proxied")."""
-    upstream = ServerThread(tiny_app(api_keys=[UPSTREAM_KEY])).start()
+    upstream = ServerThread(tiny_app(api_keys=[UPSTREAM_KEY], ctx=4096)).start()  # room for a long stream
     remotes = [
         f"proxied={upstream.url}/v1,key=UPSTREAM_KEY,model={TINY}",
         f"badkey={upstream.url},model={TINY}",  # a bare URL gets /v1; no key: the upstream refuses
@@ -124,7 +124,7 @@ def test_proxied_requests_are_counted(servers):
 
 def test_disconnect_through_the_proxy_frees_the_remote_slot(servers):
     upstream, proxy = servers
-    body = {"model": "proxied", "prompt": "abc", "max_tokens": 480, "temperature": 0, "stream": True,
+    body = {"model": "proxied", "prompt": "abc", "max_tokens": 4000, "temperature": 0, "stream": True,
             "ignore_eos": True}
     with httpx.Client(timeout=30) as c:
         with c.stream("POST", proxy.url + "/v1/completions", json=body) as r:

@@ -35,6 +35,10 @@ async function failure(response) {
   } catch {
     /* not JSON */
   }
+  // A session that ended (logged out elsewhere, expired): back to the login page.
+  if (response.status === 401 && !response.url.includes("/api/auth/")) {
+    window.dispatchEvent(new CustomEvent("authrequired"));
+  }
   return new ApiError(response.status, body?.error);
 }
 

@@ -1,5 +1,6 @@
 // Entry point: language, tabs, then the chat and studio views.
 
+import { initAccount, showLogin, whoAmI } from "./account.js";
 import { $ } from "./dom.js";
 import { applyStatic, lang, setLanguage } from "./i18n.js";
 import { applyIcons } from "./icons.js";
@@ -23,6 +24,13 @@ async function main() {
   applyStatic();
   applyIcons();
   $("#lang-toggle").addEventListener("click", () => setLanguage(lang() === "zh" ? "en" : "zh"));
+  const me = await whoAmI();
+  initAccount(me);
+  if (me === null) {
+    showLogin();
+    document.body.dataset.ready = "1";
+    return;
+  }
   for (const tab of document.querySelectorAll(".tab")) tab.addEventListener("click", () => showTab(tab.dataset.tab));
   $("#sidebar-toggle").addEventListener("click", () => document.body.classList.toggle("sidebar-open"));
   window.addEventListener("conversationsaved", async (e) => {
