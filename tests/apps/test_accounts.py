@@ -158,8 +158,12 @@ def test_api_keys_are_shown_once_revocable_and_record_last_use(accounts):
                                               max_tokens=2).choices[0].message.content
         listed = [k for k in b.get("/api/keys").json()["data"] if k["id"] == created["id"]][0]
         assert listed["last_used_at"] is not None
-        usage = b.get("/api/usage").json()["data"]
-        assert any(u["key_id"] == created["id"] and u["completion_tokens"] == 2 for u in usage)
+        for _ in range(50):  # the usage row is written just after the answer went out
+            usage = b.get("/api/usage").json()["data"]
+            if any(u["key_id"] == created["id"] and u["completion_tokens"] == 2 for u in usage):
+                break
+            time.sleep(0.05)
+        assert any(u["key_id"] == created["id"] and u["completion_tokens"] == 2 for u in usage), usage
         assert b.delete(f"/api/keys/{created['id']}").status_code == 204
         with pytest.raises(openai.AuthenticationError):
             client.models.list()
@@ -190,7 +194,13 @@ def test_rate_limit_and_token_quota_answer_429_with_headers(tmp_path):
         erin_key, _ = users.create_key(users.by_name("erin").id)
         erin = openai.OpenAI(base_url=server.url + "/v1", api_key=erin_key, max_retries=0)
         erin.chat.completions.create(model=SCRIPTED, messages=[{"role": "user", "content": "x"}], max_tokens=3)
-        time.sleep(0.2)  # the usage row is written when the response ends
+        from aigc.accounts.limits import UsageBook
+
+        book = UsageBook(Database(f"sqlite:///{db_path}"))
+        for _ in range(50):  # the usage row is written just after the answer went out
+            if book.tokens_since(users.by_name("erin").id, None, 86400) > 0:
+                break
+            time.sleep(0.05)
         with pytest.raises(openai.RateLimitError) as e:  # her own quota (5/day) beats the server's 1000
             erin.chat.completions.create(model=SCRIPTED, messages=[{"role": "user", "content": "x"}], max_tokens=3)
         assert e.value.code == "insufficient_quota"

@@ -101,7 +101,7 @@ class SamplingParams:
         _float("top_p", self.top_p)
         _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
         _int("top_k", self.top_k)
-        _check(self.top_k >= -1, f"top_k must be -1, 0 (off) or positive, got {self.top_k}")
+        _check(-1 <= self.top_k < 2**31, f"top_k must be -1, 0 (off) or a positive count, got {self.top_k}")
         _float("min_p", self.min_p)
         _check(0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p}")
         _float("repetition_penalty", self.repetition_penalty)

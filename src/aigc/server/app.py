@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 
 from aigc.server import classify_routes, embeddings_routes, openai_routes, responses_routes
+from aigc.server.app_http import BodyLimitMiddleware, SecurityHeadersMiddleware
 from aigc.server.app_routes import install_app
 from aigc.server.auth import AccessGate, AuthMiddleware
 from aigc.server.backends import ClassifierBackend, ModelBackends
@@ -90,7 +91,10 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
                 await aclose()
         backends.close()
 
-    app = FastAPI(title="aigc", summary="OpenAI-compatible API for aigc models", lifespan=lifespan)
+    # No /docs or /redoc: they load their scripts from a CDN. The schema stays at /openapi.json,
+    # behind the same keys or login as the API.
+    app = FastAPI(title="aigc", summary="OpenAI-compatible API for aigc models", lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.backends = backends
     app.state.metrics = metrics
@@ -118,9 +122,11 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
         return Response(body, media_type=content_type)
 
     # Last added runs first: CORS (answers preflights) -> request log (sees every status) -> auth
-    # (host, who, limits) -> text check (lone surrogates are a 400).
+    # (host, who, limits) -> body size (413) -> text check (lone surrogates are a 400).
     app.add_middleware(TextCheckMiddleware)
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AuthMiddleware, gate=gate)
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],

@@ -28,31 +28,71 @@ T = TypeVar("T", bound=BaseModel)
 
 API_PREFIX = "/api/"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a long conversation import fits; a runaway upload does not
+DEFAULT_MAX_MODEL_BODY = 8 << 20  # 8 MiB: far more text than any model's window holds
 
 
 def too_large(limit: int) -> APIError:
     return APIError(413, f"The request body is larger than {limit} bytes.", code="request_too_large")
 
 
-class BodyLimitMiddleware:
-    """Refuse /api request bodies over `limit` bytes with a 413 before any route reads them.
+# The page loads only what this server serves; nothing may frame it (clickjacking).
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+       "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+       "frame-ancestors 'none'")
+_SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
+                     (b"referrer-policy", b"same-origin")]
 
-    The body is read here (at most `limit` bytes are held) and replayed to the route; after that,
+
+class SecurityHeadersMiddleware:
+    """nosniff, no framing and a same-origin referrer on every response; a Content-Security-Policy
+    on HTML pages."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += _SECURITY_HEADERS
+                if any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers):
+                    headers.append((b"content-security-policy", CSP.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over a limit with a 413 before any route reads them: `limit` bytes for
+    the app's /api, `model_limit` for the model routes (/v1, /tokenize, /detokenize).
+
+    The body is read here (at most the limit is held) and replayed to the route; after that,
     `receive` goes to the server again, so streaming routes still hear about a disconnect.
     """
 
-    def __init__(self, app: ASGIApp, limit: int = DEFAULT_MAX_BODY):
+    def __init__(self, app: ASGIApp, limit: int = DEFAULT_MAX_BODY, model_limit: int = DEFAULT_MAX_MODEL_BODY):
         self.app = app
-        self.limit = limit
+        self.limits = ((API_PREFIX, limit), ("/v1", model_limit), ("/tokenize", model_limit),
+                       ("/detokenize", model_limit))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(API_PREFIX):
+        limit = next((n for prefix, n in self.limits if scope.get("path", "").startswith(prefix)), None) \
+            if scope["type"] == "http" else None
+        if limit is None:
             await self.app(scope, receive, send)
             return
+        await self._limited(scope, receive, send, limit)
+
+    async def _limited(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await too_large(self.limit).response()(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await too_large(limit).response()(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
@@ -62,8 +102,8 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limit:
-                await too_large(self.limit).response()(scope, receive, send)
+            if size > limit:
+                await too_large(limit).response()(scope, receive, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -28,8 +28,6 @@ from aigc.apps.chat.transcript import export_json, export_markdown, import_json
 from aigc.apps.studio.library import TemplateLibrary
 from aigc.server import app_studio, auth_routes
 from aigc.server.app_http import (
-    DEFAULT_MAX_BODY,
-    BodyLimitMiddleware,
     as_sse,
     install_app_error_handlers,
     read_body,
@@ -124,7 +122,7 @@ def _replies(request: Request) -> ChatReplies:
 
 def _int_id(value: str, kind: str) -> int:
     """Path ids: anything that is not a known id is a 404 (not a validation error)."""
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # "¹".isdigit() is True too
         raise NotFoundError(kind, value)
     return int(value)
 
@@ -348,8 +346,7 @@ async def list_feedback(request: Request) -> JSONResponse:
 # ---------------------------------------------------------------------------- mounting
 
 
-def install_app(app: FastAPI, settings: Settings, backends: ModelBackends, *, db: Database | None = None,
-                max_body: int = DEFAULT_MAX_BODY) -> WebApp:
+def install_app(app: FastAPI, settings: Settings, backends: ModelBackends, *, db: Database | None = None) -> WebApp:
     """Add the web app to the API server (called by `create_app`)."""
     web = WebApp(settings, backends, db)
     app.state.webapp = web
@@ -363,5 +360,4 @@ def install_app(app: FastAPI, settings: Settings, backends: ModelBackends, *, db
     async def index() -> FileResponse:
         return FileResponse(WEB_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app.add_middleware(BodyLimitMiddleware, limit=max_body)
     return web

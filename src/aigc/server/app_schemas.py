@@ -6,15 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from aigc.apps.chat.model import GenerationParams
-
-
-class ParamsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1, le=32768)
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)
+from aigc.apps.chat.model import GenerationParams, ParamsIn
 
 
 class ConversationIn(BaseModel):

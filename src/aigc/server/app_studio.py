@@ -121,7 +121,7 @@ async def render_template(template_id: str, request: Request) -> JSONResponse:
     web = _web(request)
     body = await read_body(request, TemplateRunIn)
     t = await run_in_threadpool(_templates(request).get, template_id)
-    prompt, chat, params = _plan(web, t, body)
+    prompt, chat, params = await run_in_threadpool(_plan, web, t, body)  # renders off the event loop
     return JSONResponse({"template": t.id, "version": t.version, "prompt": prompt, "system": t.system,
                          "model": chat.name, "params": params.to_dict(),
                          "prompt_tokens": chat.count_tokens(prompt)})
@@ -132,7 +132,7 @@ async def run_template(template_id: str, request: Request) -> EventStreamRespons
     web = _web(request)
     body = await read_body(request, TemplateRunIn)
     t = await run_in_threadpool(_templates(request).get, template_id)
-    prompt, chat, params = _plan(web, t, body)
+    prompt, chat, params = await run_in_threadpool(_plan, web, t, body)  # renders off the event loop
     if params.max_tokens >= chat.window:
         raise APIError(400, f"max_tokens must be smaller than the model's window ({chat.window})",
                        param="params.max_tokens", code="invalid_value")

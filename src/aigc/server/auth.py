@@ -39,7 +39,7 @@ from aigc.server.errors import APIError
 
 log = logging.getLogger("aigc.server")
 
-PROTECTED_PREFIXES = ("/v1", "/tokenize", "/detokenize", "/api")
+PROTECTED_PREFIXES = ("/v1", "/tokenize", "/detokenize", "/api", "/openapi.json")
 PUBLIC_PATHS = ("/api/auth/login", "/api/auth/logout", "/api/auth/me")  # answer for themselves
 SESSION_COOKIE = "aigc_session"
 _STATE_KEY = "aigc_principal"

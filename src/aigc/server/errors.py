@@ -16,6 +16,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from aigc.engine.protocol import EngineError, QueueFullError
@@ -134,6 +136,23 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         return APIError(exc.status_code, message, headers=dict(exc.headers or {})).response()
+
+    @app.exception_handler(RecursionError)
+    async def _deep(request: Request, exc: RecursionError) -> JSONResponse:
+        # json.loads of 100,000 nested brackets, or a structure as deep walked by a route
+        return bad_request("The request is nested too deeply.", code="nesting_too_deep").response()
+
+    @app.exception_handler(StaleDataError)
+    async def _stale(request: Request, exc: StaleDataError) -> JSONResponse:
+        # A row changed by this request was deleted by another one meanwhile.
+        return APIError(404, "It was deleted while this request changed it.", code="not_found").response()
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        # Two requests raced on one row (a parent deleted meanwhile, a unique value taken): one wins.
+        log.info("integrity conflict on %s %s: %s", request.method, request.url.path, exc.orig)
+        return APIError(409, "Another request changed the same data at the same time; retry.",
+                        code="conflict").response()
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -63,16 +63,22 @@ class LocalBackend:
         self.engine.stop()
 
     async def chat(self, req: ChatCompletionRequest, request_id: str) -> EngineGeneration:
-        spec = prompts.chat_tools(req)
-        ids = prompts.chat_prompt(req, self, spec)
-        params = prompts.chat_params(req, self, ids, spec)
+        def prepare():  # templating and tokenizing a long prompt takes a while: off the event loop
+            spec = prompts.chat_tools(req)
+            ids = prompts.chat_prompt(req, self, spec)
+            return spec, ids, prompts.chat_params(req, self, ids, spec)
+
+        spec, ids, params = await run_in_threadpool(prepare)
         streams = self._submit([ids], params, request_id)
         shapers = [_chat_shaper(k, spec, bool(req.logprobs)) for k in range(req.n)]
         return EngineGeneration(streams, req.n, len(ids), shapers)
 
     async def complete(self, req: CompletionRequest, request_id: str) -> EngineGeneration:
-        ids = prompts.completion_prompts(req, self)
-        params = prompts.completion_params(req, self, ids)
+        def prepare():
+            ids = prompts.completion_prompts(req, self)
+            return ids, prompts.completion_params(req, self, ids)
+
+        ids, params = await run_in_threadpool(prepare)
         texts = prompts.prompt_texts(req, len(ids))
         echoes = [(t if t is not None else self.tokenizer.decode(p)) if req.echo else ""
                   for t, p in zip(texts, ids, strict=True)]
@@ -93,6 +99,9 @@ class LocalBackend:
         return embedding_body(self.name, req, vectors, sum(len(t) for t in ids))
 
     async def tokenize(self, req: TokenizeRequest) -> dict[str, Any]:
+        return await run_in_threadpool(self._tokenize, req)
+
+    def _tokenize(self, req: TokenizeRequest) -> dict[str, Any]:
         if (req.prompt is None) == (req.messages is None):
             raise bad_request("Send exactly one of 'prompt' or 'messages'.", param="prompt")
         if req.messages is not None:

@@ -57,7 +57,7 @@ class RequestRecord:
 
     def line(self) -> str:
         fields = {
-            "id": self.id, "method": self.method, "path": self.path, "model": self.model or "-",
+            "id": self.id, "method": _safe(self.method), "path": _safe(self.path), "model": _safe(self.model) or "-",
             "status": self.status, "disconnected": str(self.disconnected).lower(),
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "cached_tokens": self.cached_tokens,
@@ -65,8 +65,18 @@ class RequestRecord:
             "total_ms": f"{self.total_s * 1000:.1f}",
         }
         if self.error:
-            fields["error"] = '"' + self.error.replace('"', "'").replace("\n", " ")[:200] + '"'
+            fields["error"] = '"' + _safe(self.error, quoted=True).replace('"', "'")[:200] + '"'
         return "request " + " ".join(f"{k}={v}" for k, v in fields.items())
+
+
+# Control characters (a newline in a path would start a forged log line) and spaces (which
+# separate the line's fields) are written as escapes.
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}
+_UNQUOTED = _CONTROL | {0x20: "%20"}
+
+
+def _safe(value: str, quoted: bool = False) -> str:
+    return value.translate(_CONTROL if quoted else _UNQUOTED)
 
 
 def request_record(request: Request) -> RequestRecord:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aigc.server.errors import bad_request
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 CHECK_LIMIT = 16 << 20  # bigger bodies stream through unchecked (their routes have size limits)
 
 
@@ -45,11 +47,32 @@ def lone_surrogate_field(body: bytes) -> str | None:
     return "" if _has_lone_surrogate(data) else None
 
 
+def url_text_problem(scope: Scope) -> str | None:
+    """Why the path or query string is not text (bytes that are not UTF-8, a NUL), or None."""
+    parts = ((scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape"), "path"),
+             (scope.get("query_string", b""), "query string"))
+    for raw, name in parts:
+        if b"%" not in raw and b"\x00" not in raw:
+            continue
+        try:
+            text = unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"the {name} is not valid UTF-8 text"
+        if "\x00" in text:
+            return f"the {name} contains a NUL character"
+    return None
+
+
 class TextCheckMiddleware:
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem = url_text_problem(scope)
+            if problem is not None:
+                await bad_request(f"Invalid request: {problem}.", code="invalid_value").response()(scope, receive, send)
+                return
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
             await self.app(scope, receive, send)
             return
@@ -67,6 +90,11 @@ class TextCheckMiddleware:
                 await self.app(scope, _replay(replay, receive), send)
                 return
         body = b"".join(chunks)
+        if scope["path"].startswith("/api") and _NUL_ESCAPE.search(body):
+            # The app stores what it is sent, and PostgreSQL's text cannot hold a NUL.
+            error = bad_request("Invalid body: the text contains a NUL character (\\u0000).", code="invalid_value")
+            await error.response()(scope, receive, send)
+            return
         field = lone_surrogate_field(body)
         if field is not None:
             where = f"'{field}'" if field else "the body"

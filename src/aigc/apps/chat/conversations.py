@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aigc.store import Conversation, Database, Feedback, Message
@@ -230,9 +231,16 @@ class ConversationStore:
             self._message(s, message_id)
             fb = s.scalar(select(Feedback).where(Feedback.message_id == message_id))
             if fb is None:
-                fb = Feedback(message_id=message_id, rating=rating, comment=comment)
-                s.add(fb)
-            else:
+                try:
+                    with s.begin_nested():  # two first ratings at once: the later one updates
+                        fb = Feedback(message_id=message_id, rating=rating, comment=comment)
+                        s.add(fb)
+                except IntegrityError:
+                    self._message(s, message_id)  # or the message went with its conversation: 404
+                    fb = s.scalar(select(Feedback).where(Feedback.message_id == message_id))
+                    if fb is None:
+                        raise NotFoundError("message", message_id) from None
+            if fb.rating != rating or fb.comment != comment:
                 fb.rating, fb.comment, fb.updated_at = rating, comment, utcnow()
             s.flush()
             return {"message_id": message_id, "rating": fb.rating, "comment": fb.comment,

@@ -10,7 +10,19 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from aigc.apps.chat.context import FittedContext
+
+
+class ParamsIn(BaseModel):
+    """What a client (the API, an imported transcript) may set: the API's own bounds."""
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
 
 
 @dataclass
@@ -25,7 +37,15 @@ class GenerationParams:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> GenerationParams:
+        """Stored parameters; a value that is not valid (a database from before validation) is
+        left out, so the default applies instead of every later reply failing."""
         known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__ and v is not None}
+        schema = {k: v for k, v in known.items() if k in ParamsIn.model_fields}
+        for key, value in schema.items():
+            try:
+                ParamsIn.model_validate({key: value})
+            except ValidationError:
+                del known[key]
         return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:

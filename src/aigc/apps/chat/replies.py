@@ -93,9 +93,16 @@ class ChatReplies:
         if not content.strip():
             raise ReplyError("the message is empty", code="empty_message")
         conversation, history = self.store.history(conversation_id)
-        messages = prompt_messages(conversation, history) + [{"id": None, "role": "user", "content": content}]
+        # A user message with no reply after it: the server stopped mid-reply (a crash). The lost
+        # reply is recorded as an empty, stopped one, so turns keep alternating (chat templates
+        # expect it) instead of two user messages in a row.
+        orphan = bool(history) and history[-1]["role"] == "user"
+        gap = [{"id": None, "role": "assistant", "content": ""}] if orphan else []
+        messages = prompt_messages(conversation, history) + gap + [{"id": None, "role": "user", "content": content}]
 
         def commit() -> dict[str, Any]:
+            if orphan:
+                self.store.add_message(conversation_id, "assistant", "", finish_reason="stopped", tokens=0)
             return self.store.add_message(conversation_id, "user", content, tokens=model.count_tokens(content))
 
         return self._plan(conversation_id, model, params, messages, commit)

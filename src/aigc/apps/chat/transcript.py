@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from aigc.apps.chat.conversations import ConversationStore, title_from
+from aigc.apps.chat.model import ParamsIn
 from aigc.store import Conversation, Feedback, Message
 
 FORMAT = "aigc.conversation"
@@ -73,8 +76,8 @@ def _str(data: dict[str, Any], key: str, where: str, default: str = "") -> str:
 def _opt_int(value: Any, where: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TranscriptError(f"{where} must be an integer")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise TranscriptError(f"{where} must be an integer from 0 to 2147483647")
     return value
 
 
@@ -90,6 +93,12 @@ def parse_import(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     params = data.get("params") or {}
     if not isinstance(params, dict):
         raise TranscriptError("params must be an object")
+    try:  # the API's own bounds: an import cannot set what a request could not
+        params = ParamsIn.model_validate(params).model_dump(exclude_none=True)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise TranscriptError(f"params.{where}: {first.get('msg')}") from None
     conv = {"title": _str(data, "title", "conversation")[:200], "system_prompt": _str(data, "system_prompt", "conversation"),
             "model": _str(data, "model", "conversation") or None, "params": params}
     messages = []
@@ -120,7 +129,7 @@ def import_json(store: ConversationStore, data: Any) -> dict[str, Any]:
     """Create a new conversation from exported JSON (one transaction: all or nothing)."""
     conv, messages = parse_import(data)
     with store.db.session() as s:
-        c = Conversation(**conv)
+        c = Conversation(**conv, user_id=store.owner)
         s.add(c)
         s.flush()
         previous: Message | None = None

@@ -6,8 +6,9 @@ jinja2 body that turns the form's values into the prompt. Built-in templates shi
 `templates/<id>.v<version>.yaml` + `.j2` in this package (the newest version of each id wins);
 users' templates are the same thing stored in the database (library.py).
 
-Bodies render in jinja2's immutable sandbox with StrictUndefined: a user template cannot reach
-Python objects, and a typo in a variable name is an error, not an empty string.
+Bodies render in jinja2's immutable sandbox with StrictUndefined and resource limits (sandbox.py):
+a user template cannot reach Python objects or exhaust the server, and a typo in a variable name
+is an error, not an empty string. Users' templates render in a child process with a time limit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 import jinja2
 import yaml
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from aigc.apps.studio import sandbox
 
 BUILTIN_DIR = Path(__file__).parent / "templates"
 FIELD_TYPES = ("text", "textarea", "select", "number")
@@ -28,8 +30,7 @@ MAX_FIELDS = 30
 MAX_VALUE_CHARS = 8_000
 MAX_PROMPT_CHARS = 60_000
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}$")
-_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                                     autoescape=False)
+_ENV = sandbox.ENV
 
 
 class TemplateSpecError(ValueError):
@@ -195,13 +196,13 @@ class StudioTemplate:
         return {f.name: f.clean(values.get(f.name)) for f in self.fields}
 
     def render(self, values: dict[str, Any]) -> str:
-        """The prompt for these form values (defaults fill missing ones)."""
+        """The prompt for these form values (defaults fill missing ones). Blocking: a user's
+        template renders in the sandbox's child process, with its time limit."""
+        cleaned = self.clean_values(values)
         try:
-            text = self.compile().render(**self.clean_values(values))
-        except jinja2.exceptions.SecurityError as e:
-            raise TemplateSpecError(f"body: not allowed in a template: {e}") from None
-        except jinja2.TemplateError as e:
-            raise TemplateSpecError(f"body: {e}") from None
+            text = (sandbox.render_here if self.builtin else sandbox.render)(self.body, cleaned)
+        except sandbox.TemplateLimitError as e:
+            raise TemplateSpecError(str(e)) from None
         text = text.strip()
         if len(text) > MAX_PROMPT_CHARS:
             raise TemplateSpecError(f"the rendered prompt is longer than {MAX_PROMPT_CHARS} characters")

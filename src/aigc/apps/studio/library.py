@@ -28,10 +28,10 @@ class ReadOnlyTemplateError(PermissionError):
 def _user_id(ident: str) -> int | None:
     if not ident.startswith(USER_PREFIX):
         return None
-    try:
-        return int(ident[len(USER_PREFIX):])
-    except ValueError:
+    digits = ident[len(USER_PREFIX):]
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 18:  # a database integer, or nothing
         return None
+    return int(digits)
 
 
 class TemplateLibrary:
