@@ -16,3 +16,26 @@ def database_url(request, tmp_path):
     """On SQLite, and again on PostgreSQL when the tests have one."""
     with fresh_database(request.param, tmp_path) as url:
         yield url
+
+
+# ---------------------------------------------------------------------------- reliability figures
+
+_FIGURES = os.path.join(os.path.dirname(__file__), "..", "test-artifacts", "reliability.json")
+
+
+def pytest_sessionstart(session):
+    if os.path.exists(_FIGURES):
+        os.remove(_FIGURES)  # figures from this run only
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The reliability suite's figures (tests/reliability), at the end of `make test`."""
+    if not os.path.exists(_FIGURES):
+        return
+    import json
+
+    with open(_FIGURES, encoding="utf-8") as f:
+        figures = json.load(f)
+    terminalreporter.section("reliability figures")
+    for name, values in figures.items():
+        terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))

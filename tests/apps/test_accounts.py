@@ -13,6 +13,7 @@ from app_harness import SCRIPTED, error_of, events_of, scripted_server
 
 from aigc.accounts import UserStore
 from aigc.store import Database
+from figures import record
 
 PASSWORD = "correct horse battery"
 
@@ -122,6 +123,7 @@ def test_every_resource_is_invisible_to_another_user(accounts):
         for method, path, body in attempts:
             r = b.request(method, path, json=body)
             assert r.status_code == 404, (method, path, r.status_code, r.text)
+        record("isolation", resource_verbs_tried_as_another_user=len(attempts))
         # Lists and searches do not show it either.
         assert all(c["id"] != cid for c in b.get("/api/conversations").json()["data"])
         assert b.get("/api/conversations", params={"q": "secret"}).json()["data"] == []

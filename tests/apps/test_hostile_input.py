@@ -16,6 +16,7 @@ from app_harness import SCRIPTED, error_of, events_of, scripted_server
 
 from aigc.apps.chat.conversations import ConversationStore
 from aigc.store import Database
+from figures import record
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,7 @@ def test_races_end_in_one_of_the_serial_outcomes_never_a_500(server, http):
                           call("DELETE", f"/api/conversations/{cid}"))
     assert all(s < 500 for s in statuses), statuses
     assert set(statuses) <= {200, 204, 404, 409}
+    record("app_races", racing_requests=len(statuses), outcomes=str(sorted(set(statuses))))
 
 
 def test_odd_bytes_in_ids_and_queries_are_4xx(http):

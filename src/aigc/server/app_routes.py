@@ -103,6 +103,12 @@ class WebApp:
     def templates(self) -> TemplateLibrary:
         return self._open()[2]
 
+    def stop_all(self) -> None:
+        """Stop every reply being generated (the server is shutting down): each is stored as far
+        as it got, marked stopped."""
+        for active in list(self.active.values()):
+            active.stop()
+
     def model(self, name: str) -> ChatModel:
         return chat_model(self.backends, name, self.settings.max_context)
 

@@ -78,5 +78,22 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
     logging.getLogger("aigc").setLevel(level)
     app = create_app(settings, backends)
     # Our request log replaces uvicorn's access log (one line per request, with tokens and timings).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=False)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                            access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    DrainingServer(config).run()
+
+
+SHUTDOWN_GRACE_S = 30  # how long open requests get to finish after SIGTERM / Ctrl-C
+
+
+class DrainingServer(uvicorn.Server):
+    """SIGTERM or Ctrl-C: stop taking connections, end every web-app reply as if its user pressed
+    stop (the partial text is stored, marked "stopped", and its stream ends with `done`), let API
+    streams finish (up to SHUTDOWN_GRACE_S), then exit."""
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        if not self.should_exit:
+            webapp = getattr(self.config.app.state, "webapp", None)
+            if webapp is not None:
+                webapp.stop_all()
+        super().handle_exit(sig, frame)
