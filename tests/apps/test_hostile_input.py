@@ -169,6 +169,10 @@ def test_log_lines_cannot_be_forged(http):
     logger.setLevel(logging.INFO)
     try:
         http.get("/api/conversations/7%0A2026-12-01 00:00:00 INFO FORGED")
+        for _ in range(100):  # the line is written just after the answer went out
+            if records:
+                break
+            time.sleep(0.02)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
@@ -196,3 +200,65 @@ def test_a_reply_lost_in_a_crash_leaves_no_two_user_turns_in_a_row(server, http)
     assert [r for r, _ in roles] == ["user", "assistant", "user", "assistant"]
     assert roles[1] == ("assistant", "stopped")
     assert json.dumps(roles)
+
+
+def test_editing_renaming_and_deleting_while_a_reply_streams(tmp_path):
+    """Two clients act on one conversation while its reply streams: no 5xx, no orphaned rows, and
+    the end state is one a serial order gives (deleted, or whole with alternating turns)."""
+    import sqlite3
+
+    path = tmp_path / "race.db"
+    server, engine = scripted_server(path, delay=0.01)
+    statuses: list[int] = []
+    try:
+        for round_ in range(6):
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                cid = c.post("/api/conversations", json={"title": "busy"}).json()["id"]
+                first = c.post(f"/api/conversations/{cid}/messages", json={"content": "one",
+                                                                          "params": {"max_tokens": 2}})
+                mid = events_of(first)[0]["user_message"]["id"] if "user_message" in events_of(first)[0] else \
+                    c.get(f"/api/conversations/{cid}").json()["messages"][0]["id"]
+
+            def stream(cid: int = cid) -> int:
+                with httpx.Client(base_url=server.url, timeout=60) as c:
+                    r = c.post(f"/api/conversations/{cid}/messages", json={"content": "two",
+                                                                          "params": {"max_tokens": 30}})
+                    return r.status_code
+
+            def other(method: str, path: str, body=None):
+                def go() -> int:
+                    time.sleep(0.05)
+                    with httpx.Client(base_url=server.url, timeout=60) as c:
+                        return c.request(method, path, json=body).status_code
+                return go
+
+            actions = [stream, other("PATCH", f"/api/conversations/{cid}", {"title": f"renamed {round_}"}),
+                       other("POST", f"/api/conversations/{cid}/messages/{mid}/edit", {"content": "edited"})]
+            if round_ % 2:
+                actions.append(other("DELETE", f"/api/conversations/{cid}"))
+            statuses += _race(1, *actions)
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                for _ in range(100):  # the streamed reply finishes (or was stopped by the delete)
+                    r = c.get(f"/api/conversations/{cid}")
+                    if r.status_code == 404 or not r.json()["generating"]:
+                        break
+                    time.sleep(0.05)
+                if r.status_code == 200:
+                    roles = [m["role"] for m in r.json()["messages"]]
+                    assert roles == ["user", "assistant"] * (len(roles) // 2), roles
+        assert all(s < 500 for s in statuses), statuses
+        with sqlite3.connect(path) as db:
+            orphans = db.execute("SELECT COUNT(*) FROM messages WHERE conversation_id NOT IN "
+                                 "(SELECT id FROM conversations)").fetchone()[0]
+            assert orphans == 0
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        record("app_concurrency_while_streaming", rounds=6, requests=len(statuses),
+               outcomes=str(sorted(set(statuses))))
+    finally:
+        server.stop()
+
+
+def test_a_lone_surrogate_in_chat_content_is_blamed_on_messages(http):
+    r = http.post("/v1/chat/completions", content=b'{"model": "scripted", "messages": [{"role": "user", '
+                  b'"content": "hi \\udcff"}]}', headers={"content-type": "application/json"})
+    assert error_of(r, 400)["param"] == "messages"

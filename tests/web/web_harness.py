@@ -33,10 +33,11 @@ class LiveServer:
         return httpx.Client(base_url=self.url, timeout=60)
 
 
-def start_server(tmp: Path, *, models: str | None = None, wait_for_model: bool = True) -> LiveServer:
+def start_server(tmp: Path, *, models: str | None = None, wait_for_model: bool = True,
+                 database_url: str | None = None) -> LiveServer:
     port = free_port()
-    env = {**os.environ, "AIGC_DATABASE_URL": f"sqlite:///{tmp}/web.db", "PYTHONPATH": str(ROOT / "src"),
-           "AIGC_LOG_LEVEL": "warning"}
+    env = {**os.environ, "AIGC_DATABASE_URL": database_url or f"sqlite:///{tmp}/web.db",
+           "PYTHONPATH": str(ROOT / "src"), "AIGC_LOG_LEVEL": "warning"}
     if models is not None:
         env["AIGC_MODELS"] = models
     log = tmp / "server.log"
