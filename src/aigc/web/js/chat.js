@@ -303,8 +303,19 @@ export function currentConversation() {
   return state.current;
 }
 
+// A view scrolled to the newest message stays there when the box itself resizes (the
+// "left out of context" note appears above it, the composer grows).
+function stickToBottom(box) {
+  let stuck = true;
+  box.addEventListener("scroll", () => (stuck = box.scrollHeight - box.scrollTop - box.clientHeight < 80));
+  new ResizeObserver(() => {
+    if (stuck) box.scrollTop = box.scrollHeight;
+  }).observe(box);
+}
+
 export async function initChat() {
   watchActions(messagesBox());
+  stickToBottom(messagesBox());
   const promptBox = $("#prompt");
   const autosize = () => {
     promptBox.style.height = "auto";
