@@ -47,6 +47,7 @@ def test_login_keys_and_logout(page, accounts_server):
     key = page.inner_text("#key-value")
     assert key.startswith("aigc-")
     assert page.inner_text("#key-list").count("notebook") == 1
+    assert page.inner_text("#key-usage").startswith("Today (UTC): 0 model requests")
     shot(page, "keys-dialog")
     page.click("#keys-close")
     assert page.evaluate("document.body.innerText").count(key) == 0  # the key left the page

@@ -3,7 +3,7 @@
 
 import { ApiError, api, setApiKey } from "./api.js";
 import { $, copyText, h, toast } from "./dom.js";
-import { t } from "./i18n.js";
+import { formatNumber, t } from "./i18n.js";
 
 // The signed-in user, {user, mode, login_required}, or null when a login is needed.
 export async function whoAmI() {
@@ -69,17 +69,24 @@ function keyRow(key) {
 }
 
 async function renderKeys() {
-  const { data } = await api("GET", "/api/keys");
+  const [{ data }, usage] = await Promise.all([api("GET", "/api/keys"), api("GET", "/api/usage")]);
   const list = $("#key-list");
   list.replaceChildren(...(data.length ? data.map(keyRow) : [h("li", { class: "empty" }, t("keys.empty"))]));
+  const today = new Date().toISOString().slice(0, 10);
+  const rows = usage.data.filter((u) => u.day === today);
+  const sum = (key) => rows.reduce((n, u) => n + u[key], 0);
+  $("#key-usage").textContent = t("keys.usage", {
+    requests: formatNumber(sum("requests")),
+    tokens: formatNumber(sum("prompt_tokens") + sum("completion_tokens")),
+  });
 }
 
 async function createKey() {
   const made = await api("POST", "/api/keys", { name: $("#key-name").value.trim() });
   $("#key-name").value = "";
+  await renderKeys();
   $("#key-value").textContent = made.key;
   $("#key-shown").hidden = false;
-  await renderKeys();
 }
 
 async function openKeys() {

@@ -128,6 +128,7 @@ const STRINGS = {
     "keys.never": "never used",
     "keys.empty": "No keys yet.",
     "keys.close": "Close",
+    "keys.usage": "Today (UTC): {requests} model requests, {tokens} tokens.",
   },
   zh: {
     "app.title": "aigc",
@@ -254,6 +255,7 @@ const STRINGS = {
     "keys.never": "从未使用",
     "keys.empty": "还没有密钥。",
     "keys.close": "关闭",
+    "keys.usage": "今天（UTC）：{requests} 次模型请求，{tokens} 个词元。",
   },
 };
 
