@@ -41,9 +41,10 @@ def _is_https(request: Request) -> bool:
 def _me(request: Request) -> dict:
     p = principal_of(request)
     gate = _gate(request)
-    user = None if p is None else {"id": p.user_id, "name": p.name, "role": p.role, "via": p.via}
-    return {"user": user, "login_required": gate.login_required(),
-            "mode": "accounts" if gate.users_exist() else "single-user"}
+    user = None if p is None else {"id": p.user_id, "name": p.name, "username": p.name, "role": p.role,
+                                   "via": p.via}
+    return {"user": user, "username": user and user["name"], "role": user and user["role"],
+            "login_required": gate.login_required(), "mode": "accounts" if gate.users_exist() else "single-user"}
 
 
 @router.post("/auth/login")
@@ -64,7 +65,8 @@ async def login(request: Request) -> Response:
         gate.logins.hit(subjects)
         raise APIError(401, "Wrong user name or password.", code="invalid_credentials")
     token = await run_in_threadpool(gate.users.create_session, user.id)
-    response = JSONResponse({"user": {"id": user.id, "name": user.name, "role": user.role, "via": "session"}})
+    response = JSONResponse({"user": {"id": user.id, "name": user.name, "username": user.name, "role": user.role,
+                                      "via": "session"}, "username": user.name, "role": user.role})
     response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_DAYS * 86400, httponly=True, samesite="lax",
                         secure=_is_https(request), path="/")
     return response
