@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "apps"))
 
 from app_harness import scripted_server  # noqa: E402
+
 from figures import record  # noqa: E402
 
 schemathesis = pytest.importorskip("schemathesis")

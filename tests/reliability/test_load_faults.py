@@ -17,8 +17,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "web"))
 
-from figures import record  # noqa: E402
 from web_harness import MODEL, start_server, stop_server  # noqa: E402
+
+from figures import record  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
