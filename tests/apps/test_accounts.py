@@ -87,11 +87,16 @@ def _make_everything(c: httpx.Client, server) -> dict:
     template = c.post("/api/templates", json={"name": "Mine", "body": "Say {{ x }}",
                                               "fields": [{"name": "x", "label": "X"}]})
     assert template.status_code == 201, template.text
+    kb = c.post("/api/knowledge-bases", json={"name": "alice's shop"}).json()
+    up = c.post(f"/api/knowledge-bases/{kb['id']}/documents",
+                files=[("files", ("rules.md", "# 退货\n\n七天无理由退货。".encode(), "text/markdown"))])
+    doc = up.json()["data"][0]
+    assert doc["status"] == "indexed", doc
     key = c.post("/api/keys", json={"name": "laptop"}).json()
     client = openai.OpenAI(base_url=server.url + "/v1", api_key=key["key"], max_retries=0)
     response = client.responses.create(model=SCRIPTED, input="hi", max_output_tokens=2)
     return {"conv": conv["id"], "user_msg": user_msg["id"], "reply": reply["id"], "template": template.json()["id"],
-            "key": key["id"], "response": response.id, "api_key": key["key"]}
+            "key": key["id"], "response": response.id, "api_key": key["key"], "kb": kb["id"], "doc": doc["id"]}
 
 
 def test_every_resource_is_invisible_to_another_user(accounts):
@@ -119,6 +124,13 @@ def test_every_resource_is_invisible_to_another_user(accounts):
             ("POST", f"/api/templates/{tid}/run", {"values": {"x": "1"}}),
             ("GET", f"/api/templates/export?ids={tid}", None),
             ("DELETE", f"/api/keys/{ids['key']}", None),
+            ("GET", f"/api/knowledge-bases/{ids['kb']}", None),
+            ("DELETE", f"/api/knowledge-bases/{ids['kb']}", None),
+            ("GET", f"/api/knowledge-bases/{ids['kb']}/documents", None),
+            ("GET", f"/api/knowledge-bases/{ids['kb']}/documents/{ids['doc']}", None),
+            ("DELETE", f"/api/knowledge-bases/{ids['kb']}/documents/{ids['doc']}", None),
+            ("POST", f"/api/knowledge-bases/{ids['kb']}/search", {"query": "退货"}),
+            ("POST", f"/api/knowledge-bases/{ids['kb']}/documents", {}),
         ]
         for method, path, body in attempts:
             r = b.request(method, path, json=body)
@@ -130,6 +142,7 @@ def test_every_resource_is_invisible_to_another_user(accounts):
         assert b.get("/api/feedback").json()["data"] == []
         assert all(t["id"] != tid for t in b.get("/api/templates").json()["data"])
         assert b.get("/api/keys").json()["data"] == []
+        assert b.get("/api/knowledge-bases").json()["data"] == []
         # The OpenAI routes' stored responses belong to the key's user.
         bob_key = b.post("/api/keys", json={}).json()["key"]
         bob = openai.OpenAI(base_url=server.url + "/v1", api_key=bob_key, max_retries=0)

@@ -43,12 +43,13 @@ INSERT INTO messages VALUES (2, 1, 1, 1, 'assistant', 'Within 7 days.', 'm', 4, 
 
 
 def _schema_diff(db: Database) -> list:
-    """Differences between the database and the models, but SQLite's FTS5 tables (search.py) and
+    """Differences between the database and the models, but SQLite's FTS5 tables (search.py), the
+    vector tables (knowledge/vectors.py: outside the ORM, in each database's own extension) and
     the owner columns' foreign keys, whose ON DELETE SQLAlchemy does not read back from a column
     SQLite added (checked with PRAGMA foreign_key_list below)."""
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
-    return [d for d in diff if not (d[0] == "remove_table" and d[1].name.startswith("messages_fts"))
+    return [d for d in diff if not (d[0] == "remove_table" and d[1].name.startswith(("messages_fts", "kb_vectors")))
             and not (d[0] in ("add_fk", "remove_fk") and [c.name for c in d[1].columns] == ["user_id"])]
 
 

@@ -29,6 +29,7 @@ T = TypeVar("T", bound=BaseModel)
 API_PREFIX = "/api/"
 DEFAULT_MAX_BODY = 1 << 20  # 1 MiB: a long conversation import fits; a runaway upload does not
 DEFAULT_MAX_MODEL_BODY = 8 << 20  # 8 MiB: far more text than any model's window holds
+DEFAULT_MAX_UPLOAD = 64 << 20  # knowledge-base uploads
 
 
 def too_large(limit: int) -> APIError:
@@ -75,14 +76,19 @@ class BodyLimitMiddleware:
     `receive` goes to the server again, so streaming routes still hear about a disconnect.
     """
 
-    def __init__(self, app: ASGIApp, limit: int = DEFAULT_MAX_BODY, model_limit: int = DEFAULT_MAX_MODEL_BODY):
+    def __init__(self, app: ASGIApp, limit: int = DEFAULT_MAX_BODY, model_limit: int = DEFAULT_MAX_MODEL_BODY,
+                 upload_limit: int = DEFAULT_MAX_UPLOAD):
         self.app = app
         self.limits = ((API_PREFIX, limit), ("/v1", model_limit), ("/tokenize", model_limit),
                        ("/detokenize", model_limit))
+        self.upload_limit = upload_limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = next((n for prefix, n in self.limits if scope.get("path", "").startswith(prefix)), None) \
+        path = scope.get("path", "")
+        limit = next((n for prefix, n in self.limits if path.startswith(prefix)), None) \
             if scope["type"] == "http" else None
+        if limit is not None and path.startswith("/api/knowledge-bases/") and path.endswith("/documents"):
+            limit = self.upload_limit  # document uploads: several files of up to 20 MiB
         if limit is None:
             await self.app(scope, receive, send)
             return

@@ -26,7 +26,8 @@ from aigc.apps.chat.model import ChatModel, GenerationParams, ReplyStream
 from aigc.apps.chat.replies import ChatReplies, ReplyPlan
 from aigc.apps.chat.transcript import export_json, export_markdown, import_json
 from aigc.apps.studio.library import TemplateLibrary
-from aigc.server import app_studio, auth_routes
+from aigc.knowledge.store import KnowledgeStore
+from aigc.server import app_studio, auth_routes, kb_routes
 from aigc.server.app_http import (
     as_sse,
     install_app_error_handlers,
@@ -102,6 +103,10 @@ class WebApp:
     @property
     def templates(self) -> TemplateLibrary:
         return self._open()[2]
+
+    @property
+    def knowledge(self) -> KnowledgeStore:
+        return KnowledgeStore(self.db)
 
     def stop_all(self) -> None:
         """Stop every reply being generated (the server is shutting down): each is stored as far
@@ -360,6 +365,7 @@ def install_app(app: FastAPI, settings: Settings, backends: ModelBackends, *, db
     app.include_router(router)
     app.include_router(app_studio.router)
     app.include_router(auth_routes.router)
+    app.include_router(kb_routes.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -90,12 +90,13 @@ class TextCheckMiddleware:
                 await self.app(scope, _replay(replay, receive), send)
                 return
         body = b"".join(chunks)
-        if scope["path"].startswith("/api") and _NUL_ESCAPE.search(body):
+        json_body = b"json" in dict(scope["headers"]).get(b"content-type", b"")
+        if json_body and scope["path"].startswith("/api") and _NUL_ESCAPE.search(body):
             # The app stores what it is sent, and PostgreSQL's text cannot hold a NUL.
             error = bad_request("Invalid body: the text contains a NUL character (\\u0000).", code="invalid_value")
             await error.response()(scope, receive, send)
             return
-        field = lone_surrogate_field(body)
+        field = lone_surrogate_field(body) if json_body or not scope["path"].startswith("/api/knowledge-bases") else None
         if field is not None:
             where = f"'{field}'" if field else "the body"
             error = bad_request(f"Invalid value for {where}: the text contains a lone UTF-16 surrogate "

@@ -1,6 +1,6 @@
 """The tables: accounts (users, their API keys, login sessions, daily usage), conversations, their
 messages, feedback on messages, user templates, and responses of the OpenAI Responses API kept for
-`previous_response_id`.
+`previous_response_id`, and knowledge bases (documents, chunks; vectors in `kb_vectors`).
 
 Every resource a person makes has an owner (`user_id`); NULL is the single-user room of a server
 without accounts (and what the first admin inherits, see accounts/users.py). The schema is made
@@ -102,6 +102,7 @@ class Conversation(Base):
     system_prompt: Mapped[str] = mapped_column(Text, default="")
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # temperature, top_p, max_tokens, seed
+    knowledge_base_ids: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)  # grounding
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
 
@@ -130,6 +131,7 @@ class Message(Base):
     completion_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
     # assistant: stop | length | stopped (the user stopped it or left) | error
     finish_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    sources: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)  # assistant: what it cited
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
@@ -181,3 +183,57 @@ class StoredResponse(Base):
     conversation: Mapped[list[Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class KnowledgeBase(Base):
+    """A named set of documents its owner's conversations can be grounded in."""
+
+    __tablename__ = "knowledge_bases"
+    __table_args__ = _NO_REUSE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = _owner()
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    embedding_model: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class KBDocument(Base):
+    """An uploaded file: its extracted text (what citations point into) and its indexing state."""
+
+    __tablename__ = "kb_documents"
+    __table_args__ = _NO_REUSE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))  # text | markdown | html | pdf | docx
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued | indexed | failed
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    indexed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class KBChunk(Base):
+    """A retrieval unit: its text, heading path, span in the document, and its BM25 tokens. Its
+    vector lives in `kb_vectors` (the database's vector extension; see knowledge/vectors.py)."""
+
+    __tablename__ = "kb_chunks"
+    __table_args__ = _NO_REUSE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("kb_documents.id", ondelete="CASCADE"), index=True)
+    kb_id: Mapped[int] = mapped_column(ForeignKey("knowledge_bases.id", ondelete="CASCADE"), index=True)
+    ordinal: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    heading: Mapped[str] = mapped_column(Text, default="")
+    start: Mapped[int] = mapped_column(Integer)
+    end: Mapped[int] = mapped_column(Integer)
+    tokens: Mapped[str] = mapped_column(Text, default="")  # BM25 terms, space-separated
+

@@ -1,0 +1,133 @@
+"""Knowledge bases over HTTP (the web app's /api; owned like every /api resource):
+
+    POST   /api/knowledge-bases                          {name, description?}
+    GET    /api/knowledge-bases                          each with document and chunk counts
+    GET    /api/knowledge-bases/{id}                     with its documents
+    DELETE /api/knowledge-bases/{id}
+    POST   /api/knowledge-bases/{id}/documents           multipart, field `files` (several at once)
+    GET    /api/knowledge-bases/{id}/documents
+    GET    /api/knowledge-bases/{id}/documents/{doc}     with its text (what a citation opens)
+    DELETE /api/knowledge-bases/{id}/documents/{doc}     its chunks and vectors go too
+    POST   /api/knowledge-bases/{id}/search              {query, k?} -> {hits: [...]} ([] = no relevant source)
+
+Each uploaded file is indexed on its own: a broken, empty or unsupported one comes back `failed`
+with its reason, a file already there comes back `duplicate`, and the others are indexed.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from aigc.apps.chat.conversations import NotFoundError
+from aigc.knowledge.parsing import MAX_BYTES
+from aigc.knowledge.store import KnowledgeError, KnowledgeStore
+from aigc.server.app_http import read_body
+from aigc.server.auth import principal_of
+from aigc.server.errors import APIError
+
+router = APIRouter(prefix="/api/knowledge-bases")
+MAX_FILES = 20
+
+
+class KnowledgeBaseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field("", max_length=2000)
+
+
+class SearchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, max_length=2000)
+    k: int = Field(5, ge=1, le=50)
+
+
+def _store(request: Request) -> KnowledgeStore:
+    web = request.app.state.webapp
+    return web.knowledge.scoped(principal_of(request).owner)
+
+
+def _id(value: str, kind: str) -> int:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise NotFoundError(kind, value)
+    return int(value)
+
+
+async def _call(fn, *args):
+    try:
+        return await run_in_threadpool(fn, *args)
+    except KnowledgeError as e:
+        raise APIError(e.status, str(e), code=e.code) from None
+
+
+@router.post("", status_code=201)
+async def create(request: Request) -> JSONResponse:
+    body = await read_body(request, KnowledgeBaseIn)
+    return JSONResponse(await _call(_store(request).create, body.name, body.description), status_code=201)
+
+
+@router.get("")
+async def list_bases(request: Request) -> JSONResponse:
+    return JSONResponse({"data": await _call(_store(request).list)})
+
+
+@router.get("/{kb_id}")
+async def get_base(kb_id: str, request: Request) -> JSONResponse:
+    kb = await _call(_store(request).get, _id(kb_id, "knowledge base"))
+    kb["documents_list"] = kb.pop("documents_list")
+    return JSONResponse(kb)
+
+
+@router.delete("/{kb_id}", status_code=204)
+async def delete_base(kb_id: str, request: Request) -> Response:
+    await _call(_store(request).delete, _id(kb_id, "knowledge base"))
+    return Response(status_code=204)
+
+
+@router.post("/{kb_id}/documents", status_code=201)
+async def upload(kb_id: str, request: Request) -> JSONResponse:
+    kb = _id(kb_id, "knowledge base")
+    store = _store(request)
+    await _call(store.get, kb)  # 404 before reading any file
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise APIError(415, "Upload the documents as multipart/form-data in the field 'files'.",
+                       code="unsupported_media_type")
+    form = await request.form(max_files=MAX_FILES, max_part_size=MAX_BYTES + 1)
+    files = [f for f in form.getlist("files") if hasattr(f, "read")]
+    if not files:
+        raise APIError(400, "No files: send them in the multipart field 'files'.", param="files", code="no_files")
+    results = []
+    for f in files:
+        data = await f.read(MAX_BYTES + 1)
+        try:
+            results.append(await run_in_threadpool(store.add_document, kb, f.filename or "document", data))
+        except KnowledgeError as e:
+            results.append({"filename": f.filename, "status": "duplicate" if e.status == 409 else "failed",
+                            "error": str(e)})
+    return JSONResponse({"data": results}, status_code=201)
+
+
+@router.get("/{kb_id}/documents")
+async def documents(kb_id: str, request: Request) -> JSONResponse:
+    return JSONResponse({"data": await _call(_store(request).documents, _id(kb_id, "knowledge base"))})
+
+
+@router.get("/{kb_id}/documents/{doc_id}")
+async def document(kb_id: str, doc_id: str, request: Request) -> JSONResponse:
+    return JSONResponse(await _call(_store(request).document_text, _id(kb_id, "knowledge base"),
+                                    _id(doc_id, "document")))
+
+
+@router.delete("/{kb_id}/documents/{doc_id}", status_code=204)
+async def delete_document(kb_id: str, doc_id: str, request: Request) -> Response:
+    await _call(_store(request).delete_document, _id(kb_id, "knowledge base"), _id(doc_id, "document"))
+    return Response(status_code=204)
+
+
+@router.post("/{kb_id}/search")
+async def search(kb_id: str, request: Request) -> JSONResponse:
+    body = await read_body(request, SearchIn)
+    hits = await _call(_store(request).search, [_id(kb_id, "knowledge base")], body.query, body.k)
+    return JSONResponse({"hits": [h.to_dict() for h in hits], "no_relevant_source": not hits})
