@@ -15,6 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -23,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aigc.apps.chat.conversations import ConversationStore, NotFoundError
 from aigc.apps.chat.model import ChatModel, GenerationParams, ReplyStream
-from aigc.apps.chat.replies import ChatReplies, ReplyPlan
+from aigc.apps.chat.replies import SOURCES_PER_TURN, CannedReply, ChatReplies, ReplyPlan
 from aigc.apps.chat.transcript import export_json, export_markdown, import_json
 from aigc.apps.studio.library import TemplateLibrary
 from aigc.knowledge.store import KnowledgeStore
@@ -127,8 +128,26 @@ def _conversations(request: Request) -> ConversationStore:
     return _web(request).conversations.scoped(principal_of(request).owner)
 
 
+def _knowledge(request: Request) -> KnowledgeStore:
+    return _web(request).knowledge.scoped(principal_of(request).owner)
+
+
 def _replies(request: Request) -> ChatReplies:
-    return ChatReplies(_conversations(request))
+    knowledge = _knowledge(request)
+
+    def retrieve(kb_ids: list[int], query: str) -> list[dict[str, Any]]:
+        owned = {b["id"] for b in knowledge.list()}  # one deleted since it was attached has no sources
+        kept = [k for k in kb_ids if k in owned]
+        return [h.to_dict() for h in knowledge.search(kept, query, SOURCES_PER_TURN)] if kept else []
+
+    return ChatReplies(_conversations(request), retrieve)
+
+
+async def _knowledge_ids(request: Request, ids: list[int] | None) -> list[int] | None:
+    """Knowledge bases a conversation names: each must be one of the user's (else 404)."""
+    if ids is None:
+        return None
+    return await run_in_threadpool(_knowledge(request).check_access, ids)
 
 
 def _int_id(value: str, kind: str) -> int:
@@ -166,9 +185,10 @@ async def create_conversation(request: Request) -> JSONResponse:
     web = _web(request)
     if body.model:
         web.backends.get(body.model)  # 404 for a model this server does not know
+    kb_ids = await _knowledge_ids(request, body.knowledge_base_ids)
     conv = await run_in_threadpool(lambda: _conversations(request).create(
         title=body.title or "", system_prompt=body.system_prompt or "", model=body.model,
-        params=body.params.model_dump(exclude_none=True) if body.params else {}))
+        params=body.params.model_dump(exclude_none=True) if body.params else {}, knowledge_base_ids=kb_ids))
     return JSONResponse(conv, status_code=201)
 
 
@@ -200,8 +220,10 @@ async def update_conversation(conversation_id: str, request: Request) -> JSONRes
         stored = (await run_in_threadpool(_conversations(request).get_meta, cid))["params"]
         params = {**stored, **body.params.model_dump(exclude_unset=True)}
         params = {k: v for k, v in params.items() if v is not None}
+    kb_ids = await _knowledge_ids(request, body.knowledge_base_ids)
     conv = await run_in_threadpool(lambda: _conversations(request).update(
-        cid, title=body.title, system_prompt=body.system_prompt, model=body.model, params=params))
+        cid, title=body.title, system_prompt=body.system_prompt, model=body.model, params=params,
+        knowledge_base_ids=kb_ids))
     return JSONResponse(conv)
 
 
@@ -270,7 +292,10 @@ async def _reply(request: Request, cid: int, plan_of: Callable[[ChatModel, Gener
         plan = await run_in_threadpool(plan_of, chat, params)
         record = request_record(request)
         record.model, record.prompt_tokens = chat.name, plan.fitted.used
-        active.stream = stream = await chat.stream(plan.fitted, plan.params)  # 429/503/400 before anything is stored
+        if plan.canned is not None:  # grounded, and no source passed the bar: say so, no model
+            active.stream = stream = CannedReply(plan.canned, plan.fitted.used)
+        else:
+            active.stream = stream = await chat.stream(plan.fitted, plan.params)  # 429/503/400 before anything is stored
         try:
             user_message = await run_in_threadpool(plan.commit)
         except BaseException:

@@ -15,6 +15,7 @@ class ConversationIn(BaseModel):
     system_prompt: str | None = Field(None, max_length=100_000)
     model: str | None = Field(None, max_length=200)
     params: ParamsIn | None = None
+    knowledge_base_ids: list[int] | None = Field(None, max_length=10)  # answers grounded in these
 
 
 class ReplyIn(BaseModel):

@@ -45,12 +45,13 @@ def message_dict(m: Message, feedback: Feedback | None = None) -> dict[str, Any]
         "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens,
         "finish_reason": m.finish_reason, "created_at": iso(m.created_at),
         "feedback": {"rating": fb.rating, "comment": fb.comment} if fb is not None else None,
+        "sources": m.sources,
     }
 
 
 _MESSAGE_COLUMNS = (Message.id, Message.conversation_id, Message.position, Message.parent_id, Message.role,
                     Message.content, Message.model, Message.tokens, Message.prompt_tokens, Message.completion_tokens,
-                    Message.finish_reason, Message.created_at)
+                    Message.finish_reason, Message.created_at, Message.sources)
 
 
 def _row_dict(r: Any) -> dict[str, Any]:
@@ -63,7 +64,8 @@ def _row_dict(r: Any) -> dict[str, Any]:
 def conversation_dict(c: Conversation, *, count: int | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": c.id, "title": c.title, "system_prompt": c.system_prompt, "model": c.model,
-        "params": dict(c.params or {}), "created_at": iso(c.created_at), "updated_at": iso(c.updated_at),
+        "params": dict(c.params or {}), "knowledge_base_ids": list(c.knowledge_base_ids or []),
+        "created_at": iso(c.created_at), "updated_at": iso(c.updated_at),
     }
     if count is not None:
         out["message_count"] = count
@@ -105,10 +107,10 @@ class ConversationStore:
         return m
 
     def create(self, *, title: str = "", system_prompt: str = "", model: str | None = None,
-               params: dict[str, Any] | None = None) -> dict[str, Any]:
+               params: dict[str, Any] | None = None, knowledge_base_ids: list[int] | None = None) -> dict[str, Any]:
         with self.db.session() as s:
             c = Conversation(title=title, system_prompt=system_prompt, model=model, params=params or {},
-                             user_id=self.owner)
+                             user_id=self.owner, knowledge_base_ids=knowledge_base_ids or None)
             s.add(c)
             s.flush()
             return conversation_dict(c, count=0)
@@ -142,12 +144,14 @@ class ConversationStore:
             return conversation_dict(self._get(s, conversation_id))
 
     def update(self, conversation_id: int, **fields: Any) -> dict[str, Any]:
-        """Set any of title, system_prompt, model, params (None leaves a field as it is)."""
+        """Set any of title, system_prompt, model, params, knowledge_base_ids (None leaves a field as it is)."""
         with self.db.session() as s:
             c = self._get(s, conversation_id)
             for name in ("title", "system_prompt", "model", "params"):
                 if fields.get(name) is not None:
                     setattr(c, name, dict(fields[name]) if name == "params" else fields[name])
+            if fields.get("knowledge_base_ids") is not None:
+                c.knowledge_base_ids = list(fields["knowledge_base_ids"]) or None
             c.updated_at = utcnow()
             s.flush()
             n = s.scalar(select(func.count(Message.id)).where(Message.conversation_id == c.id))

@@ -19,6 +19,7 @@ Events (dicts; the server sends each as one SSE `data:` line):
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,63 @@ class ReplyPlan:
     # accepted the request. Returns the new user message (send/edit) or None (regenerate).
     commit: Callable[[], dict[str, Any] | None]
     context: dict[str, Any] = field(default_factory=dict)
+    # Grounding: the sources put in the prompt (None: the conversation uses no knowledge base);
+    # `canned` is the reply given instead of the model's when no source passed the bar.
+    sources: list[dict[str, Any]] | None = None
+    canned: str | None = None
+
+
+# A knowledge-base search: (knowledge base ids, query) -> hits as dicts (knowledge/store.py Hit).
+Retriever = Callable[[list[int], str], list[dict[str, Any]]]
+SOURCES_PER_TURN = 4
+_CJK = re.compile(r"[\u3400-\u9fff]")
+_FOLLOW_UP = re.compile(r"^\s*(那|那么|还有|另外|and\b|what about\b|how about\b|also\b)", re.I)
+NO_SOURCE = {
+    "zh": "抱歉，我在知识库里没有找到与这个问题相关的资料，所以无法回答。可以换个说法再问，或者转人工客服。",
+    "en": "Sorry, I found no relevant source in the knowledge base, so I cannot answer that. You can rephrase "
+          "the question, or ask to talk to a person.",
+}
+SOURCES_PROMPT = {
+    "zh": "请只根据下面编号的资料回答用户的问题，并在用到的句子后用 [编号] 注明出处（例如 [1]）。"
+          "资料里没有的内容，请说明没有找到，不要编造。\n\n",
+    "en": "Answer the user's question using only the numbered sources below, and cite the ones you use as [n] "
+          "(for example [1]). If the sources do not say, tell the user so; do not make anything up.\n\n",
+}
+
+
+def _language(text: str) -> str:
+    return "zh" if _CJK.search(text) else "en"
+
+
+def retrieval_query(messages: list[dict[str, Any]]) -> str:
+    """The question to search for: the last user message, with the previous one in front when the
+    last reads as a follow-up ("那运费呢？" after a question about returns)."""
+    users = [m["content"] for m in messages if m["role"] == "user" and m["content"].strip()]
+    if not users:
+        return ""
+    last = users[-1].strip()
+    short = len(last) <= 12 if _CJK.search(last) else len(last.split()) <= 5
+    if len(users) > 1 and (short or _FOLLOW_UP.match(last)):
+        return f"{users[-2].strip()} {last}"
+    return last
+
+
+class CannedReply:
+    """A ReplyStream that says a fixed text (the "no relevant source" answer) without a model."""
+
+    def __init__(self, text: str, prompt_tokens: int = 0):
+        self._text = text
+        self.finish_reason: str | None = None
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = 0
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        if self.finish_reason is None:
+            yield self._text
+            self.finish_reason = "no_source"
+
+    def cancel(self) -> None:
+        self.finish_reason = self.finish_reason or "abort"
 
 
 def prompt_messages(conversation: dict[str, Any], messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -70,8 +128,29 @@ def context_report(model: ChatModel, fitted: FittedContext, reserved: int) -> di
 
 
 class ChatReplies:
-    def __init__(self, store: ConversationStore):
+    def __init__(self, store: ConversationStore, retriever: Retriever | None = None):
         self.store = store
+        self.retriever = retriever
+
+    def _ground(self, conversation: dict[str, Any], messages: list[dict[str, Any]]
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str | None]:
+        """(messages with the sources in a system message, the sources, a canned no-source reply)."""
+        kb_ids = conversation.get("knowledge_base_ids") or []
+        if not kb_ids or self.retriever is None:
+            return messages, None, None
+        query = retrieval_query(messages)
+        language = _language(query)
+        hits = self.retriever(kb_ids, query) if query else []
+        if not hits:
+            return messages, [], NO_SOURCE[language]
+        sources = [{"n": i, "knowledge_base_id": h["knowledge_base_id"], "document": h["document"],
+                    "heading": h["heading"], "text": h["text"], "start": h["start"], "end": h["end"],
+                    "score": h["score"]} for i, h in enumerate(hits[:SOURCES_PER_TURN], 1)]
+        listing = "\n\n".join(f"[{s['n']}] {s['document']['filename']}" + (f" › {s['heading']}" if s["heading"] else "")
+                               + f"\n{s['text']}" for s in sources)
+        grounding = {"id": None, "role": "system", "content": SOURCES_PROMPT[language] + listing}
+        at = 1 if messages and messages[0]["role"] == "system" else 0
+        return messages[:at] + [grounding] + messages[at:], sources, None
 
     # ---------------------------------------------------------------- planning
 
@@ -85,9 +164,12 @@ class ChatReplies:
             raise ReplyError(str(e), code="context_length_exceeded") from None
 
     def _plan(self, conversation_id: int, model: ChatModel, params: GenerationParams,
-              messages: list[dict[str, Any]], commit: Callable[[], dict[str, Any] | None]) -> ReplyPlan:
+              messages: list[dict[str, Any]], commit: Callable[[], dict[str, Any] | None],
+              conversation: dict[str, Any] | None = None) -> ReplyPlan:
+        messages, sources, canned = self._ground(conversation or {}, messages)
         fitted = self._fit(model, params, messages)
-        return ReplyPlan(conversation_id, model, params, fitted, commit, context_report(model, fitted, params.max_tokens))
+        return ReplyPlan(conversation_id, model, params, fitted, commit, context_report(model, fitted, params.max_tokens),
+                         sources, canned)
 
     def plan_send(self, conversation_id: int, content: str, model: ChatModel, params: GenerationParams) -> ReplyPlan:
         if not content.strip():
@@ -105,7 +187,7 @@ class ChatReplies:
                 self.store.add_message(conversation_id, "assistant", "", finish_reason="stopped", tokens=0)
             return self.store.add_message(conversation_id, "user", content, tokens=model.count_tokens(content))
 
-        return self._plan(conversation_id, model, params, messages, commit)
+        return self._plan(conversation_id, model, params, messages, commit, conversation)
 
     def plan_regenerate(self, conversation_id: int, model: ChatModel, params: GenerationParams) -> ReplyPlan:
         conversation, history = self.store.history(conversation_id)
@@ -118,7 +200,7 @@ class ChatReplies:
         def commit() -> None:
             self.store.truncate_after(conversation_id, keep)
 
-        return self._plan(conversation_id, model, params, prompt_messages(conversation, history), commit)
+        return self._plan(conversation_id, model, params, prompt_messages(conversation, history), commit, conversation)
 
     def plan_edit(self, conversation_id: int, message_id: int, content: str, model: ChatModel,
                   params: GenerationParams) -> ReplyPlan:
@@ -138,7 +220,7 @@ class ChatReplies:
             self.store.truncate_after(conversation_id, position)
             return self.store.set_content(conversation_id, message_id, content, model.count_tokens(content))
 
-        return self._plan(conversation_id, model, params, prompt_messages(conversation, history), commit)
+        return self._plan(conversation_id, model, params, prompt_messages(conversation, history), commit, conversation)
 
     def current_context(self, conversation_id: int, model: ChatModel, params: GenerationParams) -> dict[str, Any]:
         """The meter for a conversation as it stands (what the next reply would see)."""
@@ -175,7 +257,8 @@ class ChatReplies:
                     saved = self.store.add_message(
                         plan.conversation_id, "assistant", "".join(pieces), model=plan.model.name,
                         tokens=stream.completion_tokens, prompt_tokens=plan.fitted.used,
-                        completion_tokens=stream.completion_tokens, finish_reason=finish_reason)
+                        completion_tokens=stream.completion_tokens, finish_reason=finish_reason,
+                        sources=plan.sources)
                 except NotFoundError:  # the conversation was deleted while it was answered
                     log.info("conversation %s is gone; reply not saved", plan.conversation_id)
             return saved
@@ -187,7 +270,7 @@ class ChatReplies:
                     pieces.append(piece)
                     yield {"type": "delta", "text": piece}
             finish = stream.finish_reason or "stop"
-            if is_stopped() or finish == "abort":
+            if (is_stopped() and finish != "no_source") or finish == "abort":
                 finish = "stopped"
             message = save(finish)
             ended = True

@@ -128,6 +128,9 @@ const STRINGS = {
     "keys.never": "never used",
     "keys.empty": "No keys yet.",
     "keys.close": "Close",
+    "msg.sources": "Sources",
+    "msg.no_source": "no relevant source",
+    "settings.knowledge": "Knowledge bases (answers cite them)",
     "keys.usage": "Today (UTC): {requests} model requests, {tokens} tokens.",
   },
   zh: {
@@ -255,6 +258,9 @@ const STRINGS = {
     "keys.never": "从未使用",
     "keys.empty": "还没有密钥。",
     "keys.close": "关闭",
+    "msg.sources": "出处",
+    "msg.no_source": "未找到相关资料",
+    "settings.knowledge": "知识库（回答会注明出处）",
     "keys.usage": "今天（UTC）：{requests} 次模型请求，{tokens} 个词元。",
   },
 };

@@ -16,16 +16,42 @@ export function messageNode(m, { dropped = false, actions = {} } = {}) {
   if (m.finish_reason === "stopped") head.append(h("span", { class: "badge warn" }, t("msg.stopped")));
   if (m.finish_reason === "error") head.append(h("span", { class: "badge err" }, t("msg.error")));
   if (m.finish_reason === "length") head.append(h("span", { class: "badge" }, t("msg.truncated")));
+  if (m.finish_reason === "no_source") head.append(h("span", { class: "badge warn no-source" }, t("msg.no_source")));
   if (dropped) head.append(h("span", { class: "badge warn dropped-badge", title: t("msg.dropped.title") }, t("msg.dropped")));
   const body = h("div", { class: "msg-body" });
   body.append(renderMarkdown(m.content, t("msg.copy")));
   const main = h("div", { class: "msg-main" }, head, body);
+  if (role === "assistant" && Array.isArray(m.sources) && m.sources.length) main.append(sourcesList(m.sources));
   node.append(h("div", { class: "avatar", "aria-hidden": "true" }, role === "user" ? "U" : "AI"), main);
   if (m.id != null) {
     pending.set(node, { m, actions });
     if (m.feedback) ensureActions(node); // a rated reply shows its rating without a hover
   }
   return node;
+}
+
+// The knowledge-base passages a grounded reply cited: [n] file › heading; a click opens the
+// document at the cited span.
+function sourcesList(sources) {
+  const list = h("ol", { class: "sources" });
+  for (const s of sources) {
+    const label = s.document.filename + (s.heading ? ` › ${s.heading}` : "");
+    list.append(h("li", {},
+      h("button", { type: "button", class: "source-link", title: s.text, onclick: () => openSource(s) },
+        h("span", { class: "source-n" }, `[${s.n}]`), " ", label)));
+  }
+  return h("div", { class: "sources-box" }, h("div", { class: "sources-title" }, t("msg.sources")), list);
+}
+
+async function openSource(s) {
+  const { api } = await import("./api.js");
+  const doc = await api("GET", `/api/knowledge-bases/${s.knowledge_base_id}/documents/${s.document.id}`);
+  const dialog = document.getElementById("source-dialog");
+  document.getElementById("source-title").textContent = s.document.filename + (s.heading ? ` › ${s.heading}` : "");
+  const mark = h("mark", { id: "source-mark" }, doc.text.slice(s.start, s.end));
+  document.getElementById("source-text").replaceChildren(doc.text.slice(0, s.start), mark, doc.text.slice(s.end));
+  dialog.showModal();
+  mark.scrollIntoView({ block: "center" });
 }
 
 // Action bars are built when a message is first hovered or focused (see watchActions): a long

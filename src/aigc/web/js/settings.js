@@ -11,11 +11,22 @@ const models = { list: [], default: null };
 let draft = { model: null, system_prompt: "", params: {} };
 let hooks = { current: () => null, onSaved: () => {} };
 
+const knowledge = { list: [] };
+
 export async function loadModels() {
-  const result = await api("GET", "/api/models");
+  const [result, bases] = await Promise.all([api("GET", "/api/models"),
+    api("GET", "/api/knowledge-bases").catch(() => ({ data: [] }))]);
   models.list = result.data;
   models.default = result.default;
+  knowledge.list = bases.data;
   fillModels();
+}
+
+function fillKnowledge(selected = []) {
+  const select = $("#set-knowledge");
+  select.replaceChildren(...knowledge.list.map((kb) =>
+    h("option", { value: String(kb.id), selected: selected.includes(kb.id) }, `${kb.name} (${kb.documents})`)));
+  select.closest("label").hidden = knowledge.list.length === 0;
 }
 
 export function modelNames() {
@@ -31,6 +42,7 @@ function fillModels(selected) {
 
 export function draftSettings() {
   const out = { system_prompt: draft.system_prompt, params: { ...draft.params } };
+  if (draft.knowledge_base_ids?.length) out.knowledge_base_ids = draft.knowledge_base_ids;
   if (draft.model) out.model = draft.model;
   return out;
 }
@@ -38,6 +50,7 @@ export function draftSettings() {
 function showValues(source) {
   const params = { ...DEFAULT_PARAMS, ...(source.params || {}) };
   fillModels(source.model);
+  fillKnowledge(source.knowledge_base_ids || []);
   $("#set-system").value = source.system_prompt || "";
   for (const key of ["temperature", "top_p"]) {
     $(`#set-${key}`).value = params[key];
@@ -52,6 +65,7 @@ function readValues() {
   const seed = $("#set-seed").value.trim();
   const maxTokens = parseInt($("#set-max_tokens").value, 10);
   return {
+    knowledge_base_ids: [...$("#set-knowledge").selectedOptions].map((o) => Number(o.value)),
     model: $("#set-model").value || null,
     system_prompt: $("#set-system").value,
     params: {
