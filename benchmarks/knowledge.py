@@ -70,11 +70,13 @@ def main() -> None:
             print(f"  indexed {i + 1}/{len(docs)} pages, {chunks} chunks", file=sys.stderr)
     seconds = time.perf_counter() - started
     rng = random.Random(0)
-    queries = []
-    for _ in range(args.queries):
+    queries: list[str] = []
+    while len(queries) < args.queries:  # a phrase of a random page, as a reader might search it
         name, text = docs[rng.randrange(len(docs))]
         at = rng.randrange(0, len(text) - 40)
-        queries.append(text[at:at + rng.randrange(6, 30)])
+        phrase = " ".join(text[at:at + rng.randrange(6, 30)].split())
+        if len(phrase) >= 4:
+            queries.append(phrase)
     store.search([kb], queries[0], 5)  # warm: the BM25 index is built on the first search
     latencies = []
     found = 0
