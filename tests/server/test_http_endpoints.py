@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import re
 
 import httpx
@@ -83,9 +84,14 @@ def test_unknown_fields_are_ignored_and_developer_role_accepted(http):
 def test_request_log_line_and_request_id(http, caplog):
     with caplog.at_level(logging.INFO, logger="aigc.server.requests"):
         r = http.post("/v1/chat/completions", json=CHAT)
-    rid = r.headers["x-request-id"]
+        rid = r.headers["x-request-id"]
+        for _ in range(100):  # the line is written just after the last byte of the answer went out
+            lines = [rec.getMessage() for rec in caplog.records if rid in rec.getMessage()]
+            if lines:
+                break
+            time.sleep(0.02)
     assert r.json()["id"] == f"chatcmpl-{rid}"
-    (line,) = [rec.getMessage() for rec in caplog.records if rid in rec.getMessage()]
+    (line,) = lines
     for field in (f"id={rid}", f"model={TINY}", "status=200", "prompt_tokens=", "completion_tokens=", "ttft_ms=",
                   "total_ms="):
         assert field in line
