@@ -11,8 +11,8 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
     "data": ("prepare training data", ("data_prepare_cmd",)),
     "train": ("train a tokenizer or a model", ("train_tokenizer_cmd", "train_pretrain_cmd", "train_sft_cmd", "train_classify_cmd",
                                                     "train_recipe_cmd")),
-    "eval": ("evaluate a model", ("eval_perplexity_cmd", "eval_classify_cmd", "eval_generate_cmd",
-                                  "eval_poems_cmd")),
+    "eval": ("evaluate a model or a knowledge base", ("eval_perplexity_cmd", "eval_classify_cmd",
+                                                      "eval_generate_cmd", "eval_poems_cmd", "eval_retrieval_cmd")),
 }
 
 

@@ -13,6 +13,7 @@ relevant source" (an empty list), never the least bad chunks.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,7 @@ from aigc.store import Database
 from aigc.store.models import KBChunk, KBDocument, KnowledgeBase
 
 RRF_K = 60
+_CJK = re.compile(r"[\u3400-\u9fff]")
 CANDIDATES = 50
 MIN_SIMILARITY = 0.875  # multilingual-e5-small cosine; see the docstring
 MIN_SIMILARITY_WITH_WORDS = 0.78
@@ -260,13 +262,14 @@ class KnowledgeStore:
 
     # ---- search -------------------------------------------------------------------------------
 
-    def search(self, kb_ids: list[int], query: str, k: int = 5) -> list[Hit]:
-        """The best chunks for `query`, fused; [] when none is relevant enough."""
+    def search(self, kb_ids: list[int], query: str, k: int = 5, *, rank_only: bool = False) -> list[Hit]:
+        """The best chunks for `query`, fused; [] when none is relevant enough. `rank_only`: the
+        ranking without the relevance bar (what a retrieval evaluation scores)."""
         query = (query or "").strip()
         if not query:
             raise KnowledgeError("the query is empty")
-        if not 1 <= k <= 50:
-            raise KnowledgeError("k must be between 1 and 50")
+        if not 1 <= k <= 100:
+            raise KnowledgeError("k must be between 1 and 100")
         kb_ids = self.check_access(kb_ids)
         with self.db.session() as s:
             versions = dict(s.execute(select(KnowledgeBase.id, KnowledgeBase.updated_at)
@@ -280,8 +283,17 @@ class KnowledgeStore:
             conn = s.connection()
             dense = dict(vectors.nearest(conn, vectors.backend_of(conn), kb_ids, self.embedder.query(query),
                                          CANDIDATES))
+        # Dense neighbours rank within the query's language and across it separately: e5 scores
+        # text in the query's own language higher whatever it says, so one list would bury the
+        # other language's best passage (an English question about a Chinese rule).
+        with self.db.session() as s:
+            texts = dict(s.execute(select(KBChunk.id, KBChunk.text).where(KBChunk.id.in_(list(dense)))).all()) \
+                if dense else {}
+        chinese = bool(_CJK.search(query))
+        same = {c: v for c, v in dense.items() if bool(_CJK.search(texts.get(c, ""))) == chinese}
+        other = {c: v for c, v in dense.items() if c not in same}
         ranks: dict[int, float] = {}
-        for scores in (lexical, dense):
+        for scores in (lexical, same, other):
             for rank, chunk_id in enumerate(sorted(scores, key=lambda c: -scores[c])):
                 ranks[chunk_id] = ranks.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank + 1)
         def passes(c: int) -> bool:
@@ -289,7 +301,7 @@ class KnowledgeStore:
             return sim >= MIN_SIMILARITY or words >= STRONG_BM25 or (sim >= MIN_SIMILARITY_WITH_WORDS and
                                                                     words >= MIN_BM25)
 
-        relevant = [c for c in ranks if passes(c)]
+        relevant = list(ranks) if rank_only else [c for c in ranks if passes(c)]
         best = sorted(relevant, key=lambda c: -ranks[c])[:k]
         if not best:
             return []
