@@ -46,3 +46,30 @@ def test_grounded_chat_cites_and_opens_sources(page, live_server):
     page.wait_for_selector(".msg.assistant .no-source", timeout=120_000)
     assert "no relevant source" in page.locator(".msg.assistant").last.inner_text()
     shot(page, "knowledge-no-source")
+
+
+def test_knowledge_tab_upload_status_search(page, live_server, tmp_path):
+    (tmp_path / "returns.md").write_bytes(RETURNS_MD)
+    (tmp_path / "shipping.html").write_bytes(SHIPPING_HTML)
+    (tmp_path / "broken.pdf").write_bytes(b"%PDF-1.4 broken")
+    page.goto(live_server.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    page.click("#tab-knowledge")
+    page.fill("#kb-new-name", "售后 after-sales")
+    page.click("#kb-new button[type=submit]")
+    page.wait_for_selector("#kb-main:not([hidden])")
+    page.set_input_files("#kb-files", [str(tmp_path / n) for n in ("returns.md", "shipping.html", "broken.pdf")])
+    page.click("#kb-upload")
+    page.wait_for_selector("#kb-docs tr.doc-failed")
+    rows = page.locator("#kb-docs tr")
+    assert rows.count() == 3
+    assert page.locator("#kb-docs tr.doc-indexed").count() == 2
+    assert "broken.pdf" in page.locator("#kb-docs tr.doc-failed").inner_text()
+    page.fill("#kb-query", "is shipping free?")
+    page.click("#kb-search button[type=submit]")
+    page.wait_for_selector(".kb-hit")
+    assert "shipping.html" in page.locator(".kb-hit").first.inner_text()
+    shot(page, "knowledge-tab")
+    page.fill("#kb-query", "What is the capital of France?")
+    page.click("#kb-search button[type=submit]")
+    page.wait_for_selector("#kb-hits .no-source")

@@ -1,10 +1,11 @@
-// Entry point: language, tabs, then the chat and studio views.
+// Entry point: language, tabs, then the chat, studio and knowledge views.
 
 import { initAccount, showLogin, whoAmI } from "./account.js";
 import { $ } from "./dom.js";
 import { applyStatic, lang, setLanguage } from "./i18n.js";
 import { applyIcons } from "./icons.js";
 import { initChat, openConversation, refreshList, showError } from "./chat.js";
+import { initKnowledge, loadKnowledge } from "./knowledge.js";
 import { initStudio, loadTemplates } from "./studio.js";
 
 let studioLoaded = false;
@@ -13,6 +14,8 @@ function showTab(name) {
   for (const tab of document.querySelectorAll(".tab")) tab.classList.toggle("active", tab.dataset.tab === name);
   $("#chat-view").hidden = name !== "chat";
   $("#studio-view").hidden = name !== "studio";
+  $("#knowledge-view").hidden = name !== "knowledge";
+  if (name === "knowledge") loadKnowledge().catch(showError);
   document.body.dataset.tab = name;
   if (name === "studio" && !studioLoaded) {
     studioLoaded = true;
@@ -39,6 +42,7 @@ async function main() {
     await openConversation(e.detail);
   });
   initStudio();
+  initKnowledge();
   await initChat();
   document.body.dataset.ready = "1";
 }
