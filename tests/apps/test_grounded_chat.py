@@ -55,3 +55,16 @@ def test_grounded_turns_cite_and_no_source_is_said(app_server, http):
                                  json={"content": "那运费呢？", "params": {"max_tokens": 2}}))
     cited = follow[-1]["message"]["sources"]
     assert any(s["heading"] == "退货政策 > 运费" for s in cited), cited  # the follow-up found the shipping rule
+
+
+def test_a_studio_run_can_be_grounded(app_server, http):
+    server, engine = app_server
+    kid = http.post("/api/knowledge-bases", json={"name": "studio grounding"}).json()["id"]
+    http.post(f"/api/knowledge-bases/{kid}/documents", files=[("files", ("returns.md", RETURNS_MD, "text/markdown"))])
+    body = {"values": {"text": "退货政策是什么？"}, "params": {"max_tokens": 2}, "knowledge_base_ids": [kid]}
+    events = events_of(http.post("/api/templates/summary/run", json=body))
+    assert events[0]["sources"] and events[-1]["sources"][0]["document"]["filename"] == "returns.md"
+    assert "[1] returns.md" in _prompt_text(engine)
+    plain = events_of(http.post("/api/templates/summary/run", json={**body, "knowledge_base_ids": None}))
+    assert plain[-1]["sources"] is None
+    error_of(http.post("/api/templates/summary/run", json={**body, "knowledge_base_ids": [424242]}), 404)

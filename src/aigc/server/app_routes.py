@@ -15,7 +15,6 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -24,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from aigc.apps.chat.conversations import ConversationStore, NotFoundError
 from aigc.apps.chat.model import ChatModel, GenerationParams, ReplyStream
-from aigc.apps.chat.replies import SOURCES_PER_TURN, CannedReply, ChatReplies, ReplyPlan
+from aigc.apps.chat.replies import CannedReply, ChatReplies, ReplyPlan
 from aigc.apps.chat.transcript import export_json, export_markdown, import_json
 from aigc.apps.studio.library import TemplateLibrary
 from aigc.knowledge.store import KnowledgeStore
@@ -128,26 +127,12 @@ def _conversations(request: Request) -> ConversationStore:
     return _web(request).conversations.scoped(principal_of(request).owner)
 
 
-def _knowledge(request: Request) -> KnowledgeStore:
-    return _web(request).knowledge.scoped(principal_of(request).owner)
-
-
 def _replies(request: Request) -> ChatReplies:
-    knowledge = _knowledge(request)
-
-    def retrieve(kb_ids: list[int], query: str) -> list[dict[str, Any]]:
-        owned = {b["id"] for b in knowledge.list()}  # one deleted since it was attached has no sources
-        kept = [k for k in kb_ids if k in owned]
-        return [h.to_dict() for h in knowledge.search(kept, query, SOURCES_PER_TURN)] if kept else []
-
-    return ChatReplies(_conversations(request), retrieve)
+    return ChatReplies(_conversations(request), kb_routes.retriever_for(request))
 
 
 async def _knowledge_ids(request: Request, ids: list[int] | None) -> list[int] | None:
-    """Knowledge bases a conversation names: each must be one of the user's (else 404)."""
-    if ids is None:
-        return None
-    return await run_in_threadpool(_knowledge(request).check_access, ids)
+    return await kb_routes.check_knowledge_ids(request, ids)
 
 
 def _int_id(value: str, kind: str) -> int:

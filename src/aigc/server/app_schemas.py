@@ -47,6 +47,7 @@ class TemplateRunIn(BaseModel):
     model: str | None = Field(None, max_length=200)
     params: ParamsIn | None = None
     output: Literal["text", "json"] = "text"  # json: JSON output mode (templates that declare an output_schema)
+    knowledge_base_ids: list[int] | None = Field(None, max_length=10)  # ground the run in these
 
 
 class LoginIn(BaseModel):

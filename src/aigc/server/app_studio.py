@@ -21,9 +21,10 @@ from starlette.concurrency import run_in_threadpool
 
 from aigc.apps.chat.context import ContextOverflowError
 from aigc.apps.chat.model import GenerationParams
-from aigc.apps.chat.replies import ReplyError, context_report
+from aigc.apps.chat.replies import CannedReply, ReplyError, context_report, ground
 from aigc.apps.studio.catalog import StudioTemplate, choose_model
 from aigc.apps.studio.runner import studio_events, studio_messages
+from aigc.server import kb_routes
 from aigc.server.app_http import as_sse, read_body, read_json
 from aigc.server.app_models import pick_model_name
 from aigc.server.app_schemas import TemplateRunIn
@@ -136,12 +137,16 @@ async def run_template(template_id: str, request: Request) -> EventStreamRespons
     if params.max_tokens >= chat.window:
         raise APIError(400, f"max_tokens must be smaller than the model's window ({chat.window})",
                        param="params.max_tokens", code="invalid_value")
+    kb_ids = await kb_routes.check_knowledge_ids(request, body.knowledge_base_ids) or []
+    messages, sources, canned = await run_in_threadpool(
+        ground, studio_messages(t, prompt), kb_ids, kb_routes.retriever_for(request))
     try:
-        fitted = await run_in_threadpool(chat.fit, studio_messages(t, prompt), chat.window - params.max_tokens)
+        fitted = await run_in_threadpool(chat.fit, messages, chat.window - params.max_tokens)
     except ContextOverflowError as e:
         raise ReplyError(str(e), code="context_length_exceeded") from None
     record = request_record(request)
     record.model, record.prompt_tokens = chat.name, fitted.used
-    stream = await chat.stream(fitted, params)
-    events = studio_events(t, prompt, chat.name, stream, context_report(chat, fitted, params.max_tokens))
+    stream = CannedReply(canned, fitted.used) if canned is not None else await chat.stream(fitted, params)
+    events = studio_events(t, prompt, chat.name, stream, context_report(chat, fitted, params.max_tokens),
+                           sources=sources)
     return EventStreamResponse(as_sse(events), record, on_close=stream.cancel)

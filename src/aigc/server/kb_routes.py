@@ -16,12 +16,15 @@ with its reason, a file already there comes back `duplicate`, and the others are
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from aigc.apps.chat.conversations import NotFoundError
+from aigc.apps.chat.replies import SOURCES_PER_TURN
 from aigc.knowledge.parsing import MAX_BYTES
 from aigc.knowledge.store import KnowledgeError, KnowledgeStore
 from aigc.server.app_http import read_body
@@ -47,6 +50,26 @@ class SearchIn(BaseModel):
 def _store(request: Request) -> KnowledgeStore:
     web = request.app.state.webapp
     return web.knowledge.scoped(principal_of(request).owner)
+
+
+def retriever_for(request: Request):
+    """The chat's and studio's search: the principal's knowledge bases only; one deleted since it
+    was attached simply has no sources."""
+    knowledge = _store(request)
+
+    def retrieve(kb_ids: list[int], query: str) -> list[dict[str, Any]]:
+        owned = {b["id"] for b in knowledge.list()}
+        kept = [k for k in kb_ids if k in owned]
+        return [h.to_dict() for h in knowledge.search(kept, query, SOURCES_PER_TURN)] if kept else []
+
+    return retrieve
+
+
+async def check_knowledge_ids(request: Request, ids: list[int] | None) -> list[int] | None:
+    """Knowledge bases a conversation or studio run names: each must be the principal's (else 404)."""
+    if ids is None:
+        return None
+    return await run_in_threadpool(_store(request).check_access, ids)
 
 
 def _id(value: str, kind: str) -> int:

@@ -127,6 +127,27 @@ def context_report(model: ChatModel, fitted: FittedContext, reserved: int) -> di
             "exact": model.exact_tokens}
 
 
+def ground(messages: list[dict[str, Any]], kb_ids: list[int], retriever: Retriever | None
+           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str | None]:
+    """(messages with the sources in a system message, the sources, a canned no-source reply).
+    Sources are None when no knowledge base is attached; [] with the canned reply when none passed."""
+    if not kb_ids or retriever is None:
+        return messages, None, None
+    query = retrieval_query(messages)
+    language = _language(query)
+    hits = retriever(kb_ids, query) if query else []
+    if not hits:
+        return messages, [], NO_SOURCE[language]
+    sources = [{"n": i, "knowledge_base_id": h["knowledge_base_id"], "document": h["document"],
+                "heading": h["heading"], "text": h["text"], "start": h["start"], "end": h["end"],
+                "score": h["score"]} for i, h in enumerate(hits[:SOURCES_PER_TURN], 1)]
+    listing = "\n\n".join(f"[{s['n']}] {s['document']['filename']}" + (f" › {s['heading']}" if s["heading"] else "")
+                           + f"\n{s['text']}" for s in sources)
+    grounding = {"id": None, "role": "system", "content": SOURCES_PROMPT[language] + listing}
+    at = 1 if messages and messages[0]["role"] == "system" else 0
+    return messages[:at] + [grounding] + messages[at:], sources, None
+
+
 class ChatReplies:
     def __init__(self, store: ConversationStore, retriever: Retriever | None = None):
         self.store = store
@@ -134,23 +155,7 @@ class ChatReplies:
 
     def _ground(self, conversation: dict[str, Any], messages: list[dict[str, Any]]
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str | None]:
-        """(messages with the sources in a system message, the sources, a canned no-source reply)."""
-        kb_ids = conversation.get("knowledge_base_ids") or []
-        if not kb_ids or self.retriever is None:
-            return messages, None, None
-        query = retrieval_query(messages)
-        language = _language(query)
-        hits = self.retriever(kb_ids, query) if query else []
-        if not hits:
-            return messages, [], NO_SOURCE[language]
-        sources = [{"n": i, "knowledge_base_id": h["knowledge_base_id"], "document": h["document"],
-                    "heading": h["heading"], "text": h["text"], "start": h["start"], "end": h["end"],
-                    "score": h["score"]} for i, h in enumerate(hits[:SOURCES_PER_TURN], 1)]
-        listing = "\n\n".join(f"[{s['n']}] {s['document']['filename']}" + (f" › {s['heading']}" if s["heading"] else "")
-                               + f"\n{s['text']}" for s in sources)
-        grounding = {"id": None, "role": "system", "content": SOURCES_PROMPT[language] + listing}
-        at = 1 if messages and messages[0]["role"] == "system" else 0
-        return messages[:at] + [grounding] + messages[at:], sources, None
+        return ground(messages, conversation.get("knowledge_base_ids") or [], self.retriever)
 
     # ---------------------------------------------------------------- planning
 

@@ -23,19 +23,21 @@ def studio_messages(template: StudioTemplate, prompt: str) -> list[dict[str, Any
 
 
 async def studio_events(template: StudioTemplate, prompt: str, model: str, stream: ReplyStream,
-                        context: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-    """start {template, prompt, system, model, context} -> delta {text}... -> done {text, finish_reason} | error."""
+                        context: dict[str, Any], sources: list[dict[str, Any]] | None = None
+                        ) -> AsyncIterator[dict[str, Any]]:
+    """start {template, prompt, system, model, context, sources} -> delta {text}... -> done {text,
+    finish_reason, sources} | error. `sources`: what a grounded run cited (None: not grounded)."""
     pieces: list[str] = []
     try:
         yield {"type": "start", "template": template.id, "version": template.version, "prompt": prompt,
-               "system": template.system, "model": model, "context": context}
+               "system": template.system, "model": model, "context": context, "sources": sources}
         async for piece in stream:
             if piece:
                 pieces.append(piece)
                 yield {"type": "delta", "text": piece}
         finish = stream.finish_reason or "stop"
         yield {"type": "done", "text": "".join(pieces), "finish_reason": "stopped" if finish == "abort" else finish,
-               "completion_tokens": stream.completion_tokens}
+               "completion_tokens": stream.completion_tokens, "sources": sources}
     except Exception as e:
         log.warning("studio run of %s failed: %s: %s", template.id, type(e).__name__, e)
         yield {"type": "error", "text": "".join(pieces), "error": error_body(e)}
