@@ -31,4 +31,4 @@ def test_recall_at_3_on_the_bilingual_corpus(tmp_path):
     for kind in ("zh", "en", "follow-up"):
         assert figures[kind]["recall@3"] == 1.0, (kind, figures[kind])
     bad = aigc("eval", "retrieval", "--kb", "shop", "--questions", str(files[0]), db=db)
-    assert bad.returncode == 2 and "not JSON" in bad.stderr
+    assert bad.returncode == 2 and "not valid JSON" in bad.stderr

@@ -71,3 +71,12 @@ def load(args: argparse.Namespace):
 
     settings = settings_from(args)
     return load_model(args.model, models_dir=settings.models_dir, dtype=settings.dtype, quantize=settings.quantize)
+
+
+def open_database(args: argparse.Namespace):
+    """The server's app database, as `aigc serve` would open it: --database-url, else
+    AIGC_DATABASE_URL, else the default (for the commands that manage users and knowledge bases)."""
+    from aigc.store import Database
+
+    return Database(args.database_url or Settings().database_url)
+

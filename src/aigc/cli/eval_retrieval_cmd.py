@@ -25,16 +25,11 @@ def register(sub) -> None:
 
 
 def _load(path: Path) -> list[dict]:
+    from aigc.training.finetune import read_jsonl  # .jsonl or .jsonl.gz, one clear line per bad record
+
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not JSON ({e.msg})") from None
-        if not isinstance(item, dict) or not isinstance(item.get("question"), str) or \
-                not isinstance(item.get("document"), str):
+    for n, item in read_jsonl(path):
+        if not isinstance(item.get("question"), str) or not isinstance(item.get("document"), str):
             raise ValueError(f"{path}:{n}: expected {{\"question\": str, \"document\": filename}}")
         items.append(item)
     if not items:

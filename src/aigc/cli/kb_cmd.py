@@ -54,11 +54,10 @@ def register(sub) -> None:
 
 
 def _store(args: argparse.Namespace):
+    from aigc.cli.common import open_database
     from aigc.knowledge.store import KnowledgeStore
-    from aigc.settings import Settings
-    from aigc.store import Database
 
-    db = Database(args.database_url or Settings().database_url)
+    db = open_database(args)
     owner = None
     if args.user:
         from aigc.accounts import UserStore

@@ -71,11 +71,9 @@ def register(sub) -> None:
 
 def _store(args: argparse.Namespace):
     from aigc.accounts import UserStore
-    from aigc.settings import Settings
-    from aigc.store import Database
+    from aigc.cli.common import open_database
 
-    url = args.database_url or Settings().database_url
-    return UserStore(Database(url))
+    return UserStore(open_database(args))
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -180,6 +180,12 @@ class KnowledgeStore:
             s.execute(delete(KBChunk).where(KBChunk.kb_id == kb_id))  # rows first: their vectors go with them
             s.delete(kb)
 
+    def owned(self, kb_ids: list[int]) -> list[int]:
+        """Those of the ids that are knowledge bases of this owner, in the order given."""
+        with self.db.session() as s:
+            mine = set(s.scalars(select(KnowledgeBase.id).where(KnowledgeBase.id.in_(kb_ids), self._mine())))
+        return [k for k in dict.fromkeys(kb_ids) if k in mine]
+
     def check_access(self, kb_ids: list[int]) -> list[int]:
         """The ids, if every one is a knowledge base of this owner (else the first unknown: 404)."""
         with self.db.session() as s:

@@ -131,10 +131,6 @@ def _replies(request: Request) -> ChatReplies:
     return ChatReplies(_conversations(request), kb_routes.retriever_for(request))
 
 
-async def _knowledge_ids(request: Request, ids: list[int] | None) -> list[int] | None:
-    return await kb_routes.check_knowledge_ids(request, ids)
-
-
 def _int_id(value: str, kind: str) -> int:
     """Path ids: anything that is not a known id is a 404 (not a validation error)."""
     if not (value.isascii() and value.isdigit()) or len(value) > 18:  # "¹".isdigit() is True too
@@ -170,7 +166,7 @@ async def create_conversation(request: Request) -> JSONResponse:
     web = _web(request)
     if body.model:
         web.backends.get(body.model)  # 404 for a model this server does not know
-    kb_ids = await _knowledge_ids(request, body.knowledge_base_ids)
+    kb_ids = await kb_routes.check_knowledge_ids(request, body.knowledge_base_ids)
     conv = await run_in_threadpool(lambda: _conversations(request).create(
         title=body.title or "", system_prompt=body.system_prompt or "", model=body.model,
         params=body.params.model_dump(exclude_none=True) if body.params else {}, knowledge_base_ids=kb_ids))
@@ -205,7 +201,7 @@ async def update_conversation(conversation_id: str, request: Request) -> JSONRes
         stored = (await run_in_threadpool(_conversations(request).get_meta, cid))["params"]
         params = {**stored, **body.params.model_dump(exclude_unset=True)}
         params = {k: v for k, v in params.items() if v is not None}
-    kb_ids = await _knowledge_ids(request, body.knowledge_base_ids)
+    kb_ids = await kb_routes.check_knowledge_ids(request, body.knowledge_base_ids)
     conv = await run_in_threadpool(lambda: _conversations(request).update(
         cid, title=body.title, system_prompt=body.system_prompt, model=body.model, params=params,
         knowledge_base_ids=kb_ids))

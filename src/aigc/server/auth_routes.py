@@ -22,7 +22,7 @@ from aigc.accounts.limits import Limit, UsageBook
 from aigc.accounts.users import SESSION_DAYS
 from aigc.server.app_http import read_body
 from aigc.server.app_schemas import KeyIn, LoginIn
-from aigc.server.auth import SESSION_COOKIE, AccessGate, _cookie, principal_of
+from aigc.server.auth import SESSION_COOKIE, AccessGate, principal_of
 from aigc.server.errors import APIError
 
 router = APIRouter(prefix="/api")
@@ -74,7 +74,7 @@ async def login(request: Request) -> Response:
 
 @router.post("/auth/logout", status_code=204)
 async def logout(request: Request) -> Response:
-    token = _cookie(request.headers.get("cookie", ""), SESSION_COOKIE)
+    token = request.cookies.get(SESSION_COOKIE)
     if token:
         await run_in_threadpool(_gate(request).users.end_session, token)
     response = Response(status_code=204)

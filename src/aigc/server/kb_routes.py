@@ -58,8 +58,7 @@ def retriever_for(request: Request):
     knowledge = _store(request)
 
     def retrieve(kb_ids: list[int], query: str) -> list[dict[str, Any]]:
-        owned = {b["id"] for b in knowledge.list()}
-        kept = [k for k in kb_ids if k in owned]
+        kept = knowledge.owned(kb_ids)
         return [h.to_dict() for h in knowledge.search(kept, query, SOURCES_PER_TURN)] if kept else []
 
     return retrieve
@@ -98,9 +97,7 @@ async def list_bases(request: Request) -> JSONResponse:
 
 @router.get("/{kb_id}")
 async def get_base(kb_id: str, request: Request) -> JSONResponse:
-    kb = await _call(_store(request).get, _id(kb_id, "knowledge base"))
-    kb["documents_list"] = kb.pop("documents_list")
-    return JSONResponse(kb)
+    return JSONResponse(await _call(_store(request).get, _id(kb_id, "knowledge base")))
 
 
 @router.delete("/{kb_id}", status_code=204)

@@ -96,7 +96,7 @@ class TextCheckMiddleware:
             error = bad_request("Invalid body: the text contains a NUL character (\\u0000).", code="invalid_value")
             await error.response()(scope, receive, send)
             return
-        field = lone_surrogate_field(body) if json_body or not scope["path"].startswith("/api/knowledge-bases") else None
+        field = lone_surrogate_field(body)
         if field is not None:
             where = f"'{field}'" if field else "the body"
             error = bad_request(f"Invalid value for {where}: the text contains a lone UTF-16 surrogate "

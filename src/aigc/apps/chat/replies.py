@@ -153,10 +153,6 @@ class ChatReplies:
         self.store = store
         self.retriever = retriever
 
-    def _ground(self, conversation: dict[str, Any], messages: list[dict[str, Any]]
-                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None, str | None]:
-        return ground(messages, conversation.get("knowledge_base_ids") or [], self.retriever)
-
     # ---------------------------------------------------------------- planning
 
     def _fit(self, model: ChatModel, params: GenerationParams, messages: list[dict[str, Any]]) -> FittedContext:
@@ -171,7 +167,8 @@ class ChatReplies:
     def _plan(self, conversation_id: int, model: ChatModel, params: GenerationParams,
               messages: list[dict[str, Any]], commit: Callable[[], dict[str, Any] | None],
               conversation: dict[str, Any] | None = None) -> ReplyPlan:
-        messages, sources, canned = self._ground(conversation or {}, messages)
+        kb_ids = (conversation or {}).get("knowledge_base_ids") or []
+        messages, sources, canned = ground(messages, kb_ids, self.retriever)
         fitted = self._fit(model, params, messages)
         return ReplyPlan(conversation_id, model, params, fitted, commit, context_report(model, fitted, params.max_tokens),
                          sources, canned)
