@@ -12,7 +12,7 @@ class Principal:
 
     user_id: int | None
     name: str
-    role: str = "admin"  # admin | user
+    role: str = "admin"  # admin | staff (answers support hand-offs) | user
     key_id: int | None = None  # the user API key the request came with
     via: str = "anonymous"  # anonymous | server_key | api_key | session
 

@@ -86,7 +86,8 @@ class UserStore:
         with self.db.session() as s:
             return int(s.scalar(select(func.count()).select_from(User)) or 0)
 
-    def add(self, name: str, password: str | None, *, admin: bool = False) -> UserInfo:
+    def add(self, name: str, password: str | None, *, admin: bool = False, staff: bool = False) -> UserInfo:
+        """A user; `admin` runs the server, `staff` answers every support site's customers."""
         if not NAME_RE.match(name):
             raise AccountError(f"invalid user name {name!r}: 1-64 letters, digits, '_', '.', '@' or '-'")
         if password is not None:
@@ -96,7 +97,7 @@ class UserStore:
                 raise AccountError(f"user {name!r} already exists")
             first_admin = admin and s.scalar(select(func.count()).select_from(User).where(User.role == "admin")) == 0
             user = User(name=name, password_hash=_hasher.hash(password) if password else "",
-                        role="admin" if admin else "user")
+                        role="admin" if admin else "staff" if staff else "user")
             s.add(user)
             s.flush()
             if first_admin:

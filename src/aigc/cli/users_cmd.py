@@ -1,6 +1,6 @@
 """`aigc users …` and `aigc keys …`: accounts and their API keys in the app database.
 
-    aigc users add NAME [--admin] [--password-stdin]     (asks twice on a terminal otherwise)
+    aigc users add NAME [--admin|--staff] [--password-stdin]     (asks twice on a terminal otherwise)
     aigc users list | remove NAME | set-password NAME [--password-stdin]
     aigc users set-limits NAME [--rate-limit 60/minute] [--token-quota 200000/day]  ("" clears)
     aigc keys create --user NAME [--name LABEL]          (prints the key once)
@@ -28,6 +28,8 @@ def register(sub) -> None:
     p = u.add_parser("add", help="add a user (the first admin inherits data made before accounts)")
     p.add_argument("name")
     p.add_argument("--admin", action="store_true", help="an administrator (dashboard, users, every key)")
+    p.add_argument("--staff", action="store_true",
+                   help="customer-service staff: answers the hand-off queue of every support site")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.add_argument("--no-password", action="store_true", help="no web login: API keys only")
     _db_arg(p)
@@ -94,7 +96,9 @@ def _read_password(from_stdin: bool) -> str:
 def _add(args: argparse.Namespace) -> int:
     store = _store(args)
     password = None if args.no_password else _read_password(args.password_stdin)
-    user = store.add(args.name, password, admin=args.admin)
+    if args.admin and args.staff:
+        raise ValueError("choose one of --admin and --staff")
+    user = store.add(args.name, password, admin=args.admin, staff=args.staff)
     print(f"added {user.role} {user.name}")
     return 0
 

@@ -29,6 +29,7 @@ from aigc.server.metrics import ServerMetrics
 from aigc.server.remote import RemoteBackend, parse_remote_spec, resolve_remote
 from aigc.server.request_log import RequestLogMiddleware
 from aigc.server.text_check import TextCheckMiddleware
+from aigc.server.widget_routes import OutsideWidget, WidgetAccessMiddleware
 from aigc.settings import Settings
 
 log = logging.getLogger("aigc.server")
@@ -123,12 +124,13 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
 
     # Last added runs first: CORS (answers preflights) -> request log (sees every status) -> auth
     # (host, who, limits) -> body size (413) -> text check (lone surrogates are a 400).
+    app.add_middleware(WidgetAccessMiddleware, database=lambda: web.db)  # per-site CORS of /widget/v1
     app.add_middleware(TextCheckMiddleware)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AuthMiddleware, gate=gate)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
+        app.add_middleware(OutsideWidget, inner=CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["x-request-id", "retry-after"])
     return app

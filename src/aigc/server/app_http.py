@@ -21,6 +21,7 @@ from aigc.apps.chat.replies import ReplyError
 from aigc.apps.chat.transcript import TranscriptError
 from aigc.apps.studio.catalog import TemplateSpecError
 from aigc.apps.studio.library import ReadOnlyTemplateError
+from aigc.apps.support.sites import SupportError
 from aigc.server.errors import APIError
 from aigc.server.sse import sse_data
 
@@ -70,7 +71,7 @@ class SecurityHeadersMiddleware:
 
 class BodyLimitMiddleware:
     """Refuse request bodies over a limit with a 413 before any route reads them: `limit` bytes for
-    the app's /api, `model_limit` for the model routes (/v1, /tokenize, /detokenize).
+    the app's /api and the support widget's /widget, `model_limit` for the model routes (/v1, /tokenize, /detokenize).
 
     The body is read here (at most the limit is held) and replayed to the route; after that,
     `receive` goes to the server again, so streaming routes still hear about a disconnect.
@@ -79,7 +80,7 @@ class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, limit: int = DEFAULT_MAX_BODY, model_limit: int = DEFAULT_MAX_MODEL_BODY,
                  upload_limit: int = DEFAULT_MAX_UPLOAD):
         self.app = app
-        self.limits = ((API_PREFIX, limit), ("/v1", model_limit), ("/tokenize", model_limit),
+        self.limits = ((API_PREFIX, limit), ("/widget/", limit), ("/v1", model_limit), ("/tokenize", model_limit),
                        ("/detokenize", model_limit))
         self.upload_limit = upload_limit
 
@@ -170,7 +171,8 @@ def install_app_error_handlers(app: FastAPI) -> None:
 
     def handler(status: int, code: str):
         async def handle(request: Request, exc: Exception) -> JSONResponse:
-            return APIError(status, str(exc), code=getattr(exc, "code", None) or code).response()
+            return APIError(status, str(exc), param=getattr(exc, "param", None),
+                            code=getattr(exc, "code", None) or code).response()
         return handle
 
     app.add_exception_handler(NotFoundError, handler(404, "not_found"))
@@ -178,3 +180,4 @@ def install_app_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TranscriptError, handler(422, "invalid_conversation"))
     app.add_exception_handler(TemplateSpecError, handler(422, "invalid_template"))
     app.add_exception_handler(ReadOnlyTemplateError, handler(403, "read_only_template"))
+    app.add_exception_handler(SupportError, handler(400, "invalid_value"))

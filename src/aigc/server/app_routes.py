@@ -27,7 +27,7 @@ from aigc.apps.chat.replies import CannedReply, ChatReplies, ReplyPlan
 from aigc.apps.chat.transcript import export_json, export_markdown, import_json
 from aigc.apps.studio.library import TemplateLibrary
 from aigc.knowledge.store import KnowledgeStore
-from aigc.server import app_studio, auth_routes, kb_routes
+from aigc.server import app_studio, auth_routes, kb_routes, support_routes, widget_routes
 from aigc.server.app_http import (
     as_sse,
     install_app_error_handlers,
@@ -247,34 +247,40 @@ async def conversation_context(conversation_id: str, request: Request, model: st
 # ---------------------------------------------------------------------------- replies
 
 
-async def _resolve(request: Request, cid: int, body: ReplyIn) -> tuple[ChatModel, GenerationParams]:
+async def _resolve(request: Request, store: ConversationStore, cid: int, body: ReplyIn
+                   ) -> tuple[ChatModel, GenerationParams]:
     """The reply's model and parameters; what the request sets is remembered for the conversation."""
     web = _web(request)
-    meta = await run_in_threadpool(_conversations(request).get_meta, cid)
+    meta = await run_in_threadpool(store.get_meta, cid)
     name = pick_model_name(web.backends, body.model, meta["model"])
     chat = web.model(name)
     params = merged_params(meta["params"], body.params)
     if body.model or body.params:
-        await run_in_threadpool(lambda: _conversations(request).update(
+        await run_in_threadpool(lambda: store.update(
             cid, model=name if body.model else None, params=params.to_dict() if body.params else None))
     return chat, params
 
 
-async def _reply(request: Request, cid: int, plan_of: Callable[[ChatModel, GenerationParams], ReplyPlan],
-                 body: ReplyIn) -> EventStreamResponse:
+async def start_reply(request: Request, replies: ChatReplies, cid: int,
+                      plan_of: Callable[[ChatModel, GenerationParams], ReplyPlan],
+                      body: ReplyIn) -> EventStreamResponse:
+    """Plan, start the model (or the canned reply), store the user's side, stream the events: the
+    one way from an HTTP request to a reply in a conversation (the app's chat and the support
+    widget). `replies.store` decides whose conversation it is."""
     web = _web(request)
-    await run_in_threadpool(_conversations(request).get_meta, cid)  # 404 before 409: nothing leaks
+    store = replies.store
+    await run_in_threadpool(store.get_meta, cid)  # 404 before 409: nothing leaks
     if cid in web.active:
         raise APIError(409, "A reply is already being generated in this conversation; stop it first.",
                        code="reply_in_progress")
     active = web.active[cid] = ActiveReply()
     try:
-        chat, params = await _resolve(request, cid, body)
+        chat, params = await _resolve(request, store, cid, body)
         plan = await run_in_threadpool(plan_of, chat, params)
         record = request_record(request)
         record.model, record.prompt_tokens = chat.name, plan.fitted.used
         if plan.canned is not None:  # grounded, and no source passed the bar: say so, no model
-            active.stream = stream = CannedReply(plan.canned, plan.fitted.used)
+            active.stream = stream = CannedReply(plan.canned, plan.fitted.used, plan.canned_reason)
         else:
             active.stream = stream = await chat.stream(plan.fitted, plan.params)  # 429/503/400 before anything is stored
         try:
@@ -292,7 +298,7 @@ async def _reply(request: Request, cid: int, plan_of: Callable[[ChatModel, Gener
 
     async def events() -> AsyncIterator[bytes]:
         try:
-            async for chunk in as_sse(_replies(request).run(plan, stream, user_message, is_stopped=lambda: active.stopped)):
+            async for chunk in as_sse(replies.run(plan, stream, user_message, is_stopped=lambda: active.stopped)):
                 yield chunk
         finally:  # before the response's last byte: a client that saw "done" may send the next message
             finished()
@@ -305,7 +311,7 @@ async def send_message(conversation_id: str, request: Request) -> EventStreamRes
     cid = _int_id(conversation_id, "conversation")
     body = await read_body(request, MessageIn)
     replies = _replies(request)
-    return await _reply(request, cid, lambda m, p: replies.plan_send(cid, body.content, m, p), body)
+    return await start_reply(request, replies, cid, lambda m, p: replies.plan_send(cid, body.content, m, p), body)
 
 
 @router.post("/conversations/{conversation_id}/regenerate", response_model=None)
@@ -313,7 +319,7 @@ async def regenerate(conversation_id: str, request: Request) -> EventStreamRespo
     cid = _int_id(conversation_id, "conversation")
     body = await read_body(request, ReplyIn)
     replies = _replies(request)
-    return await _reply(request, cid, lambda m, p: replies.plan_regenerate(cid, m, p), body)
+    return await start_reply(request, replies, cid, lambda m, p: replies.plan_regenerate(cid, m, p), body)
 
 
 @router.post("/conversations/{conversation_id}/messages/{message_id}/edit", response_model=None)
@@ -323,7 +329,7 @@ async def edit_message(conversation_id: str, message_id: str, request: Request) 
     mid = _int_id(message_id, "message")
     body = await read_body(request, MessageIn)
     replies = _replies(request)
-    return await _reply(request, cid, lambda m, p: replies.plan_edit(cid, mid, body.content, m, p), body)
+    return await start_reply(request, replies, cid, lambda m, p: replies.plan_edit(cid, mid, body.content, m, p), body)
 
 
 @router.post("/conversations/{conversation_id}/stop")
@@ -372,6 +378,8 @@ def install_app(app: FastAPI, settings: Settings, backends: ModelBackends, *, db
     app.include_router(app_studio.router)
     app.include_router(auth_routes.router)
     app.include_router(kb_routes.router)
+    app.include_router(support_routes.router)
+    app.include_router(widget_routes.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

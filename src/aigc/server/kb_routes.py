@@ -53,9 +53,13 @@ def _store(request: Request) -> KnowledgeStore:
 
 
 def retriever_for(request: Request):
-    """The chat's and studio's search: the principal's knowledge bases only; one deleted since it
-    was attached simply has no sources."""
-    knowledge = _store(request)
+    """The chat's and studio's search: the principal's knowledge bases only."""
+    return owners_retriever(_store(request))
+
+
+def owners_retriever(knowledge: KnowledgeStore):
+    """A search over one owner's knowledge bases (`knowledge` is scoped to them); one deleted since
+    it was attached simply has no sources."""
 
     def retrieve(kb_ids: list[int], query: str) -> list[dict[str, Any]]:
         kept = knowledge.owned(kb_ids)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -105,6 +105,15 @@ class Conversation(Base):
     knowledge_base_ids: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)  # grounding
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    # A support site's visitor conversation (apps/support): owned by the site's owner, kept out of
+    # their own chat list; the visitor proves it is theirs with a token whose SHA-256 is here.
+    site_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    visitor_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The staff queue: None (the assistant answers) | waiting | active (a person answers) | resolved
+    handoff: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    handoff_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)  # asked | no_source | assistant
+    handoff_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    agent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the staff member answering
 
     # passive_deletes: the database's ON DELETE CASCADE removes the rows (no per-message SELECT).
     messages: Mapped[list[Message]] = relationship(
@@ -132,6 +141,7 @@ class Message(Base):
     # assistant: stop | length | stopped (the user stopped it or left) | error
     finish_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
     sources: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)  # assistant: what it cited
+    author: Mapped[str | None] = mapped_column(String(64), nullable=True)  # assistant: a staff member's name
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
@@ -237,3 +247,25 @@ class KBChunk(Base):
     end: Mapped[int] = mapped_column(Integer)
     tokens: Mapped[str] = mapped_column(Text, default="")  # BM25 terms, space-separated
 
+
+class SupportSite(Base):
+    """Customer service on a shop's pages: a knowledge-base assistant with a persona and rules,
+    reached through the embeddable widget with a public key, from the listed origins only."""
+
+    __tablename__ = "support_sites"
+    __table_args__ = _NO_REUSE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = _owner()
+    name: Mapped[str] = mapped_column(String(200))
+    public_key: Mapped[str] = mapped_column(String(64), unique=True)  # in the page's <script> tag
+    origins: Mapped[list[str]] = mapped_column(JSON, default=list)  # https://shop.example, ...
+    persona: Mapped[str] = mapped_column(Text, default="")
+    rules: Mapped[str] = mapped_column(Text, default="")
+    greeting: Mapped[str] = mapped_column(Text, default="")
+    language: Mapped[str] = mapped_column(String(8), default="auto")  # auto | zh | en (the widget's)
+    knowledge_base_ids: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    handoff_on_no_source: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

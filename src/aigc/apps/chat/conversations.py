@@ -45,13 +45,13 @@ def message_dict(m: Message, feedback: Feedback | None = None) -> dict[str, Any]
         "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens,
         "finish_reason": m.finish_reason, "created_at": iso(m.created_at),
         "feedback": {"rating": fb.rating, "comment": fb.comment} if fb is not None else None,
-        "sources": m.sources,
+        "sources": m.sources, "author": m.author,
     }
 
 
 _MESSAGE_COLUMNS = (Message.id, Message.conversation_id, Message.position, Message.parent_id, Message.role,
                     Message.content, Message.model, Message.tokens, Message.prompt_tokens, Message.completion_tokens,
-                    Message.finish_reason, Message.created_at, Message.sources)
+                    Message.finish_reason, Message.created_at, Message.sources, Message.author)
 
 
 def _row_dict(r: Any) -> dict[str, Any]:
@@ -67,6 +67,9 @@ def conversation_dict(c: Conversation, *, count: int | None = None) -> dict[str,
         "params": dict(c.params or {}), "knowledge_base_ids": list(c.knowledge_base_ids or []),
         "created_at": iso(c.created_at), "updated_at": iso(c.updated_at),
     }
+    if c.site_id is not None:  # a support site's visitor conversation (apps/support)
+        out |= {"site_id": c.site_id, "handoff": c.handoff, "handoff_reason": c.handoff_reason,
+                "handoff_at": iso(c.handoff_at), "agent_id": c.agent_id}
     if count is not None:
         out["message_count"] = count
     return out
@@ -91,6 +94,10 @@ class ConversationStore:
 
     def _mine(self) -> Any:
         return Conversation.user_id.is_(None) if self.owner is None else Conversation.user_id == self.owner
+
+    def _own_chats(self) -> Any:
+        """The owner's own chats: support visitors' conversations are listed in the staff queue."""
+        return self._mine() & Conversation.site_id.is_(None)
 
     # ---------------------------------------------------------------- conversations
 
@@ -122,7 +129,7 @@ class ConversationStore:
                       .group_by(Message.conversation_id).subquery())
             rows = s.execute(select(Conversation, func.coalesce(counts.c.n, 0))
                              .outerjoin(counts, counts.c.conversation_id == Conversation.id)
-                             .where(self._mine())
+                             .where(self._own_chats())
                              .order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit))
             return [conversation_dict(c, count=n) for c, n in rows]
 
@@ -174,7 +181,7 @@ class ConversationStore:
                 hits.setdefault(cid, {"message_id": None, "snippet": ""})
             if not hits:
                 return []
-            convs = s.scalars(select(Conversation).where(Conversation.id.in_(hits), self._mine())
+            convs = s.scalars(select(Conversation).where(Conversation.id.in_(hits), self._own_chats())
                               .order_by(Conversation.updated_at.desc()).limit(limit))
             return [{**conversation_dict(c), "match": hits[c.id]} for c in convs]
 

@@ -53,6 +53,7 @@ class ReplyPlan:
     # `canned` is the reply given instead of the model's when no source passed the bar.
     sources: list[dict[str, Any]] | None = None
     canned: str | None = None
+    canned_reason: str = "no_source"  # the canned reply's finish_reason (support: "handoff")
 
 
 # A knowledge-base search: (knowledge base ids, query) -> hits as dicts (knowledge/store.py Hit).
@@ -91,10 +92,12 @@ def retrieval_query(messages: list[dict[str, Any]]) -> str:
 
 
 class CannedReply:
-    """A ReplyStream that says a fixed text (the "no relevant source" answer) without a model."""
+    """A ReplyStream that says a fixed text without a model (the "no relevant source" answer, a
+    support hand-off's); it ends with `reason` as its finish_reason."""
 
-    def __init__(self, text: str, prompt_tokens: int = 0):
+    def __init__(self, text: str, prompt_tokens: int = 0, reason: str = "no_source"):
         self._text = text
+        self._reason = reason
         self.finish_reason: str | None = None
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
@@ -102,7 +105,7 @@ class CannedReply:
     async def __aiter__(self) -> AsyncIterator[str]:
         if self.finish_reason is None:
             yield self._text
-            self.finish_reason = "no_source"
+            self.finish_reason = self._reason
 
     def cancel(self) -> None:
         self.finish_reason = self.finish_reason or "abort"
@@ -272,7 +275,7 @@ class ChatReplies:
                     pieces.append(piece)
                     yield {"type": "delta", "text": piece}
             finish = stream.finish_reason or "stop"
-            if (is_stopped() and finish != "no_source") or finish == "abort":
+            if (is_stopped() and not isinstance(stream, CannedReply)) or finish == "abort":
                 finish = "stopped"
             message = save(finish)
             ended = True
