@@ -1,4 +1,4 @@
-// Entry point: language, tabs, then the chat, studio and knowledge views.
+// Entry point: language, tabs, then the chat, studio, knowledge and support views.
 
 import { initAccount, showLogin, whoAmI } from "./account.js";
 import { $ } from "./dom.js";
@@ -7,6 +7,7 @@ import { applyIcons } from "./icons.js";
 import { initChat, openConversation, refreshList, showError } from "./chat.js";
 import { initKnowledge, loadKnowledge } from "./knowledge.js";
 import { initStudio, loadTemplates } from "./studio.js";
+import { hideSupport, initSupport, loadSupport } from "./support.js";
 
 let studioLoaded = false;
 
@@ -15,7 +16,10 @@ function showTab(name) {
   $("#chat-view").hidden = name !== "chat";
   $("#studio-view").hidden = name !== "studio";
   $("#knowledge-view").hidden = name !== "knowledge";
+  $("#support-view").hidden = name !== "support";
   if (name === "knowledge") loadKnowledge().catch(showError);
+  if (name === "support") loadSupport().catch(showError);
+  else hideSupport();
   document.body.dataset.tab = name;
   if (name === "studio" && !studioLoaded) {
     studioLoaded = true;
@@ -43,6 +47,7 @@ async function main() {
   });
   initStudio();
   initKnowledge();
+  initSupport();
   await initChat();
   document.body.dataset.ready = "1";
 }
