@@ -73,3 +73,22 @@ def test_knowledge_tab_upload_status_search(page, live_server, tmp_path):
     page.fill("#kb-query", "What is the capital of France?")
     page.click("#kb-search button[type=submit]")
     page.wait_for_selector("#kb-hits .no-source")
+
+
+def test_a_studio_run_answers_from_a_knowledge_base(page, live_server):
+    with live_server.api() as api:
+        kb = api.post("/api/knowledge-bases", json={"name": "studio rules"}).json()
+        api.post(f"/api/knowledge-bases/{kb['id']}/documents", files=[
+            ("files", ("returns.md", RETURNS_MD, "text/markdown"))])
+    page.goto(live_server.url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    page.click("#tab-studio")
+    page.click(".card[data-template='customer_service']")
+    page.select_option("#studio-knowledge", label="studio rules")
+    page.fill("textarea[name='message']", "退货政策是什么？")
+    page.fill("#studio-max-tokens", "12")
+    page.click("#studio-run")
+    page.wait_for_selector("#studio-sources .kb-hit", timeout=120_000)
+    assert "returns.md" in page.inner_text("#studio-sources")
+    page.wait_for_selector("#studio-run")
+    shot(page, "studio-grounded-run")

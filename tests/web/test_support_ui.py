@@ -96,6 +96,10 @@ def test_widget_on_a_shop_page_and_the_staff_queue(browser, page, live_server):
         assert "阿明" in page.inner_text(".panel .msg.staff")
         assert "人工客服已接入" in page.inner_text(".panel .status")
         shot(page, "support-widget-staff-reply")
+        page.reload()  # the visitor's conversation survives a page load
+        page.click(".launch")
+        page.wait_for_selector(".panel .msg.staff")
+        assert "退货政策是什么？" in page.inner_text(".panel .log")
 
         staff.click("#sup-resolve")
         staff.wait_for_selector("#sup-chat-state:text('resolved')")

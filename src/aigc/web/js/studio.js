@@ -12,7 +12,9 @@ const state = { templates: [], selected: null, values: {}, run: null, output: ""
   json: false, outputJson: false };
 
 export async function loadTemplates() {
-  state.templates = (await api("GET", "/api/templates")).data;
+  const [templates, bases] = await Promise.all([api("GET", "/api/templates"), api("GET", "/api/knowledge-bases")]);
+  state.templates = templates.data;
+  state.bases = bases.data;
   if (state.selected) state.selected = state.templates.find((x) => x.id === state.selected.id) || null;
   if (!state.selected && state.templates.length && window.matchMedia("(min-width: 821px)").matches) {
     select(state.templates[0]); // a wide screen shows the first template's form at once
@@ -86,6 +88,11 @@ function renderMain() {
     h("form", { class: "tpl-form", id: "tpl-values", onsubmit: (e) => { e.preventDefault(); run(); } },
       tpl.fields.map(fieldInput),
       h("label", {}, h("span", {}, t("studio.model")), model),
+      // grounding: the run answers from these knowledge bases and lists what it cited
+      (state.bases || []).length ? h("label", {}, h("span", {}, t("studio.knowledge")),
+        h("select", { id: "studio-knowledge", multiple: true, size: Math.min(3, state.bases.length),
+          onchange: (e) => (state.kbIds = [...e.target.selectedOptions].map((o) => Number(o.value))) },
+        state.bases.map((kb) => h("option", { value: String(kb.id), selected: (state.kbIds || []).includes(kb.id) }, kb.name)))) : null,
       h("label", {}, h("span", {}, t("settings.max_tokens")),
         h("input", { id: "studio-max-tokens", type: "number", min: 1, max: 32768,
           value: state.maxTokens ?? tpl.params.max_tokens ?? 256, oninput: (e) => (state.maxTokens = e.target.value) })),
@@ -107,6 +114,7 @@ function renderMain() {
     h("div", { class: "section-label" }, t("studio.output")),
     h("div", { class: `output-box msg-body${running ? " cursor" : ""}`, id: "studio-output" },
       renderOutput()),
+    state.sources ? renderSources(state.sources) : null,
   ];
   main.replaceChildren(...parts.filter(Boolean));
 }
@@ -122,8 +130,18 @@ function renderOutput() {
   return renderMarkdown(state.outputJson ? jsonBlock(state.output) : state.output, t("msg.copy"));
 }
 
+// What a grounded run cited (an empty list: no relevant source, said instead of an answer).
+function renderSources(sources) {
+  if (!sources.length) return h("p", { class: "no-source", id: "studio-sources" }, t("msg.no_source"));
+  return h("div", { class: "kb-hits", id: "studio-sources" }, h("div", { class: "section-label" }, t("studio.sources")),
+    sources.map((s) => h("div", { class: "kb-hit" },
+      h("div", { class: "kb-hit-head" }, `[${s.n}] ${s.document.filename}` + (s.heading ? ` › ${s.heading}` : "")),
+      h("div", { class: "kb-hit-text" }, s.text))));
+}
+
 function requestBody() {
   const body = { values: state.values };
+  if (state.kbIds?.length) body.knowledge_base_ids = state.kbIds;
   const model = $("#studio-model")?.value;
   if (model) body.model = model;
   const maxTokens = parseInt($("#studio-max-tokens")?.value, 10);
@@ -149,6 +167,7 @@ async function run() {
   const tpl = state.selected;
   state.output = "";
   state.outputJson = Boolean(state.json && tpl.output_schema);
+  state.sources = null;
   state.run = { controller: new AbortController(), prompt: "", model: null };
   renderMain();
   const out = () => $("#studio-output");
@@ -159,6 +178,7 @@ async function run() {
         state.run.prompt = event.prompt;
         state.run.system = event.system;
         state.run.model = event.model;
+        state.sources = event.sources;
         if (state.prompt) state.prompt = (event.system ? `[system] ${event.system}\n\n` : "") + event.prompt;
       } else if (event.type === "delta") {
         state.output += event.text;
