@@ -56,18 +56,25 @@ def main() -> None:
     ap.add_argument("--pages", type=int, default=1000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--database-url", default=None)
+    ap.add_argument("--reuse", action="store_true",
+                    help="search the knowledge base a run with the same --database-url indexed (no indexing)")
     args = ap.parse_args()
     folder = tempfile.mkdtemp(prefix="aigc-kb-bench-")
     db = Database(args.database_url or f"sqlite:///{folder}/kb.db")
+    print(f"database: {db.url.render_as_string()}", file=sys.stderr)
     store = KnowledgeStore(db)
-    kb = store.create(f"bench-{os.getpid()}")["id"]
     docs = pages(args.pages)
+    reused = next((b for b in store.list() if b["name"] == "bench"), None) if args.reuse else None
     started = time.perf_counter()
-    chunks = 0
-    for i, (name, text) in enumerate(docs):
-        chunks += store.add_document(kb, name, text.encode("utf-8"))["chunks"]
-        if (i + 1) % 100 == 0:
-            print(f"  indexed {i + 1}/{len(docs)} pages, {chunks} chunks", file=sys.stderr)
+    if reused is not None:
+        kb, chunks = reused["id"], reused["chunks"]
+    else:
+        kb = store.create("bench" if args.database_url else f"bench-{os.getpid()}")["id"]
+        chunks = 0
+        for i, (name, text) in enumerate(docs):
+            chunks += store.add_document(kb, name, text.encode("utf-8"))["chunks"]
+            if (i + 1) % 100 == 0:
+                print(f"  indexed {i + 1}/{len(docs)} pages, {chunks} chunks", file=sys.stderr)
     seconds = time.perf_counter() - started
     rng = random.Random(0)
     queries: list[str] = []
@@ -90,8 +97,9 @@ def main() -> None:
         backend = vectors.backend_of(conn)
     print(f"CPU: {platform.processor() or platform.machine()} · {os.cpu_count()} cores · database "
           f"{db.url.get_backend_name()} · vectors {backend}")
-    print(f"indexing: {len(docs)} pages ({PAGE} chars each) -> {chunks} chunks in {seconds:.1f} s: "
-          f"{len(docs) / seconds:.1f} pages/s, {chunks / seconds:.1f} chunks/s")
+    if reused is None:
+        print(f"indexing: {len(docs)} pages ({PAGE} chars each) -> {chunks} chunks in {seconds:.1f} s: "
+              f"{len(docs) / seconds:.2f} pages/s, {chunks / seconds:.1f} chunks/s")
     p50 = statistics.median(latencies)
     p95 = latencies[int(0.95 * (len(latencies) - 1))]
     print(f"search at {chunks} chunks: p50 {p50:.1f} ms, p95 {p95:.1f} ms over {len(queries)} queries "

@@ -54,3 +54,18 @@ def test_upload_search_open_and_delete(http):
     assert all(h["document"]["filename"] != "returns.md" for h in after)
     assert http.delete(f"/api/knowledge-bases/{kid}").status_code == 204
     error_of(http.get(f"/api/knowledge-bases/{kid}"), 404)
+
+
+def test_reindex_a_document_or_a_whole_base(http):
+    kid = http.post("/api/knowledge-bases", json={"name": "re-index"}).json()["id"]
+    r = http.post(f"/api/knowledge-bases/{kid}/documents", files=[
+        ("files", ("returns.md", RETURNS_MD, "text/markdown")), ("files", ("corrupt.pdf", b"%PDF-1.7 x", "application/pdf"))])
+    docs = {d["filename"]: d for d in r.json()["data"]}
+    again = http.post(f"/api/knowledge-bases/{kid}/documents/{docs['returns.md']['id']}/reindex")
+    assert again.status_code == 200 and again.json()["status"] == "indexed"
+    assert again.json()["chunks"] == docs["returns.md"]["chunks"]
+    every = http.post(f"/api/knowledge-bases/{kid}/reindex").json()["data"]
+    assert sorted(d["status"] for d in every) == ["failed", "indexed"]  # the broken file fails again, alone
+    assert http.post(f"/api/knowledge-bases/{kid}/search", json={"query": "退货政策"}).json()["hits"]
+    error_of(http.post(f"/api/knowledge-bases/{kid}/documents/987654/reindex"), 404)
+    error_of(http.post("/api/knowledge-bases/987654/reindex"), 404)

@@ -27,3 +27,12 @@ def test_kb_commands(tmp_path):
     assert "shop\t2 documents" in aigc("kb", "list", db=db).stdout
     r = aigc("kb", "add", "nope", str(tmp_path / "returns.md"), db=db)
     assert r.returncode == 2 and "no knowledge base named 'nope'" in r.stderr
+    r = aigc("kb", "list", "shop", db=db)
+    assert "returns.md\tindexed\t" in r.stdout and "broken.pdf\tfailed" in r.stdout
+    r = aigc("kb", "reindex", "shop", "returns.md", db=db)
+    assert r.returncode == 0 and "[1/1] returns.md:" in r.stdout and "chunks" in r.stdout
+    r = aigc("kb", "reindex", "shop", db=db)  # the broken file fails again, alone
+    assert r.returncode == 2 and "returns.md" in r.stdout and "broken.pdf: failed" in r.stderr
+    assert aigc("kb", "search", "shop", "退货", db=db).returncode == 0
+    r = aigc("kb", "reindex", "shop", "nothing.txt", db=db)
+    assert r.returncode == 2 and "no document named 'nothing.txt'" in r.stderr

@@ -65,6 +65,8 @@ def test_knowledge_tab_upload_status_search(page, live_server, tmp_path):
     assert rows.count() == 3
     assert page.locator("#kb-docs tr.doc-indexed").count() == 2
     assert "broken.pdf" in page.locator("#kb-docs tr.doc-failed").inner_text()
+    page.locator("#kb-docs tr.doc-indexed .doc-reindex").first.click()
+    page.wait_for_selector("#toast:has-text('indexed again')")
     page.fill("#kb-query", "is shipping free?")
     page.click("#kb-search button[type=submit]")
     page.wait_for_selector(".kb-hit")

@@ -1,8 +1,9 @@
 """`aigc kb …`: knowledge bases from the command line (the server's database).
 
     aigc kb create NAME [--description TEXT]
-    aigc kb list
+    aigc kb list [NAME]                 (a name: its documents, with status and chunk count)
     aigc kb add NAME FILE...            (txt, md, html, pdf, docx; each file fails alone)
+    aigc kb reindex NAME [FILENAME...]   (parse, chunk and embed again: all, or the named documents)
     aigc kb search NAME "QUERY" [--k 5] [--json]
     aigc kb remove NAME
 
@@ -33,6 +34,7 @@ def register(sub) -> None:
     common(p)
     p.set_defaults(func=_create)
     p = k.add_parser("list", help="list knowledge bases with their document and chunk counts")
+    p.add_argument("name", nargs="?", help="list this knowledge base's documents instead")
     common(p)
     p.set_defaults(func=_list)
     p = k.add_parser("add", help="add documents (txt, md, html, pdf, docx)")
@@ -40,6 +42,11 @@ def register(sub) -> None:
     p.add_argument("files", nargs="+", type=Path)
     common(p)
     p.set_defaults(func=_add)
+    p = k.add_parser("reindex", help="parse, chunk and embed documents again (all, or those named)")
+    p.add_argument("name")
+    p.add_argument("filenames", nargs="*", help="document file names as `aigc kb list NAME` shows them")
+    common(p)
+    p.set_defaults(func=_reindex)
     p = k.add_parser("search", help="the best passages for a question")
     p.add_argument("name")
     p.add_argument("query")
@@ -75,6 +82,27 @@ def _kb(store, name: str) -> dict:
         raise ValueError(f"no knowledge base named {name!r} (aigc kb list shows them)") from None
 
 
+def _reindex(args: argparse.Namespace) -> int:
+    store = _store(args)
+    kb = _kb(store, args.name)
+    docs = store.documents(kb["id"])
+    if args.filenames:
+        known = {d["filename"]: d for d in docs}
+        missing = [f for f in args.filenames if f not in known]
+        if missing:
+            raise ValueError(f"no document named {missing[0]!r} in {kb['name']}")
+        docs = [known[f] for f in args.filenames]
+    failed = 0
+    for i, doc in enumerate(docs, 1):
+        result = store.reindex_document(kb["id"], doc["id"])
+        if result["status"] == "indexed":
+            print(f"[{i}/{len(docs)}] {result['filename']}: {result['chunks']} chunks")
+        else:
+            failed += 1
+            print(f"[{i}/{len(docs)}] {result['filename']}: failed: {result['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
 def _create(args: argparse.Namespace) -> int:
     kb = _store(args).create(args.name, args.description)
     print(f"created knowledge base {kb['name']} (id {kb['id']})")
@@ -82,7 +110,14 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    bases = _store(args).list()
+    store = _store(args)
+    if args.name:
+        kb = _kb(store, args.name)
+        for d in store.documents(kb["id"]):
+            print(f"{d['id']}\t{d['filename']}\t{d['status']}\t{d['chunks']} chunks" +
+                  (f"\t{d['error']}" if d["error"] else ""))
+        return 0
+    bases = store.list()
     if not bases:
         print("no knowledge bases (aigc kb create NAME)")
     for kb in bases:

@@ -26,7 +26,7 @@ from aigc.knowledge import vectors
 from aigc.knowledge.chunking import chunk_document
 from aigc.knowledge.embedder import Embedder, default_embedder
 from aigc.knowledge.lexical import BM25Index, tokens
-from aigc.knowledge.parsing import DocumentError, parse
+from aigc.knowledge.parsing import DocumentError, Parsed, parse
 from aigc.store import Database
 from aigc.store.models import KBChunk, KBDocument, KnowledgeBase
 
@@ -211,12 +211,36 @@ class KnowledgeStore:
                 raise KnowledgeError(f"{filename}: the same file is in this knowledge base already "
                                      f"(as {same.filename}, document {same.id})", 409, "duplicate_document")
             doc = KBDocument(kb_id=kb_id, filename=filename, kind="text", sha256=digest, size=len(data),
-                             status="queued", chunk_count=0, text="")
+                             status="queued", chunk_count=0, text="", original=data)
             s.add(doc)
             s.flush()
             doc_id = doc.id
+        return self._index(kb_id, doc_id, filename, data)
+
+    def reindex_document(self, kb_id: int, doc_id: int) -> dict[str, Any]:
+        """Parse, chunk and embed a document again from its stored file (after a failure, or when
+        the parser, chunker or embedding model changed); its old chunks and vectors are replaced
+        in the same transaction, so searches see the old or the new ones, never none."""
+        with self.db.session() as s:
+            self._kb(s, kb_id)
+            doc = s.get(KBDocument, doc_id)
+            if doc is None or doc.kb_id != kb_id:
+                raise NotFoundError("document", doc_id)
+            filename, data, text, kind = doc.filename, doc.original, doc.text, doc.kind
+        if data is None:  # stored before files were kept: its extracted text, without headings
+            return self._index(kb_id, doc_id, filename, None, Parsed(text, [], kind))
+        return self._index(kb_id, doc_id, filename, data)
+
+    def reindex(self, kb_id: int) -> list[dict[str, Any]]:
+        with self.db.session() as s:
+            self._kb(s, kb_id)
+            ids = list(s.scalars(select(KBDocument.id).where(KBDocument.kb_id == kb_id).order_by(KBDocument.id)))
+        return [self.reindex_document(kb_id, doc_id) for doc_id in ids]
+
+    def _index(self, kb_id: int, doc_id: int, filename: str, data: bytes | None,
+               parsed: Parsed | None = None) -> dict[str, Any]:
         try:
-            parsed = parse(filename, data)
+            parsed = parsed or parse(filename, data or b"")
             chunks = chunk_document(parsed, self.embedder.count_tokens)
             matrix = self.embedder.passages([c.text for c in chunks])
         except DocumentError as e:
@@ -228,6 +252,7 @@ class KnowledgeStore:
             if doc is None:  # deleted meanwhile
                 raise NotFoundError("document", doc_id)
             kb = self._kb(s, kb_id)
+            s.execute(delete(KBChunk).where(KBChunk.document_id == doc_id))  # a re-index: and their vectors
             rows = [KBChunk(document_id=doc_id, kb_id=kb_id, ordinal=i, text=c.text, heading=c.heading_text,
                             start=c.start, end=c.end, tokens=" ".join(tokens(c.heading_text + "\n" + c.text)))
                     for i, c in enumerate(chunks)]
@@ -238,6 +263,7 @@ class KnowledgeStore:
             doc.kind, doc.text, doc.status, doc.error = parsed.kind, parsed.text, "indexed", None
             doc.chunk_count, doc.indexed_at = len(rows), datetime.now(UTC)
             kb.updated_at = datetime.now(UTC)
+            kb.embedding_model = self.embedder.name
             return _doc_dict(doc)
 
     def _fail(self, doc_id: int, reason: str) -> dict[str, Any]:
@@ -245,7 +271,8 @@ class KnowledgeStore:
             doc = s.get(KBDocument, doc_id)
             if doc is None:
                 raise NotFoundError("document", doc_id)
-            doc.status, doc.error = "failed", reason
+            s.execute(delete(KBChunk).where(KBChunk.document_id == doc_id))  # a failed re-index leaves none
+            doc.status, doc.error, doc.chunk_count = "failed", reason, 0
             return _doc_dict(doc)
 
     def delete_document(self, kb_id: int, doc_id: int) -> None:

@@ -8,6 +8,8 @@
     GET    /api/knowledge-bases/{id}/documents
     GET    /api/knowledge-bases/{id}/documents/{doc}     with its text (what a citation opens)
     DELETE /api/knowledge-bases/{id}/documents/{doc}     its chunks and vectors go too
+    POST   /api/knowledge-bases/{id}/documents/{doc}/reindex   parse, chunk and embed it again
+    POST   /api/knowledge-bases/{id}/reindex             every document again
     POST   /api/knowledge-bases/{id}/search              {query, k?} -> {hits: [...]} ([] = no relevant source)
 
 Each uploaded file is indexed on its own: a broken, empty or unsupported one comes back `failed`
@@ -148,6 +150,17 @@ async def document(kb_id: str, doc_id: str, request: Request) -> JSONResponse:
 async def delete_document(kb_id: str, doc_id: str, request: Request) -> Response:
     await _call(_store(request).delete_document, _id(kb_id, "knowledge base"), _id(doc_id, "document"))
     return Response(status_code=204)
+
+
+@router.post("/{kb_id}/documents/{doc_id}/reindex")
+async def reindex_document(kb_id: str, doc_id: str, request: Request) -> JSONResponse:
+    return JSONResponse(await _call(_store(request).reindex_document, _id(kb_id, "knowledge base"),
+                                    _id(doc_id, "document")))
+
+
+@router.post("/{kb_id}/reindex")
+async def reindex(kb_id: str, request: Request) -> JSONResponse:
+    return JSONResponse({"data": await _call(_store(request).reindex, _id(kb_id, "knowledge base"))})
 
 
 @router.post("/{kb_id}/search")

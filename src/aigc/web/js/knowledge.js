@@ -31,7 +31,9 @@ async function openBase(id) {
   const rows = kb.documents_list.map((d) => h("tr", { class: `doc-${d.status}` },
     h("td", {}, d.filename), h("td", {}, h("span", { class: `badge ${d.status === "failed" ? "err" : ""}` }, t(`kb.status.${d.status}`))),
     h("td", {}, String(d.chunks)), h("td", { class: "doc-error" }, d.error || ""),
-    h("td", {}, h("button", { type: "button", class: "btn ghost small", onclick: () => deleteDoc(id, d.id) }, t("kb.delete")))));
+    h("td", { class: "doc-actions" },
+      h("button", { type: "button", class: "btn ghost small doc-reindex", onclick: (e) => reindexDoc(e.target, id, d.id) }, t("kb.reindex")),
+      h("button", { type: "button", class: "btn ghost small", onclick: () => deleteDoc(id, d.id) }, t("kb.delete")))));
   $("#kb-docs").replaceChildren(...rows);
   $("#kb-docs-empty").hidden = rows.length > 0;
   $("#kb-hits").replaceChildren();
@@ -64,6 +66,16 @@ async function upload() {
     $("#kb-files").value = "";
   }
   await loadKnowledge();
+}
+
+async function reindexDoc(button, kbId, docId) {
+  button.disabled = true;
+  try {
+    const doc = await api("POST", `/api/knowledge-bases/${kbId}/documents/${docId}/reindex`);
+    toast(doc.status === "indexed" ? t("kb.reindexed", { name: doc.filename, chunks: doc.chunks }) : doc.error, doc.status !== "indexed");
+  } finally {
+    await loadKnowledge();
+  }
 }
 
 async function deleteDoc(kbId, docId) {

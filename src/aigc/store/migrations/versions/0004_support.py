@@ -1,4 +1,4 @@
-"""Customer service: support sites (a knowledge-base assistant with a persona, rules and an
+"""Knowledge-base documents keep their file (for re-indexing). Customer service: support sites (a knowledge-base assistant with a persona, rules and an
 embeddable widget), visitor conversations and their hand-off to staff.
 
 Revision ID: 0004
@@ -52,9 +52,11 @@ def upgrade() -> None:
     op.create_index("ix_conversations_site_id", "conversations", ["site_id"])
     op.create_index("ix_conversations_handoff", "conversations", ["handoff"])
     op.add_column("messages", sa.Column("author", sa.String(64), nullable=True))
+    op.add_column("kb_documents", sa.Column("original", sa.LargeBinary, nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("kb_documents", "original")
     op.drop_column("messages", "author")
     op.drop_index("ix_conversations_handoff", "conversations")
     op.drop_index("ix_conversations_site_id", "conversations")
