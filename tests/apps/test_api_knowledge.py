@@ -5,6 +5,7 @@ relevant source", open a document at a cited span, delete."""
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "knowledge"))
@@ -69,3 +70,24 @@ def test_reindex_a_document_or_a_whole_base(http):
     assert http.post(f"/api/knowledge-bases/{kid}/search", json={"query": "退货政策"}).json()["hits"]
     error_of(http.post(f"/api/knowledge-bases/{kid}/documents/987654/reindex"), 404)
     error_of(http.post("/api/knowledge-bases/987654/reindex"), 404)
+
+
+def test_big_uploads_answer_with_progress_and_finish_in_the_background(http, monkeypatch):
+    from aigc.server import kb_routes
+
+    monkeypatch.setattr(kb_routes, "UPLOAD_WAIT_S", 0.0)  # answer before any indexing is done
+    kid = http.post("/api/knowledge-bases", json={"name": "background"}).json()["id"]
+    big = "\n\n".join(f"第{i}条：订单满{i * 10}元包邮，退货请在收货后7天内申请。" for i in range(1, 120)).encode()
+    r = http.post(f"/api/knowledge-bases/{kid}/documents", files=[("files", ("rules.txt", big, "text/plain"))])
+    doc = r.json()["data"][0]
+    assert r.status_code == 201 and doc["status"] in ("queued", "indexing") and "progress" in doc
+    again = http.post(f"/api/knowledge-bases/{kid}/documents", files=[("files", ("again.txt", big, "text/plain"))])
+    assert again.json()["data"][0]["status"] == "duplicate"  # queued counts: the same file is on its way
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        docs = http.get(f"/api/knowledge-bases/{kid}/documents").json()["data"]
+        if docs[0]["status"] == "indexed":
+            break
+        assert docs[0]["status"] in ("queued", "indexing") and docs[0]["progress"] is not None
+        time.sleep(0.3)
+    assert docs[0]["status"] == "indexed" and docs[0]["chunks"] > 1 and "progress" not in docs[0]

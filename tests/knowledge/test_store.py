@@ -73,14 +73,14 @@ def test_reindex_replaces_chunks_and_vectors_in_place(shop):
     store, kb = shop
     before_vectors = _vector_count(store)
     docs = {d["filename"]: d for d in store.documents(kb)}
-    again = store.reindex_document(kb, docs["members.docx"]["id"])
+    again = store.index_document(kb, docs["members.docx"]["id"])
     assert again["status"] == "indexed" and again["chunks"] == docs["members.docx"]["chunks"]
     assert _vector_count(store) == before_vectors  # replaced, not added
     assert store.search([kb], "when do my points expire", 3)[0].filename == "members.docx"
     assert [d["status"] for d in store.reindex(kb)] == ["indexed"] * 5
     assert _vector_count(store) == before_vectors
     with pytest.raises(NotFoundError):
-        store.reindex_document(kb, 987654)
+        store.index_document(kb, 987654)
 
 
 def test_owners_do_not_see_each_others_knowledge_bases(database_url):

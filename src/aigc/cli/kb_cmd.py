@@ -94,7 +94,7 @@ def _reindex(args: argparse.Namespace) -> int:
         docs = [known[f] for f in args.filenames]
     failed = 0
     for i, doc in enumerate(docs, 1):
-        result = store.reindex_document(kb["id"], doc["id"])
+        result = store.index_document(kb["id"], doc["id"])
         if result["status"] == "indexed":
             print(f"[{i}/{len(docs)}] {result['filename']}: {result['chunks']} chunks")
         else:
@@ -132,8 +132,14 @@ def _add(args: argparse.Namespace) -> int:
     kb = _kb(store, args.name)
     failed = 0
     for path in args.files:
+        def progress(done: int, total: int, name: str = path.name) -> None:
+            if sys.stderr.isatty() and total:
+                print(f"\r{name}: embedding {done}/{total} chunks", end="", file=sys.stderr, flush=True)
+
         try:
-            doc = store.add_document(kb["id"], path.name, path.read_bytes())
+            doc = store.add_document(kb["id"], path.name, path.read_bytes(), progress)
+            if sys.stderr.isatty():
+                print("\r\033[K", end="", file=sys.stderr)
         except (OSError, KnowledgeError) as e:
             print(f"{path}: {e.strerror if isinstance(e, OSError) else e}", file=sys.stderr)
             failed += 1

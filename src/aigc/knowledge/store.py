@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import delete, func, select
 
 from aigc.apps.chat.conversations import NotFoundError
@@ -38,6 +40,7 @@ MIN_SIMILARITY_WITH_WORDS = 0.78
 MIN_BM25 = 1.5
 STRONG_BM25 = 6.0
 MAX_NAME = 200
+EMBED_BATCH = 16  # chunks per embedding call: progress is reported between calls
 
 
 class KnowledgeError(ValueError):
@@ -198,15 +201,25 @@ class KnowledgeStore:
     def documents(self, kb_id: int) -> list[dict[str, Any]]:
         return self.get(kb_id)["documents_list"]
 
-    def add_document(self, kb_id: int, filename: str, data: bytes) -> dict[str, Any]:
-        """Parse, chunk and index one file. A file that cannot be read is stored as `failed` with
-        its reason (and the call returns it); the same file twice is a 409."""
+    def add_document(self, kb_id: int, filename: str, data: bytes,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Parse, chunk and index one file now. A file that cannot be read is stored as `failed`
+        with its reason (and the call returns it); the same file twice is a 409 (unless an earlier
+        try was interrupted: then this one finishes it)."""
+        doc = self.queue_document(kb_id, filename, data, resume=True)
+        return self.index_document(kb_id, doc["id"], progress)
+
+    def queue_document(self, kb_id: int, filename: str, data: bytes, *, resume: bool = False) -> dict[str, Any]:
+        """Store a file as a `queued` document (indexer.py indexes it); the same file twice is a 409.
+        `resume`: the same file left unfinished (an interrupted `aigc kb add`) is returned to index."""
         filename = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()[:255] or "document"
         digest = hashlib.sha256(data).hexdigest()
         with self.db.session() as s:
             self._kb(s, kb_id)
             same = s.scalar(select(KBDocument).where(KBDocument.kb_id == kb_id, KBDocument.sha256 == digest,
-                                                     KBDocument.status == "indexed"))
+                                                     KBDocument.status.in_(("indexed", "queued", "indexing"))))
+            if same is not None and resume and same.status != "indexed":
+                return _doc_dict(same)
             if same is not None:
                 raise KnowledgeError(f"{filename}: the same file is in this knowledge base already "
                                      f"(as {same.filename}, document {same.id})", 409, "duplicate_document")
@@ -214,35 +227,47 @@ class KnowledgeStore:
                              status="queued", chunk_count=0, text="", original=data)
             s.add(doc)
             s.flush()
-            doc_id = doc.id
-        return self._index(kb_id, doc_id, filename, data)
+            return _doc_dict(doc)
 
-    def reindex_document(self, kb_id: int, doc_id: int) -> dict[str, Any]:
-        """Parse, chunk and embed a document again from its stored file (after a failure, or when
-        the parser, chunker or embedding model changed); its old chunks and vectors are replaced
-        in the same transaction, so searches see the old or the new ones, never none."""
+    def index_document(self, kb_id: int, doc_id: int,
+                       progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """Parse, chunk and embed a document from its stored file: a queued one, or again (after a
+        failure, or when the parser, chunker or embedding model changed). Old chunks and vectors
+        are replaced in one transaction, so searches see the old or the new ones, never none.
+        `progress(done, total)` hears about the chunks embedded so far."""
         with self.db.session() as s:
             self._kb(s, kb_id)
             doc = s.get(KBDocument, doc_id)
             if doc is None or doc.kb_id != kb_id:
                 raise NotFoundError("document", doc_id)
             filename, data, text, kind = doc.filename, doc.original, doc.text, doc.kind
-        if data is None:  # stored before files were kept: its extracted text, without headings
-            return self._index(kb_id, doc_id, filename, None, Parsed(text, [], kind))
-        return self._index(kb_id, doc_id, filename, data)
+            doc.status = "indexing"
+        # Stored before files were kept: its extracted text, without headings.
+        parsed = Parsed(text, [], kind) if data is None else None
+        return self._index(kb_id, doc_id, filename, data, parsed, progress)
 
     def reindex(self, kb_id: int) -> list[dict[str, Any]]:
         with self.db.session() as s:
             self._kb(s, kb_id)
             ids = list(s.scalars(select(KBDocument.id).where(KBDocument.kb_id == kb_id).order_by(KBDocument.id)))
-        return [self.reindex_document(kb_id, doc_id) for doc_id in ids]
+        return [self.index_document(kb_id, doc_id) for doc_id in ids]
 
-    def _index(self, kb_id: int, doc_id: int, filename: str, data: bytes | None,
-               parsed: Parsed | None = None) -> dict[str, Any]:
+    def _embed(self, texts: list[str], progress: Callable[[int, int], None] | None) -> Any:
+        parts = []
+        for at in range(0, len(texts), EMBED_BATCH):
+            parts.append(self.embedder.passages(texts[at:at + EMBED_BATCH]))
+            if progress is not None:
+                progress(min(at + EMBED_BATCH, len(texts)), len(texts))
+        return np.concatenate(parts) if parts else self.embedder.passages([])
+
+    def _index(self, kb_id: int, doc_id: int, filename: str, data: bytes | None, parsed: Parsed | None,
+               progress: Callable[[int, int], None] | None) -> dict[str, Any]:
         try:
             parsed = parsed or parse(filename, data or b"")
             chunks = chunk_document(parsed, self.embedder.count_tokens)
-            matrix = self.embedder.passages([c.text for c in chunks])
+            if progress is not None:
+                progress(0, len(chunks))
+            matrix = self._embed([c.text for c in chunks], progress)
         except DocumentError as e:
             return self._fail(doc_id, str(e))
         except Exception as e:  # the embedder or chunker tripping over this file fails this file only
@@ -345,3 +370,13 @@ class KnowledgeStore:
         return [Hit(cid, rows[cid][0].kb_id, rows[cid][0].document_id, rows[cid][1], rows[cid][0].text,
                     rows[cid][0].heading, rows[cid][0].start, rows[cid][0].end, ranks[cid], dense.get(cid),
                     lexical.get(cid)) for cid in best if cid in rows]
+
+
+def pending_documents(db: Database) -> list[tuple[int, int, int | None]]:
+    """(knowledge base, document, owner) of every document left queued or mid-indexing, oldest
+    first: what a restarted server indexes."""
+    with db.session() as s:
+        return [(kb_id, doc_id, owner) for kb_id, doc_id, owner in s.execute(
+            select(KBDocument.kb_id, KBDocument.id, KnowledgeBase.user_id)
+            .join(KnowledgeBase, KnowledgeBase.id == KBDocument.kb_id)
+            .where(KBDocument.status.in_(("queued", "indexing"))).order_by(KBDocument.id))]

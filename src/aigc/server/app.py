@@ -16,6 +16,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from aigc.server import classify_routes, embeddings_routes, openai_routes, responses_routes
 from aigc.server.app_http import BodyLimitMiddleware, SecurityHeadersMiddleware
@@ -85,6 +86,8 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         backends.start_loading()
+        if app.state.gate.database_exists():  # documents a previous run left half-indexed
+            await run_in_threadpool(app.state.webapp.indexer.resume)
         yield
         for b in backends.all():
             aclose = getattr(b, "aclose", None)  # remotes: their HTTP clients live in this loop

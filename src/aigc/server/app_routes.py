@@ -26,6 +26,7 @@ from aigc.apps.chat.model import ChatModel, GenerationParams, ReplyStream
 from aigc.apps.chat.replies import CannedReply, ChatReplies, ReplyPlan
 from aigc.apps.chat.transcript import export_json, export_markdown, import_json
 from aigc.apps.studio.library import TemplateLibrary
+from aigc.knowledge.indexer import Indexer
 from aigc.knowledge.store import KnowledgeStore
 from aigc.server import app_studio, auth_routes, kb_routes, support_routes, widget_routes
 from aigc.server.app_http import (
@@ -76,6 +77,7 @@ class WebApp:
         self._db = db
         self._lock = threading.Lock()
         self._stores: tuple[ConversationStore, ChatReplies, TemplateLibrary] | None = None
+        self._indexer: Indexer | None = None
 
     def _open(self) -> tuple[ConversationStore, ChatReplies, TemplateLibrary]:
         with self._lock:
@@ -107,6 +109,15 @@ class WebApp:
     @property
     def knowledge(self) -> KnowledgeStore:
         return KnowledgeStore(self.db)
+
+    @property
+    def indexer(self) -> Indexer:
+        """The knowledge bases' background indexer (started with the first upload or `resume`)."""
+        db = self.db
+        with self._lock:
+            if self._indexer is None:
+                self._indexer = Indexer(db)
+            return self._indexer
 
     def stop_all(self) -> None:
         """Stop every reply being generated (the server is shutting down): each is stored as far

@@ -98,7 +98,7 @@ class AccessGate:
 
     # ---- accounts -----------------------------------------------------------------------------
 
-    def _db_present(self) -> bool:
+    def database_exists(self) -> bool:
         """Whether the app database may hold accounts, without creating a file that is not there."""
         url = str(self.settings.database_url)
         if not url.startswith("sqlite:///") or url in ("sqlite://", "sqlite:///:memory:"):
@@ -115,7 +115,7 @@ class AccessGate:
             at, exist = self._users_checked
             if now - at < USERS_CACHE_S or exist:  # once accounts exist they stay required
                 return exist
-        exist = self._db_present() and self.users.count() > 0
+        exist = self.database_exists() and self.users.count() > 0
         with self._lock:
             self._users_checked = (now, exist)
         return exist
@@ -140,7 +140,7 @@ class AccessGate:
         if token is not None:
             if self.server_keys and key_matches(token, self.server_keys):
                 return SERVER_KEY, None, None
-            found = self.users.key_user(token) if self._db_present() else None
+            found = self.users.key_user(token) if self.database_exists() else None
             if found is None and not self.login_required():
                 return ANONYMOUS, None, None  # an open server: clients that always send some key work
             if found is None:
@@ -149,7 +149,7 @@ class AccessGate:
             user, key_id = found
             return Principal(user.id, user.name, user.role, key_id, "api_key"), user, None
         session = _cookie(headers.get("cookie", ""), SESSION_COOKIE)
-        if session and self._db_present():
+        if session and self.database_exists():
             user = self.users.session_user(session)
             if user is not None:
                 return Principal(user.id, user.name, user.role, None, "session"), user, None

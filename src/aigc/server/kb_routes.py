@@ -18,6 +18,7 @@ with its reason, a file already there comes back `duplicate`, and the others are
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -35,6 +36,7 @@ from aigc.server.errors import APIError
 
 router = APIRouter(prefix="/api/knowledge-bases")
 MAX_FILES = 20
+UPLOAD_WAIT_S = 20.0  # how long an upload waits for its documents before answering with progress
 
 
 class KnowledgeBaseIn(BaseModel):
@@ -103,7 +105,9 @@ async def list_bases(request: Request) -> JSONResponse:
 
 @router.get("/{kb_id}")
 async def get_base(kb_id: str, request: Request) -> JSONResponse:
-    return JSONResponse(await _call(_store(request).get, _id(kb_id, "knowledge base")))
+    kb = await _call(_store(request).get, _id(kb_id, "knowledge base"))
+    request.app.state.webapp.indexer.annotate(kb["documents_list"])
+    return JSONResponse(kb)
 
 
 @router.delete("/{kb_id}", status_code=204)
@@ -124,20 +128,41 @@ async def upload(kb_id: str, request: Request) -> JSONResponse:
     files = [f for f in form.getlist("files") if hasattr(f, "read")]
     if not files:
         raise APIError(400, "No files: send them in the multipart field 'files'.", param="files", code="no_files")
-    results = []
+    indexer = request.app.state.webapp.indexer
+    results: list[dict[str, Any]] = []
+    waiting: dict[int, asyncio.Future] = {}  # document id -> its indexing
     for f in files:
         data = await f.read(MAX_BYTES + 1)
         try:
-            results.append(await run_in_threadpool(store.add_document, kb, f.filename or "document", data))
+            doc = await run_in_threadpool(store.queue_document, kb, f.filename or "document", data)
         except KnowledgeError as e:
             results.append({"filename": f.filename, "status": "duplicate" if e.status == 409 else "failed",
                             "error": str(e)})
-    return JSONResponse({"data": results}, status_code=201)
+            continue
+        results.append(doc)
+        waiting[doc["id"]] = asyncio.wrap_future(indexer.submit(kb, doc["id"], store.owner))
+    # Small files are indexed within this response; big ones answer `queued`/`indexing` with their
+    # progress and finish in the background (GET .../documents shows where they are).
+    if waiting:
+        await asyncio.wait(list(waiting.values()), timeout=UPLOAD_WAIT_S)
+    current = {d["id"]: d for d in indexer.annotate(await _call(store.documents, kb))} if waiting else {}
+    out = []
+    for r in results:
+        future = waiting.get(r.get("id"))  # type: ignore[arg-type]
+        if future is None:
+            out.append(r)
+        elif future.done() and future.exception() is None:
+            out.append(future.result())
+        else:
+            future.add_done_callback(lambda f: f.exception())  # its outcome is read from the database
+            out.append(current.get(r["id"], r))
+    return JSONResponse({"data": out}, status_code=201)
 
 
 @router.get("/{kb_id}/documents")
 async def documents(kb_id: str, request: Request) -> JSONResponse:
-    return JSONResponse({"data": await _call(_store(request).documents, _id(kb_id, "knowledge base"))})
+    docs = await _call(_store(request).documents, _id(kb_id, "knowledge base"))
+    return JSONResponse({"data": request.app.state.webapp.indexer.annotate(docs)})
 
 
 @router.get("/{kb_id}/documents/{doc_id}")
@@ -154,7 +179,7 @@ async def delete_document(kb_id: str, doc_id: str, request: Request) -> Response
 
 @router.post("/{kb_id}/documents/{doc_id}/reindex")
 async def reindex_document(kb_id: str, doc_id: str, request: Request) -> JSONResponse:
-    return JSONResponse(await _call(_store(request).reindex_document, _id(kb_id, "knowledge base"),
+    return JSONResponse(await _call(_store(request).index_document, _id(kb_id, "knowledge base"),
                                     _id(doc_id, "document")))
 
 

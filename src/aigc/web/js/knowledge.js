@@ -22,21 +22,42 @@ export async function loadKnowledge() {
   if (state.current && state.bases.some((b) => b.id === state.current)) await openBase(state.current);
 }
 
-async function openBase(id) {
+function statusText(d) {
+  const p = d.progress;
+  if (d.status === "indexing" && p && p.total) return `${t("kb.status.indexing")} ${Math.floor((100 * p.done) / p.total)}%`;
+  return t(`kb.status.${d.status}`);
+}
+
+// Documents still being indexed in the background: look again until they are done.
+function watch(id, docs) {
+  clearTimeout(state.watch);
+  if (docs.some((d) => d.status === "queued" || d.status === "indexing")) {
+    state.watch = setTimeout(() => {
+      if (state.current === id && !$("#knowledge-view").hidden) openBase(id, true).catch(() => {});
+    }, 1500);
+  }
+}
+
+async function openBase(id, refresh = false) {
   state.current = id;
   basesList();
   const kb = await api("GET", `/api/knowledge-bases/${id}`);
   $("#kb-main").hidden = false;
   $("#kb-title").textContent = kb.name;
   const rows = kb.documents_list.map((d) => h("tr", { class: `doc-${d.status}` },
-    h("td", {}, d.filename), h("td", {}, h("span", { class: `badge ${d.status === "failed" ? "err" : ""}` }, t(`kb.status.${d.status}`))),
+    h("td", {}, d.filename), h("td", {}, h("span", { class: `badge ${d.status === "failed" ? "err" : d.status === "indexed" ? "" : "warn"}` }, statusText(d))),
     h("td", {}, String(d.chunks)), h("td", { class: "doc-error" }, d.error || ""),
     h("td", { class: "doc-actions" },
       h("button", { type: "button", class: "btn ghost small doc-reindex", onclick: (e) => reindexDoc(e.target, id, d.id) }, t("kb.reindex")),
       h("button", { type: "button", class: "btn ghost small", onclick: () => deleteDoc(id, d.id) }, t("kb.delete")))));
   $("#kb-docs").replaceChildren(...rows);
   $("#kb-docs-empty").hidden = rows.length > 0;
-  $("#kb-hits").replaceChildren();
+  if (!refresh) $("#kb-hits").replaceChildren();
+  watch(id, kb.documents_list);
+  if (refresh) {
+    state.bases = (await api("GET", "/api/knowledge-bases")).data;
+    basesList();
+  }
 }
 
 async function createBase(e) {
@@ -59,7 +80,7 @@ async function upload() {
     const response = await fetch(`/api/knowledge-bases/${state.current}/documents`, { method: "POST", body: form });
     const body = await response.json();
     if (!response.ok) throw new ApiError(response.status, body.error);
-    const failed = body.data.filter((d) => d.status !== "indexed");
+    const failed = body.data.filter((d) => d.status === "failed" || d.status === "duplicate");
     toast(failed.length ? failed.map((d) => d.error).join(" · ") : t("kb.uploaded", { n: body.data.length }), failed.length > 0);
   } finally {
     $("#kb-upload").disabled = false;
