@@ -44,3 +44,6 @@ class Settings(BaseSettings):
     # Studio: preferred model per template id (e.g. {"poem": "aigc-poet-zh"}); used when served.
     studio_models: dict[str, str] = Field(default_factory=dict)
     log_level: str = "info"
+    # Where personal data is replaced by placeholders: logs (default), store (conversations are
+    # saved redacted), remote (requests to --remote backends; the reply's placeholders restored).
+    redact_pii: list[str] = Field(default_factory=lambda: ["logs"])

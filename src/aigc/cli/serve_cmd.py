@@ -38,6 +38,11 @@ def register(sub) -> None:
                         "the upstream's /v1/models is asked at start-up: one model is served as NAME; several as "
                         "NAME/<id> each and NAME for the first")
     p.add_argument("--cors-origin", action="append", default=None, help="allowed CORS origin (repeatable)")
+    p.add_argument("--redact-pii", default=None, metavar="WHERE",
+                   help="replace personal data (e-mail, phone, ID and card numbers, IPs, names, addresses) with "
+                        "placeholders in: logs, store (conversations saved redacted), remote (before a request "
+                        "leaves for a --remote backend; the reply's placeholders are restored). Comma-separated, "
+                        "or none (default: logs)")
     p.add_argument("--database-url", default=None,
                    help="web app database (default sqlite:///aigc.db; postgresql+psycopg://... works too)")
     p.set_defaults(func=run)
@@ -53,6 +58,7 @@ def default_models(settings) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from aigc.safety.policy import parse_redaction
     from aigc.server.launch import serve
     from aigc.settings import Settings
 
@@ -63,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         "max_queue": args.max_queue, "max_context": args.max_context, "remotes": args.remote,
         "cors_origins": args.cors_origin, "database_url": args.database_url,
         "allowed_hosts": args.allowed_host, "rate_limit": args.rate_limit, "token_quota": args.token_quota,
+        "redact_pii": None if args.redact_pii is None else parse_redaction(args.redact_pii),
     }
     overrides = {k: v for k, v in fields.items() if v is not None}
     if args.insecure:

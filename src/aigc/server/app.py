@@ -11,6 +11,7 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -70,6 +71,8 @@ def backends_from_settings(settings: Settings, environ: Mapping[str, str]) -> Mo
         backends.add_loader(name, functools.partial(load_local_backend, name, settings))
     for spec in settings.remotes:
         remote = parse_remote_spec(spec, environ)
+        if "remote" in settings.redact_pii:
+            remote = replace(remote, redact_pii=True)
         if remote.model is None:  # which model(s) the upstream serves: asked at start-up
             backends.add_loader(remote.name, functools.partial(resolve_remote, remote))
         else:

@@ -28,6 +28,7 @@ from aigc.apps.chat.transcript import export_json, export_markdown, import_json
 from aigc.apps.studio.library import TemplateLibrary
 from aigc.knowledge.indexer import Indexer
 from aigc.knowledge.store import KnowledgeStore
+from aigc.safety.pii import redact
 from aigc.server import app_studio, auth_routes, kb_routes, support_routes, widget_routes
 from aigc.server.app_http import (
     as_sse,
@@ -139,7 +140,14 @@ def _conversations(request: Request) -> ConversationStore:
 
 
 def _replies(request: Request) -> ChatReplies:
-    return ChatReplies(_conversations(request), kb_routes.retriever_for(request))
+    return ChatReplies(_conversations(request), kb_routes.retriever_for(request), stored_text(request))
+
+
+def stored_text(request: Request) -> Callable[[str], str] | None:
+    """How message text is saved: redacted with --redact-pii store, else as it is."""
+    if "store" not in _web(request).settings.redact_pii:
+        return None
+    return lambda text: redact(text).text
 
 
 def _int_id(value: str, kind: str) -> int:

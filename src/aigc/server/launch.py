@@ -14,6 +14,7 @@ from collections.abc import Mapping
 import uvicorn
 
 from aigc.accounts.limits import parse_limit
+from aigc.safety.log_redaction import install_log_redaction
 from aigc.server.app import backends_from_settings, create_app
 from aigc.server.backends import ModelBackends
 from aigc.server.remote import RemoteSpec, parse_remote_spec
@@ -80,6 +81,8 @@ def serve(settings: Settings, *, environ: Mapping[str, str] | None = None,
     # Our request log replaces uvicorn's access log (one line per request, with tokens and timings).
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                             access_log=False, timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    if "logs" in settings.redact_pii:  # uvicorn.Config made its handlers: they get the filter too
+        install_log_redaction()
     DrainingServer(config).run()
 
 

@@ -23,11 +23,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 
+from aigc.safety.pii import Redaction, StreamRestorer, redact
 from aigc.server.errors import APIError
 from aigc.server.generation import ChoiceDelta
 from aigc.server.schemas import (
@@ -48,6 +49,7 @@ class RemoteSpec:
     url: str
     api_key: str | None = None
     model: str | None = None  # the remote's name for the model; default: `name`
+    redact_pii: bool = False  # personal data replaced by placeholders before it leaves (--redact-pii remote)
 
 
 def parse_remote_spec(spec: str, environ: Mapping[str, str]) -> RemoteSpec:
@@ -90,9 +92,9 @@ def resolve_remote(spec: RemoteSpec, timeout: float = 10.0) -> list[RemoteBacken
     if not ids:
         log.warning("remote %s: %s lists no models; requests ask it for %r", spec.name, base, spec.name)
         return [RemoteBackend(spec)]
-    backends = [RemoteBackend(RemoteSpec(spec.name, spec.url, spec.api_key, ids[0]))]
+    backends = [RemoteBackend(replace(spec, model=ids[0]))]
     if len(ids) > 1:
-        backends += [RemoteBackend(RemoteSpec(f"{spec.name}/{i}", spec.url, spec.api_key, i)) for i in ids]
+        backends += [RemoteBackend(replace(spec, name=f"{spec.name}/{i}", model=i)) for i in ids]
     return backends
 
 
@@ -113,6 +115,7 @@ class RemoteBackend:
         self.root = self.base[: -len("/v1")] if self.base.endswith("/v1") else self.base
         self.created = int(time.time())
         self.max_context: int | None = None
+        self.redact_pii = spec.redact_pii
         self._headers = {"Authorization": f"Bearer {spec.api_key}"} if spec.api_key else {}
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self._client: httpx.AsyncClient | None = None
@@ -160,6 +163,9 @@ class RemoteBackend:
 
     async def _generate(self, path: str, body: dict[str, Any], choices: int) -> RemoteGeneration:
         """Open the upstream stream; its status decides, before anything streams to the client."""
+        placeholders: dict[str, str] | None = None
+        if self.redact_pii:
+            body, placeholders = redact_request(body)
         body = {**body, "model": self.remote_model, "stream": True,
                 "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
         upstream_request = self.client.build_request("POST", self.url(path), json=body)
@@ -175,7 +181,7 @@ class RemoteBackend:
             finally:
                 await upstream.aclose()
             raise self._upstream_error(upstream)
-        return RemoteGeneration(self, upstream, choices, chat=path.startswith("chat"))
+        return RemoteGeneration(self, upstream, choices, chat=path.startswith("chat"), placeholders=placeholders)
 
     def _upstream_error(self, upstream: httpx.Response) -> APIError:
         """The remote's error answer as ours: its status, message, param and code."""
@@ -241,12 +247,47 @@ _BUFFERED = 8  # deltas read ahead of the client: a client gone early leaves the
 _DELTA_KEYS = {"role", "content", "tool_calls", "function_call"}  # what ChoiceDelta carries itself
 
 
+def redact_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The request with personal data in its messages (or prompts) replaced by placeholders, and
+    the placeholders (one numbering for the whole request, so a value repeated across turns keeps
+    its name)."""
+    mapping: dict[str, str] = {}
+
+    def clean(text: str) -> str:
+        nonlocal mapping
+        r: Redaction = redact(text, placeholders=mapping)
+        mapping = r.placeholders
+        return r.text
+
+    body = dict(body)
+    if isinstance(body.get("messages"), list):
+        messages = []
+        for m in body["messages"]:
+            m = dict(m)
+            if isinstance(m.get("content"), str):
+                m["content"] = clean(m["content"])
+            elif isinstance(m.get("content"), list):
+                m["content"] = [{**part, "text": clean(part["text"])} if isinstance(part, dict)
+                                and isinstance(part.get("text"), str) else part for part in m["content"]]
+            messages.append(m)
+        body["messages"] = messages
+    prompt = body.get("prompt")
+    if isinstance(prompt, str):
+        body["prompt"] = clean(prompt)
+    elif isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        body["prompt"] = [clean(p) for p in prompt]
+    return body, mapping
+
+
 class RemoteGeneration:
     """The upstream's event stream as ChoiceDeltas. A reader task fills a small queue, so `cancel()`
     (a stop button, a client gone) closes the upstream connection at once, whoever is waiting."""
 
-    def __init__(self, backend: RemoteBackend, upstream: httpx.Response, choices: int, *, chat: bool):
+    def __init__(self, backend: RemoteBackend, upstream: httpx.Response, choices: int, *, chat: bool,
+                 placeholders: dict[str, str] | None = None):
         self.choices = choices
+        self._placeholders = placeholders
+        self._restorers: dict[int, StreamRestorer] = {}
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cached_tokens = 0
@@ -309,6 +350,9 @@ class RemoteGeneration:
             else:
                 text, calls, extra = choice.get("text") or "", None, None
             finish = choice.get("finish_reason")
+            if self._placeholders:  # the user sees their own data where the reply names a placeholder
+                restorer = self._restorers.setdefault(index, StreamRestorer(self._placeholders))
+                text = restorer.feed(text) + (restorer.flush() if finish else "")
             if not (text or calls or extra or logprobs or finish):
                 continue  # the role chunk and keep-alives
             # About one token a chunk with output; the usage chunk at the end makes it exact.

@@ -213,7 +213,7 @@ def _rate_check(request: Request, site: dict[str, Any], visitor: int | None) -> 
 @router.post("/widget/v1/sites/{key}/conversations/{conversation_id}/messages", response_model=None,
              include_in_schema=False)
 async def visitor_message(key: str, conversation_id: str, request: Request) -> EventStreamResponse:
-    from aigc.server.app_routes import start_reply  # the app's one way from a request to a reply
+    from aigc.server.app_routes import start_reply, stored_text  # the app's one way from a request to a reply
     from aigc.server.kb_routes import owners_retriever
 
     site = _site(request)
@@ -226,14 +226,16 @@ async def visitor_message(key: str, conversation_id: str, request: Request) -> E
     owner = site["owner_id"]
     store = ConversationStore(web.db, owner)
     if conv.get("handoff") in ("waiting", "active"):  # a person answers: the assistant stays silent
-        message = await run_in_threadpool(desk.add_visitor_message, site, cid, content, None)
+        redact = stored_text(request)
+        message = await run_in_threadpool(desk.add_visitor_message, site, cid, redact(content) if redact else content,
+                                          None)
         return EventStreamResponse(_held(message, conv["handoff"]), request_record(request))
 
     language = site["language"] if site["language"] in ("zh", "en") else ("zh" if _CJK.search(content) else "en")
     await run_in_threadpool(lambda: store.update(cid, system_prompt=system_prompt(site, language),
                                                  knowledge_base_ids=site["knowledge_base_ids"],
                                                  model=site["model"]))
-    replies = ChatReplies(store, owners_retriever(KnowledgeStore(web.db).scoped(owner)))
+    replies = ChatReplies(store, owners_retriever(KnowledgeStore(web.db).scoped(owner)), stored_text(request))
     asked = asks_for_person(content)
 
     def plan_of(model: Any, params: Any) -> ReplyPlan:

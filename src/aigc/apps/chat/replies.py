@@ -152,9 +152,16 @@ def ground(messages: list[dict[str, Any]], kb_ids: list[int], retriever: Retriev
 
 
 class ChatReplies:
-    def __init__(self, store: ConversationStore, retriever: Retriever | None = None):
+    def __init__(self, store: ConversationStore, retriever: Retriever | None = None,
+                 redact: Callable[[str], str] | None = None):
         self.store = store
         self.retriever = retriever
+        # --redact-pii store: messages are saved with personal data replaced by placeholders (the
+        # model still answers the words the user typed; the next turn sees the saved ones).
+        self._redact = redact
+
+    def _stored(self, text: str) -> str:
+        return self._redact(text) if self._redact is not None and text else text
 
     # ---------------------------------------------------------------- planning
 
@@ -190,7 +197,8 @@ class ChatReplies:
         def commit() -> dict[str, Any]:
             if orphan:
                 self.store.add_message(conversation_id, "assistant", "", finish_reason="stopped", tokens=0)
-            return self.store.add_message(conversation_id, "user", content, tokens=model.count_tokens(content))
+            saved = self._stored(content)
+            return self.store.add_message(conversation_id, "user", saved, tokens=model.count_tokens(saved))
 
         return self._plan(conversation_id, model, params, messages, commit, conversation)
 
@@ -223,7 +231,8 @@ class ChatReplies:
 
         def commit() -> dict[str, Any]:
             self.store.truncate_after(conversation_id, position)
-            return self.store.set_content(conversation_id, message_id, content, model.count_tokens(content))
+            saved = self._stored(content)
+            return self.store.set_content(conversation_id, message_id, saved, model.count_tokens(saved))
 
         return self._plan(conversation_id, model, params, prompt_messages(conversation, history), commit, conversation)
 
@@ -260,7 +269,7 @@ class ChatReplies:
             if saved is None:
                 try:
                     saved = self.store.add_message(
-                        plan.conversation_id, "assistant", "".join(pieces), model=plan.model.name,
+                        plan.conversation_id, "assistant", self._stored("".join(pieces)), model=plan.model.name,
                         tokens=stream.completion_tokens, prompt_tokens=plan.fitted.used,
                         completion_tokens=stream.completion_tokens, finish_reason=finish_reason,
                         sources=plan.sources)
