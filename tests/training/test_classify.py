@@ -158,3 +158,40 @@ def test_smollm2_on_a_slice_of_real_sentiment_data_beats_majority(tmp_path):
     val = json.loads((out / "eval_results.json").read_text())["validation"]
     assert val["n"] == 80 and val["majority_accuracy"] == 0.5
     assert val["accuracy"] >= 0.6, val  # ~0.7 seen; a frozen SmolLM2 already separates polarity
+
+
+def test_multi_label_classify_learns_each_label_and_opens_in_transformers(base_dir, tmp_path, capsys):
+    """Labels as lists: each is its own yes/no (binary cross-entropy); [] means none applies."""
+    rng = random.Random(1)
+    path = tmp_path / "multi.jsonl"
+    with open(path, "w") as f:
+        for i in range(300):
+            labels = [lab for lab, word in (("x", "xx"), ("y", "yy")) if (i >> ("xy".index(lab))) & 1]
+            words = " ".join("".join(rng.choice("abcdef") for _ in range(3)) for _ in range(rng.randint(1, 3)))
+            marks = " ".join({"x": "xx", "y": "yy"}[lab] for lab in labels) or "zz"
+            f.write(json.dumps({"text": f"{words} {marks}", "labels": labels}) + "\n")
+    out = tmp_path / "multi"
+    code = main(["train", "classify", "--base", str(base_dir), "--data", str(path), "--out", str(out), "--quiet",
+                 "--device", "cpu", "--epochs", "8", "--lr", "3e-3", "--val-fraction", "0.2", "--max-length", "32",
+                 "--label-field", "labels"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "micro-F1" in printed
+    val = json.loads((out / "eval_results.json").read_text())["validation"]
+    assert val["multi_label"] and set(val["per_class"]) == {"x", "y"} and val["micro_f1"] > 0.8, val
+    clf = SequenceClassifier.from_pretrained(out)
+    assert clf.multi_label
+    tok = transformers.AutoTokenizer.from_pretrained(out)
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(out).eval()
+    assert hf.config.problem_type == "multi_label_classification"
+    texts = ["abc xx yy", "fed zz"]
+    from aigc.tokenizer import Tokenizer
+
+    ours = predict_probs(clf, encode_texts(Tokenizer.from_dir(out), texts, 32))
+    tok.padding_side = "right"
+    with torch.no_grad():
+        theirs = hf(**tok(texts, padding=True, return_tensors="pt")).logits.sigmoid()
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="multi-label"):
+        bad = tmp_path / "mixed.jsonl"
+        bad.write_text(json.dumps({"text": "a", "labels": ["x"]}) + "\n" + json.dumps({"text": "b", "labels": "y"}) + "\n")
+        load_labeled(bad, label_field="labels")

@@ -75,11 +75,22 @@ def classification_report(y_true: Sequence[int], y_pred: Sequence[int], labels: 
     )
 
 
-def render_report(report: ClassificationReport, title: str = "validation"):
-    """A rich renderable: summary line, per-class table and confusion matrix."""
+def render_report(report: ClassificationReport | MultiLabelReport, title: str = "validation"):
+    """A rich renderable: summary line, per-class table and confusion matrix (multi-label: no matrix)."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
+
+    if isinstance(report, MultiLabelReport):
+        head = Text(f"{title}: n={report.n}  exact-match accuracy={report.accuracy:.4f}  "
+                    f"micro-F1={report.micro_f1:.4f}  macro-F1={report.macro_f1:.4f}")
+        table = Table(title="per label", show_edge=False)
+        for col in ("label", "precision", "recall", "F1", "support"):
+            table.add_column(col, justify="left" if col == "label" else "right")
+        for i, lab in enumerate(report.labels):
+            table.add_row(lab, f"{report.precision[i]:.3f}", f"{report.recall[i]:.3f}", f"{report.f1[i]:.3f}",
+                          str(report.support[i]))
+        return Group(head, table)
 
     head = Text(f"{title}: n={report.n}  accuracy={report.accuracy:.4f}  macro-F1={report.macro_f1:.4f}")
     if report.majority_accuracy is not None:
@@ -97,3 +108,51 @@ def render_report(report: ClassificationReport, title: str = "validation"):
     for i, lab in enumerate(report.labels):
         cm.add_row(lab, *[str(v) for v in report.confusion[i]])
     return Group(head, per_class, cm)
+
+
+@dataclass
+class MultiLabelReport:
+    """Multi-label metrics: each label is its own yes/no decision (threshold 0.5 unless given)."""
+
+    labels: list[str]
+    precision: list[float]
+    recall: list[float]
+    f1: list[float]
+    support: list[int]
+    micro_f1: float
+    macro_f1: float
+    accuracy: float  # exact match: every label of the example right
+    n: int
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "multi_label": True, "accuracy": self.accuracy, "micro_f1": self.micro_f1,
+                "macro_f1": self.macro_f1, "labels": self.labels,
+                "per_class": {lab: {"precision": p, "recall": r, "f1": f, "support": s} for lab, p, r, f, s
+                              in zip(self.labels, self.precision, self.recall, self.f1, self.support, strict=True)},
+                **self.extra}
+
+
+def multilabel_report(y_true: Sequence[Sequence[int]], y_pred: Sequence[Sequence[int]],
+                      labels: Sequence[str]) -> MultiLabelReport:
+    """Metrics for sets of label ids per example (an empty set: no label applies)."""
+    if not y_true:
+        raise ValueError("no examples to evaluate")
+    k = len(labels)
+    tp, fp, fn = [0] * k, [0] * k, [0] * k
+    exact = 0
+    for t, p in zip(y_true, y_pred, strict=True):
+        ts, ps = set(t), set(p)
+        exact += ts == ps
+        for i in range(k):
+            tp[i] += i in ts and i in ps
+            fp[i] += i not in ts and i in ps
+            fn[i] += i in ts and i not in ps
+    precision = [_ratio(tp[i], tp[i] + fp[i]) for i in range(k)]
+    recall = [_ratio(tp[i], tp[i] + fn[i]) for i in range(k)]
+    f1 = [_ratio(2 * p * r, p + r) for p, r in zip(precision, recall, strict=True)]
+    support = [tp[i] + fn[i] for i in range(k)]
+    present = [i for i in range(k) if support[i] or tp[i] + fp[i]] or list(range(k))
+    micro = _ratio(2 * sum(tp), 2 * sum(tp) + sum(fp) + sum(fn))
+    return MultiLabelReport(list(labels), precision, recall, f1, support, micro,
+                            sum(f1[i] for i in present) / len(present), exact / len(y_true), len(y_true))

@@ -45,10 +45,14 @@ def is_classifier_dir(path: str | Path) -> bool:
 
 
 class SequenceClassifier(nn.Module):
-    def __init__(self, backbone: Transformer, labels: list[str], pad_token_id: int, config: ModelConfig | None = None):
+    def __init__(self, backbone: Transformer, labels: list[str], pad_token_id: int, config: ModelConfig | None = None,
+                 multi_label: bool = False):
         super().__init__()
-        if len(labels) < 2:
+        if len(labels) < (1 if multi_label else 2):
             raise ValueError(f"a classifier needs at least 2 labels, got {labels}")
+        # multi-label: each label is a yes/no of its own (sigmoid per label, trained with binary
+        # cross-entropy), as transformers' problem_type "multi_label_classification".
+        self.multi_label = multi_label
         self.config = config or backbone.config  # as saved (the backbone may be built with a tied head)
         self.labels = list(labels)
         self.pad_token_id = pad_token_id
@@ -79,7 +83,7 @@ class SequenceClassifier(nn.Module):
         d["id2label"] = {str(i): lab for i, lab in enumerate(self.labels)}
         d["label2id"] = {lab: i for i, lab in enumerate(self.labels)}
         d["pad_token_id"] = self.pad_token_id
-        d["problem_type"] = "single_label_classification"
+        d["problem_type"] = "multi_label_classification" if self.multi_label else "single_label_classification"
         return d
 
     def save_pretrained(self, path: str | Path, tokenizer=None, dtype: torch.dtype | None = None) -> None:
@@ -120,7 +124,8 @@ class SequenceClassifier(nn.Module):
         sd.pop("lm_head.weight", None)
         backbone = model_from_hf_state_dict(cfg.replace(tie_word_embeddings=True), sd)
         pad = d.get("pad_token_id")
-        model = cls(backbone, labels, pad if pad is not None else 0, config=cfg)
+        model = cls(backbone, labels, pad if pad is not None else 0, config=cfg,
+                    multi_label=d.get("problem_type") == "multi_label_classification")
         with torch.no_grad():
             model.score.weight.copy_(score.to(model.score.weight.dtype))
         if dtype is not None:
@@ -167,6 +172,7 @@ def pooled_features(model: SequenceClassifier, token_rows: list[list[int]], batc
 @torch.no_grad()
 def predict_probs(model: SequenceClassifier, token_rows: list[list[int]], batch_size: int = 32,
                   autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
-    """Class probabilities [N, num_labels] (float32, CPU)."""
+    """Class probabilities [N, num_labels] (float32, CPU); multi-label: each label's own probability."""
     feats = pooled_features(model, token_rows, batch_size, autocast_dtype)
-    return F.softmax(model.score(feats.to(model.score.weight.dtype)).float(), dim=-1).cpu()
+    logits = model.score(feats.to(model.score.weight.dtype)).float()
+    return (torch.sigmoid(logits) if model.multi_label else F.softmax(logits, dim=-1)).cpu()

@@ -20,7 +20,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from aigc.eval.classification import ClassificationReport, classification_report
+from aigc.eval.classification import (
+    ClassificationReport,
+    MultiLabelReport,
+    classification_report,
+    multilabel_report,
+)
 from aigc.models.classifier import SequenceClassifier, encode_texts, pooled_features, predict_probs, right_pad
 from aigc.training.checkpointing import atomic_directory
 from aigc.training.finetune import (
@@ -41,8 +46,11 @@ from aigc.training.progress import TrainingProgress
 from aigc.training.sft import length_batches
 
 
-def load_labeled(path: str | Path, text_field: str = "text", label_field: str = "label") -> tuple[list[str], list[str]]:
-    """(texts, labels as strings). Records with an empty text are skipped; a missing field is an error."""
+def load_labeled(path: str | Path, text_field: str = "text", label_field: str = "label"
+                 ) -> tuple[list[str], list[Any]]:
+    """(texts, labels as strings). Records with an empty text are skipped; a missing field is an error.
+    A label that is a list (of strings) makes the data multi-label: every record must have a list
+    (an empty one: no label applies), and each label becomes a tuple."""
     texts, labels = [], []
     for n, record in read_jsonl(path):
         for name in (text_field, label_field):
@@ -52,11 +60,17 @@ def load_labeled(path: str | Path, text_field: str = "text", label_field: str = 
         text, label = record[text_field], record[label_field]
         if not isinstance(text, str):
             raise ValueError(f"{path}:{n}: {text_field!r} must be a string, got {type(text).__name__}")
-        if label is None or isinstance(label, dict | list):
+        multi = isinstance(label, list)
+        if labels and multi != isinstance(labels[0], tuple):
+            raise ValueError(f"{path}:{n}: {label_field!r} is {'a list' if multi else 'not a list'} here but "
+                             f"{'not ' if multi else ''}in earlier records (multi-label data has a list in every record)")
+        if multi and not all(isinstance(x, str) and x for x in label):
+            raise ValueError(f"{path}:{n}: a multi-label {label_field!r} must be a list of non-empty strings")
+        if label is None or isinstance(label, dict):
             raise ValueError(f"{path}:{n}: {label_field!r} must be a string, number or boolean")
         if text.strip():
             texts.append(text)
-            labels.append(str(label))
+            labels.append(tuple(sorted(set(label))) if multi else str(label))
     if not texts:
         raise ValueError(f"{path}: no records with a non-empty {text_field!r}")
     return texts, labels
@@ -144,14 +158,30 @@ class Batch:
     num_items: int
 
 
-def _collate(rows: list[tuple[list[int], int]], pad_id: int, device: torch.device) -> Batch:
+def _targets(ys: list[Any], num_labels: int) -> torch.Tensor:
+    """Class ids (single-label), or multi-hot rows for tuples of label ids (multi-label)."""
+    if ys and isinstance(ys[0], tuple):
+        out = torch.zeros(len(ys), num_labels)
+        for row, y in enumerate(ys):
+            out[row, list(y)] = 1.0
+        return out
+    return torch.tensor(ys, dtype=torch.long)
+
+
+def _collate(rows: list[tuple[list[int], Any]], pad_id: int, device: torch.device, num_labels: int) -> Batch:
     ids, lengths = right_pad([r for r, _ in rows], pad_id)
-    targets = torch.tensor([y for _, y in rows], dtype=torch.long)
+    targets = _targets([y for _, y in rows], num_labels)
     return Batch(ids.to(device), lengths.to(device), targets.to(device), len(rows))
 
 
+def _loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    if targets.dtype.is_floating_point:  # multi-label
+        return F.binary_cross_entropy_with_logits(logits.float(), targets)
+    return F.cross_entropy(logits.float(), targets)
+
+
 def classification_loss(model: SequenceClassifier, batch: Batch) -> torch.Tensor:
-    return F.cross_entropy(model(batch.input_ids, batch.lengths).float(), batch.targets)
+    return _loss(model(batch.input_ids, batch.lengths), batch.targets)
 
 
 @dataclass
@@ -161,23 +191,31 @@ class FeatureBatch:
     num_items: int
 
 
-def _feature_batch(features: torch.Tensor, items: list[tuple[int, int]]) -> FeatureBatch:
+def _feature_batch(features: torch.Tensor, items: list[tuple[int, Any]], num_labels: int) -> FeatureBatch:
     idx = torch.tensor([i for i, _ in items], device=features.device)
-    targets = torch.tensor([y for _, y in items], dtype=torch.long, device=features.device)
+    targets = _targets([y for _, y in items], num_labels).to(features.device)
     return FeatureBatch(features[idx], targets, len(items))
 
 
 def head_loss(model: SequenceClassifier, batch: FeatureBatch) -> torch.Tensor:
-    return F.cross_entropy(model.score(batch.features).float(), batch.targets)
+    return _loss(model.score(batch.features), batch.targets)
 
 
-def evaluate(model: SequenceClassifier, rows: list[list[int]], targets: list[int], majority: int,
-             batch_size: int, amp: torch.dtype | None) -> ClassificationReport:
-    probs = predict_probs(model, rows, batch_size, amp)
+def _report(model: SequenceClassifier, probs: torch.Tensor, targets: list[Any], majority: int
+            ) -> ClassificationReport | MultiLabelReport:
+    if model.multi_label:
+        predicted = [tuple(i for i, p in enumerate(row) if p >= 0.5) for row in probs.tolist()]
+        return multilabel_report(targets, predicted, model.labels)
     return classification_report(targets, probs.argmax(-1).tolist(), model.labels, majority_label=majority)
 
 
-def train_classifier(cfg: ClassifyConfig, quiet: bool = False) -> tuple[ClassificationReport, dict[str, Any]]:
+def evaluate(model: SequenceClassifier, rows: list[list[int]], targets: list[Any], majority: int,
+             batch_size: int, amp: torch.dtype | None) -> ClassificationReport | MultiLabelReport:
+    return _report(model, predict_probs(model, rows, batch_size, amp), targets, majority)
+
+
+def train_classifier(cfg: ClassifyConfig, quiet: bool = False
+                     ) -> tuple[ClassificationReport | MultiLabelReport | None, dict[str, Any]]:
     """Fine-tune, evaluate on the validation split and write `cfg.out`. Returns (report, summary)."""
     from aigc.models.hf_checkpoint import parse_dtype
     from aigc.models.loader import load_model
@@ -190,10 +228,14 @@ def train_classifier(cfg: ClassifyConfig, quiet: bool = False) -> tuple[Classifi
         raise ValueError("--lora-r must be >= 0, --batch-size and --grad-accum >= 1, --max-length >= 1")
     save_dtype = parse_dtype(cfg.save_dtype)
     texts, labels = load_labeled(cfg.data, cfg.text_field, cfg.label_field)
-    names = sorted(set(labels))
-    if len(names) < 2:
+    multi = isinstance(labels[0], tuple)
+    names = sorted(set().union(*labels)) if multi else sorted(set(labels))
+    if multi and not names:
+        raise ValueError(f"{cfg.data}: no record has a label in {cfg.label_field!r}")
+    if not multi and len(names) < 2:
         raise ValueError(f"{cfg.data}: only one label ({names[0]!r}) in {cfg.label_field!r}; a classifier needs two")
-    train_idx, val_idx = stratified_split(labels, cfg.val_fraction, cfg.seed, cfg.max_train, cfg.max_val)
+    strata = [(lab[0] if lab else "") for lab in labels] if multi else labels  # split by the first label
+    train_idx, val_idx = stratified_split(strata, cfg.val_fraction, cfg.seed, cfg.max_train, cfg.max_val)
     if not train_idx:
         raise ValueError("no training examples left after the validation split")
     device = pick_device(cfg.device)
@@ -209,13 +251,17 @@ def train_classifier(cfg: ClassifyConfig, quiet: bool = False) -> tuple[Classifi
     if top >= backbone.config.vocab_size:
         raise ValueError(f"token id {top} is outside the model's vocabulary of {backbone.config.vocab_size}; "
                          "the tokenizer does not belong to this model (vocab too small)")
-    train = [(r, label_id[labels[i]]) for r, i in zip(rows, train_idx, strict=False)]
-    val_rows, val_y = rows[len(train_idx):], [label_id[labels[i]] for i in val_idx]
-    majority = label_id[Counter(labels[i] for i in train_idx).most_common(1)[0][0]]
+
+    def target(lab: Any) -> Any:
+        return tuple(label_id[x] for x in lab) if multi else label_id[lab]
+
+    train = [(r, target(labels[i])) for r, i in zip(rows, train_idx, strict=False)]
+    val_rows, val_y = rows[len(train_idx):], [target(labels[i]) for i in val_idx]
+    majority = 0 if multi else label_id[Counter(labels[i] for i in train_idx).most_common(1)[0][0]]
 
     pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     set_dropout(backbone, cfg.dropout)
-    model = SequenceClassifier(backbone, names, pad)
+    model = SequenceClassifier(backbone, names, pad, multi_label=multi)
     model.requires_grad_(True)
     if cfg.lora_r:
         targets = add_lora(backbone, backbone.config, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
@@ -240,25 +286,26 @@ def train_classifier(cfg: ClassifyConfig, quiet: bool = False) -> tuple[Classifi
         progress_console(quiet).print(f"head only: computing features of {len(rows)} texts once")
         feats = pooled_features(model, rows, cfg.batch_size * 2, amp)
         items = [(i, y) for i, (_, y) in enumerate(train)]
-        batches = (_feature_batch(feats, b) for b in length_batches(items, cfg.batch_size, cfg.seed,
-                                                                    length=lambda _: 0))
+        batches = (_feature_batch(feats, b, len(names)) for b in length_batches(items, cfg.batch_size, cfg.seed,
+                                                                                length=lambda _: 0))
         loss_fn = head_loss
     else:
-        batches = (_collate(b, pad, device) for b in length_batches(train, cfg.batch_size, cfg.seed,
-                                                                       length=lambda r: len(r[0])))
+        batches = (_collate(b, pad, device, len(names)) for b in length_batches(train, cfg.batch_size, cfg.seed,
+                                                                                   length=lambda r: len(r[0])))
         loss_fn = classification_loss
     summary: dict[str, Any] = {
         "base": cfg.base, "labels": names, "train_examples": len(train), "val_examples": len(val_rows),
         "steps": steps, "trainable_params": trainable, "total_params": total, "lora": bool(cfg.lora_r),
         "device": str(device), "autocast": str(amp).replace("torch.", "") if amp else "fp32", "lr": lr,
-        "max_length": max_length, "head_only": probe,
+        "max_length": max_length, "head_only": probe, "multi_label": multi,
     }
 
-    def val_report() -> ClassificationReport:
+    def val_report() -> ClassificationReport | MultiLabelReport:
         if probe:
             with torch.no_grad():
-                predicted = model.score(feats[len(train):]).argmax(-1).tolist()
-            return classification_report(val_y, predicted, names, majority_label=majority)
+                logits = model.score(feats[len(train):]).float()
+            probs = torch.sigmoid(logits) if multi else F.softmax(logits, dim=-1)
+            return _report(model, probs.cpu(), val_y, majority)
         return evaluate(model, val_rows, val_y, majority, cfg.batch_size * 2, amp)
 
     def val_metrics() -> dict[str, float]:
@@ -284,7 +331,8 @@ def train_classifier(cfg: ClassifyConfig, quiet: bool = False) -> tuple[Classifi
             summary["targets"] = targets
             merge_lora(backbone)
         model.save_pretrained(tmp, tokenizer=tok, dtype=save_dtype)
-        summary["majority_label"] = names[majority]
+        if not multi:
+            summary["majority_label"] = names[majority]
         if report is not None:
             summary["validation"] = report.to_dict()
         args = {k: v for k, v in asdict(cfg).items() if k != "extra"}
