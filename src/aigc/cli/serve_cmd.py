@@ -38,6 +38,15 @@ def register(sub) -> None:
                         "the upstream's /v1/models is asked at start-up: one model is served as NAME; several as "
                         "NAME/<id> each and NAME for the first")
     p.add_argument("--cors-origin", action="append", default=None, help="allowed CORS origin (repeatable)")
+    p.add_argument("--moderation", default=None, choices=["off", "log", "warn", "block"],
+                   help="moderate inputs and outputs (also while streaming) with the local moderation model: log "
+                        "records flagged text, warn also marks the answer, block refuses flagged inputs and cuts "
+                        "flagged output (finish_reason content_filter). Default: the config file's mode, else off")
+    p.add_argument("--moderation-config", type=Path, default=None, metavar="FILE",
+                   help="YAML/JSON moderation settings: thresholds (per category), window_tokens, check_input, "
+                        "check_output, store_text (keep flagged text in the moderation log), mode")
+    p.add_argument("--moderation-model", type=Path, default=None, metavar="DIR",
+                   help="a moderation model trained by `aigc train moderation` (default: the bundled one)")
     p.add_argument("--redact-pii", default=None, metavar="WHERE",
                    help="replace personal data (e-mail, phone, ID and card numbers, IPs, names, addresses) with "
                         "placeholders in: logs, store (conversations saved redacted), remote (before a request "
@@ -70,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         "cors_origins": args.cors_origin, "database_url": args.database_url,
         "allowed_hosts": args.allowed_host, "rate_limit": args.rate_limit, "token_quota": args.token_quota,
         "redact_pii": None if args.redact_pii is None else parse_redaction(args.redact_pii),
+        "moderation": args.moderation, "moderation_config": args.moderation_config,
+        "moderation_model": args.moderation_model,
     }
     overrides = {k: v for k, v in fields.items() if v is not None}
     if args.insecure:

@@ -15,6 +15,8 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 
+import numpy as np
+
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
 _RUNS = re.compile(rf"[{_CJK}]+|[A-Za-z\u00c0-\u024f]+(?:'[a-z]+)?|\d+(?:[.,]\d+)*")
 _STOP = frozenset("a an and are as at be by for from has have in is it of on or that the to was were will with"
@@ -64,27 +66,49 @@ def tokens(text: str) -> list[str]:
 
 
 class BM25Index:
-    """Okapi BM25 (k1 1.5, b 0.75) over documents given as token lists, keyed by any id."""
+    """Okapi BM25 (k1 1.5, b 0.75) over documents given as token lists, keyed by any id.
+
+    Each posting's length-normalised term weight is computed once at build time and kept in numpy
+    arrays, so a query adds idf x weight for its terms into one score array and takes the top k:
+    a few milliseconds at 10k chunks instead of a Python loop over every posting."""
 
     def __init__(self, docs: Iterable[tuple[int, list[str]]], k1: float = 1.5, b: float = 0.75):
         self.k1, self.b = k1, b
-        self.postings: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        self.lengths: dict[int, int] = {}
+        keys: list[int] = []
+        lengths: list[int] = []
+        raw: dict[str, list[tuple[int, int]]] = defaultdict(list)
         for key, toks in docs:
-            self.lengths[key] = len(toks)
+            row = len(keys)
+            keys.append(key)
+            lengths.append(len(toks))
             for term, tf in Counter(toks).items():
-                self.postings[term].append((key, tf))
-        self.n = len(self.lengths)
-        self.avg = (sum(self.lengths.values()) / self.n) if self.n else 0.0
+                raw[term].append((row, tf))
+        self.n = len(keys)
+        self.avg = (sum(lengths) / self.n) if self.n else 0.0
+        self.keys = np.asarray(keys, dtype=np.int64)
+        self.lengths = dict(zip(keys, lengths, strict=True))
+        length = np.asarray(lengths, dtype=np.float32)
+        self.postings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for term, posting in raw.items():
+            rows = np.fromiter((r for r, _ in posting), dtype=np.int32, count=len(posting))
+            tf = np.fromiter((t for _, t in posting), dtype=np.float32, count=len(posting))
+            norm = tf + k1 * (1 - b + b * length[rows] / (self.avg or 1))
+            self.postings[term] = (rows, tf * (k1 + 1) / norm)
 
     def search(self, query: list[str], k: int = 20) -> list[tuple[int, float]]:
-        scores: dict[int, float] = defaultdict(float)
+        if not self.n:
+            return []
+        scores = np.zeros(self.n, dtype=np.float64)
         for term in set(query):
             posting = self.postings.get(term)
-            if not posting:
+            if posting is None:
                 continue
-            idf = math.log(1 + (self.n - len(posting) + 0.5) / (len(posting) + 0.5))
-            for key, tf in posting:
-                norm = tf + self.k1 * (1 - self.b + self.b * self.lengths[key] / (self.avg or 1))
-                scores[key] += idf * tf * (self.k1 + 1) / norm
-        return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:k]
+            rows, weights = posting
+            idf = math.log(1 + (self.n - len(rows) + 0.5) / (len(rows) + 0.5))
+            scores[rows] += idf * weights  # a term's rows are distinct: plain fancy-index add
+        hit = np.flatnonzero(scores)
+        if len(hit) > k:  # the k best, and anything tied with the k-th (ties go by key, as before)
+            kth = -np.partition(-scores[hit], k - 1)[k - 1]
+            hit = hit[scores[hit] >= kth]
+        best = sorted(((int(self.keys[i]), float(scores[i])) for i in hit), key=lambda kv: (-kv[1], kv[0]))
+        return best[:k]

@@ -16,6 +16,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,6 +42,10 @@ MIN_BM25 = 1.5
 STRONG_BM25 = 6.0
 MAX_NAME = 200
 EMBED_BATCH = 16  # chunks per embedding call: progress is reported between calls
+QUERY_CACHE_SIZE = 256  # recent query vectors (a chat searches the same follow-up query again on regenerate)
+_QUERY_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="aigc-kb-query")
+_QUERY_CACHE: dict[tuple[str, str], Any] = {}
+_QUERY_CACHE_LOCK = threading.Lock()
 
 
 class KnowledgeError(ValueError):
@@ -320,6 +325,18 @@ class KnowledgeStore:
 
     # ---- search -------------------------------------------------------------------------------
 
+    def _query_vector(self, query: str) -> Any:
+        key = (self.embedder.name, query)
+        with _QUERY_CACHE_LOCK:
+            cached = _QUERY_CACHE.get(key)
+        if cached is None:
+            cached = self.embedder.query(query)
+            with _QUERY_CACHE_LOCK:
+                _QUERY_CACHE[key] = cached
+                while len(_QUERY_CACHE) > QUERY_CACHE_SIZE:
+                    _QUERY_CACHE.pop(next(iter(_QUERY_CACHE)))
+        return cached
+
     def search(self, kb_ids: list[int], query: str, k: int = 5, *, rank_only: bool = False) -> list[Hit]:
         """The best chunks for `query`, fused; [] when none is relevant enough. `rank_only`: the
         ranking without the relevance bar (what a retrieval evaluation scores)."""
@@ -328,10 +345,15 @@ class KnowledgeStore:
             raise KnowledgeError("the query is empty")
         if not 1 <= k <= 100:
             raise KnowledgeError("k must be between 1 and 100")
-        kb_ids = self.check_access(kb_ids)
         with self.db.session() as s:
             versions = dict(s.execute(select(KnowledgeBase.id, KnowledgeBase.updated_at)
-                                      .where(KnowledgeBase.id.in_(kb_ids))).all())
+                                      .where(KnowledgeBase.id.in_(kb_ids), self._mine())).all())
+        missing = next((k for k in kb_ids if k not in versions), None)
+        if missing is not None:
+            raise NotFoundError("knowledge base", missing)
+        kb_ids = list(dict.fromkeys(kb_ids))
+        # The query's vector is computed in native code (the GIL is released) while BM25 runs here.
+        vector = _QUERY_POOL.submit(self._query_vector, query)
         lexical: dict[int, float] = {}
         q_tokens = tokens(query)
         for kb_id in kb_ids:
@@ -339,8 +361,7 @@ class KnowledgeStore:
                 lexical[chunk_id] = score
         with self.db.session() as s:
             conn = s.connection()
-            dense = dict(vectors.nearest(conn, vectors.backend_of(conn), kb_ids, self.embedder.query(query),
-                                         CANDIDATES))
+            dense = dict(vectors.nearest(conn, vectors.backend_of(conn), kb_ids, vector.result(), CANDIDATES))
         # Dense neighbours rank within the query's language and across it separately: e5 scores
         # text in the query's own language higher whatever it says, so one list would bury the
         # other language's best passage (an English question about a Chinese rule).

@@ -410,20 +410,22 @@ def examples(seed: int = 0) -> list[Example]:
                 out.append(Example(rng.choice(wraps).format(x=variant), labels, lang, "obfuscated"))
             out.append(Example(rng.choice(responses).format(x=text), labels, lang, "response"))
             harmful = sum(1 for e in out if e.language == lang and e.labels)
-        benign_out: list[Example] = []
+        # Hard benign: every text in every frame, its disguised forms, then more framings until
+        # there are at least as many distinct benign examples as harmful ones in this language.
+        benign_texts: dict[str, None] = {}
         for text in benign:
-            benign_out.append(Example(text, (), lang, "benign"))
+            benign_texts[text] = None
             for wrap in wraps[2:]:
-                benign_out.append(Example(wrap.format(x=text), (), lang, "benign"))
+                benign_texts[wrap.format(x=text)] = None
             for variant in obfuscate(text, rng):
-                benign_out.append(Example(variant, (), lang, "benign"))
-        rng.shuffle(benign_out)
-        # At least as many hard-benign examples as harmful ones, per language.
-        while len(benign_out) < harmful:
-            text = rng.choice(benign)
-            benign_out.append(Example(rng.choice(wraps).format(x=text) + rng.choice(["", " ", "！", "?"]), (), lang,
-                                      "benign"))
-        out += benign_out
+                benign_texts[variant] = None
+        tails = ["", " ", "!", "?", "…", " thanks", " 谢谢"] if lang == "en" else ["", "！", "？", "…", "呢", "啊", "，谢谢"]
+        attempts = 0
+        while len(benign_texts) < harmful and attempts < 100 * harmful:
+            attempts += 1
+            text = rng.choice(wraps).format(x=rng.choice(benign)) + rng.choice(tails)
+            benign_texts[text] = None
+        out += [Example(text, (), lang, "benign") for text in benign_texts]
     unique: dict[str, Example] = {}
     for e in out:
         unique.setdefault(e.text, e)

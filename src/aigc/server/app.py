@@ -19,7 +19,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from aigc.server import classify_routes, embeddings_routes, openai_routes, responses_routes
+from aigc.safety.events import ModerationLog
+from aigc.server import classify_routes, embeddings_routes, moderation_routes, openai_routes, responses_routes
 from aigc.server.app_http import BodyLimitMiddleware, SecurityHeadersMiddleware
 from aigc.server.app_routes import install_app
 from aigc.server.auth import AccessGate, AuthMiddleware
@@ -28,6 +29,7 @@ from aigc.server.embedding_backend import EmbeddingBackend
 from aigc.server.errors import APIError, install_error_handlers
 from aigc.server.local_backend import LocalBackend
 from aigc.server.metrics import ServerMetrics
+from aigc.server.moderation_guard import ModerationGuard, ModerationPolicy
 from aigc.server.remote import RemoteBackend, parse_remote_spec, resolve_remote
 from aigc.server.request_log import RequestLogMiddleware
 from aigc.server.text_check import TextCheckMiddleware
@@ -110,8 +112,14 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
     app.include_router(classify_routes.router)
     app.include_router(embeddings_routes.router)
     app.include_router(responses_routes.router)
+    app.include_router(moderation_routes.router)
     web = install_app(app, settings, backends)  # the web app: /api, /, /static (app_routes.py)
     gate = app.state.gate = AccessGate(settings, lambda: web.db)
+    policy = ModerationPolicy.load(settings.moderation, settings.moderation_config)
+    if policy.mode != "off":
+        backends.guard = ModerationGuard(policy, lambda: moderation_routes.moderator_of(app), metrics,
+                                         lambda event: ModerationLog(web.db).add(event))
+    app.state.moderation_policy = policy
 
     @app.get("/health", response_model=None)
     async def health() -> Response:

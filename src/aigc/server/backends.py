@@ -71,6 +71,8 @@ class ModelBackends:
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
         self._loaded = threading.Event()  # the loader thread went through its list
+        # Wraps every generative backend handed out (server/moderation_guard.py), when moderation is on.
+        self.guard: Any = None
         for b in backends:
             self.add(b)
 
@@ -170,7 +172,7 @@ class ModelBackends:
         backend = self.get(name)
         if not hasattr(backend, "chat"):
             raise self._wrong_route(backend)
-        return backend
+        return self.guard.wrap(backend) if self.guard is not None else backend
 
     def embedder(self, name: str) -> Any:
         """The backend for /v1/embeddings: a generative model (pooled) or an embedding model."""

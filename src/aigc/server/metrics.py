@@ -77,7 +77,18 @@ class ServerMetrics:
         self.generation_tokens = Counter(f"{PREFIX}_generation_tokens", "Tokens generated.", ["model"], registry=r)
         self.in_flight = Gauge(f"{PREFIX}_requests_in_flight", "Generation requests being answered "
                                "(local or proxied to a remote).", ["model"], registry=r)
+        # Moderation: checks by where the text came from (api | input | output) and flagged ones by
+        # category and what the policy did (none | log | warn | block).
+        self.moderation_checks = Counter(f"{PREFIX}_moderation_checks", "Texts moderated.", ["source"], registry=r)
+        self.moderation_flags = Counter(f"{PREFIX}_moderation_flagged", "Texts flagged, per category and action.",
+                                        ["source", "category", "action"], registry=r)
         r.register(_EngineStatsCollector(stats_source))
+
+    def moderation(self, results: list, source: str, action: str) -> None:
+        self.moderation_checks.labels(source).inc(len(results))
+        for result in results:
+            for category in result.flagged_categories:
+                self.moderation_flags.labels(source, category, action).inc()
 
     def observe(self, record: RequestRecord) -> None:
         status = CLIENT_CLOSED if record.disconnected else record.status

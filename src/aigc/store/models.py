@@ -281,3 +281,20 @@ class SupportSite(Base):
     handoff_on_no_source: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModerationEvent(Base):
+    """A flagged text (server/moderation_guard.py): where it was, what it was flagged for, what the
+    policy did; the text itself only when the policy keeps it."""
+
+    __tablename__ = "moderation_events"
+    __table_args__ = _NO_REUSE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(16))  # input | output | api
+    model: Mapped[str] = mapped_column(String(200), default="")
+    action: Mapped[str] = mapped_column(String(16))  # log | warn | block
+    categories: Mapped[list[str]] = mapped_column(JSON, default=list)
+    scores: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -17,10 +17,14 @@ export function messageNode(m, { dropped = false, actions = {} } = {}) {
   if (m.finish_reason === "error") head.append(h("span", { class: "badge err" }, t("msg.error")));
   if (m.finish_reason === "length") head.append(h("span", { class: "badge" }, t("msg.truncated")));
   if (m.finish_reason === "no_source") head.append(h("span", { class: "badge warn no-source" }, t("msg.no_source")));
+  const filtered = m.finish_reason === "content_filter";
+  if (filtered) head.append(h("span", { class: "badge err content-filter" }, t("msg.content_filter")));
   if (dropped) head.append(h("span", { class: "badge warn dropped-badge", title: t("msg.dropped.title") }, t("msg.dropped")));
   const body = h("div", { class: "msg-body" });
   body.append(renderMarkdown(m.content, t("msg.copy")));
   const main = h("div", { class: "msg-main" }, head, body);
+  // Blocked input (the refusal is the whole reply) or a reply cut mid-way: say which, plainly.
+  if (filtered) main.append(h("p", { class: "moderation-note" }, t("msg.content_filter.note")));
   if (role === "assistant" && Array.isArray(m.sources) && m.sources.length) main.append(sourcesList(m.sources));
   node.append(h("div", { class: "avatar", "aria-hidden": "true" }, role === "user" ? "U" : "AI"), main);
   if (m.id != null) {

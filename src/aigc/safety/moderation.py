@@ -1,0 +1,129 @@
+"""Moderation: category scores for a text, from our classifier and the lexicon layer.
+
+A category's score is the classifier's probability, raised to the lexicon's score when one of its
+phrases matched; it is flagged at or above its calibrated threshold (thresholds.json beside the
+model, chosen on a validation split by training/moderation.py). Results come in the shape of
+OpenAI's moderation API: all 13 categories; the two "threatening" ones, which the model does not
+learn separately, score as harassment/hate AND violence (the smaller of the two).
+
+A long text is read in overlapping windows of the model's length; each category takes its
+highest window, so harm at the end of a long answer is not diluted by the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aigc.safety.lexicon import LEXICON_SCORE, lexicon_hits, normalize
+from aigc.safety.moderation_data import LABELS
+
+CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening", "illicit", "illicit/violent",
+              "self-harm", "self-harm/intent", "self-harm/instructions", "sexual", "sexual/minors", "violence",
+              "violence/graphic")
+DERIVED = {"harassment/threatening": ("harassment", "violence"), "hate/threatening": ("hate", "violence")}
+DEFAULT_MODEL = "aigc-moderation"
+MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / DEFAULT_MODEL
+
+
+class ModerationError(ValueError):
+    """A moderation request that cannot be served (no model, bad input); the API answers 400."""
+
+
+@dataclass
+class ModerationResult:
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+    scores: dict[str, float]  # the model's own categories (LABELS), before the derived ones
+    lexicon: dict[str, str]  # categories the lexicon matched, with the phrase
+
+    @property
+    def flagged_categories(self) -> list[str]:
+        return [c for c in CATEGORIES if self.categories[c]]
+
+    def to_openai(self, input_type: str = "text") -> dict[str, Any]:
+        return {"flagged": self.flagged, "categories": self.categories,
+                "category_scores": {c: round(v, 6) for c, v in self.category_scores.items()},
+                "category_applied_input_types": {c: [input_type] for c in CATEGORIES}}
+
+
+class Moderator:
+    """Loads the classifier once; `check` is thread-safe (one forward at a time)."""
+
+    def __init__(self, model_dir: str | Path = MODEL_DIR, thresholds: dict[str, float] | None = None,
+                 max_length: int = 256, name: str = DEFAULT_MODEL):
+        from aigc.models.classifier import SequenceClassifier
+        from aigc.tokenizer import Tokenizer
+
+        folder = Path(model_dir)
+        if not (folder / "config.json").is_file():
+            raise ModerationError(f"no moderation model at {folder} (train it with `aigc train moderation`)")
+        self.name = name
+        self.model = SequenceClassifier.from_pretrained(folder)
+        if not self.model.multi_label or set(self.model.labels) != set(LABELS):
+            raise ModerationError(f"{folder}: not a moderation classifier (labels {self.model.labels})")
+        self.tokenizer = Tokenizer.from_dir(folder)
+        path = folder / "thresholds.json"
+        self.thresholds = thresholds or (json.loads(path.read_text(encoding="utf-8")) if path.is_file()
+                                         else {label: 0.5 for label in LABELS})
+        self.max_length = min(max_length, self.model.config.max_position_embeddings)
+        self._lock = threading.Lock()
+
+    def _windows(self, text: str) -> list[list[int]]:
+        ids = self.tokenizer.encode(text, add_special_tokens=True) or [self.model.pad_token_id]
+        n = self.max_length
+        if len(ids) <= n:
+            return [ids]
+        step = n // 2
+        return [ids[at:at + n] for at in range(0, len(ids) - step, step)]
+
+    def classifier_scores(self, texts: list[str]) -> list[dict[str, float]]:
+        from aigc.models.classifier import predict_probs
+
+        windows, owner = [], []
+        for i, text in enumerate(texts):
+            for w in self._windows(normalize(text)):  # as it was trained: the lexicon's normal form
+                windows.append(w)
+                owner.append(i)
+        with self._lock:
+            probs = predict_probs(self.model, windows, batch_size=16).tolist() if windows else []
+        out = [dict.fromkeys(self.model.labels, 0.0) for _ in texts]
+        for i, row in zip(owner, probs, strict=True):
+            for label, p in zip(self.model.labels, row, strict=True):
+                out[i][label] = max(out[i][label], p)
+        return out
+
+    def check(self, texts: list[str]) -> list[ModerationResult]:
+        results = []
+        for text, scores in zip(texts, self.classifier_scores(texts), strict=True):
+            hits = lexicon_hits(text)
+            for category in hits:
+                if category in scores:
+                    scores[category] = max(scores[category], LEXICON_SCORE)
+            results.append(self._result(scores, hits))
+        return results
+
+    def _result(self, scores: dict[str, float], hits: dict[str, str]) -> ModerationResult:
+        flags = {label: scores[label] >= self.thresholds.get(label, 0.5) for label in LABELS}
+        category_scores = {c: scores.get(c, 0.0) for c in CATEGORIES}
+        categories = {c: flags.get(c, False) for c in CATEGORIES}
+        for derived, (a, b) in DERIVED.items():
+            category_scores[derived] = min(scores[a], scores[b])
+            categories[derived] = flags[a] and flags[b]
+        return ModerationResult(any(categories.values()), categories, category_scores, scores, hits)
+
+
+_shared: dict[str, Moderator] = {}
+_shared_lock = threading.Lock()
+
+
+def default_moderator(model_dir: str | Path = MODEL_DIR) -> Moderator:
+    key = str(model_dir)
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = Moderator(model_dir)
+        return _shared[key]
