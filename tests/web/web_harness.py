@@ -34,10 +34,10 @@ class LiveServer:
 
 
 def start_server(tmp: Path, *, models: str | None = None, wait_for_model: bool = True,
-                 database_url: str | None = None) -> LiveServer:
+                 database_url: str | None = None, env_extra: dict[str, str] | None = None) -> LiveServer:
     port = free_port()
     env = {**os.environ, "AIGC_DATABASE_URL": database_url or f"sqlite:///{tmp}/web.db",
-           "PYTHONPATH": str(ROOT / "src"), "AIGC_LOG_LEVEL": "warning"}
+           "PYTHONPATH": str(ROOT / "src"), "AIGC_LOG_LEVEL": "warning", **(env_extra or {})}
     if models is not None:
         env["AIGC_MODELS"] = models
     log = tmp / "server.log"

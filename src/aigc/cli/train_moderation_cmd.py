@@ -25,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=float, default=8.0)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--recalibrate", action="store_true",
+                   help="keep the classifier a previous run in --out trained; calibrate, evaluate and publish again")
     p.set_defaults(func=run)
 
 
@@ -32,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from aigc.training.moderation import train_moderation
 
     report = train_moderation(args.out, publish=args.publish, base=args.base, data_dir=args.data, layers=args.layers,
-                              epochs=args.epochs, lr=args.lr, pretrain_steps=args.pretrain_steps, seed=args.seed)
+                              epochs=args.epochs, lr=args.lr, pretrain_steps=args.pretrain_steps, seed=args.seed,
+                              recalibrate=args.recalibrate)
     print(json.dumps({lang: {k: v for k, v in figures.items() if k != "categories"}
                       for lang, figures in report["languages"].items()}, ensure_ascii=False))
     return 0

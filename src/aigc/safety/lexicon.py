@@ -68,7 +68,7 @@ _RULES: dict[str, re.Pattern[str]] = {
         r"\bhow many .{1,30} to (?:die|never wake up|overdose)\b", r"怎么自杀", r"如何自杀", r"自杀(?:最|的)?(?:方法|不痛苦)",
         r"割腕怎么", r"怎么割腕", r"怎么上吊", r"教我.{0,4}上吊", r"吃多少.{0,8}(?:才能|就能|会)(?:死|再也醒不过来|醒不过来)"),
     "illicit/violent": _any(
-        r"\b(?:make|build|assemble|making|building) (?:a |an )?(?:pipe )?bomb\b", r"\bpipe bomb\b",
+        r"\b(?:make|build|assemble|making|building) (?:a |an )?(?:pipe )?bomb(?![-\w])", r"\bpipe bomb\b",
         r"\b(?:make|making) explosives?\b", r"\bnerve (?:gas|agent)\b", r"\buntraceable (?:gun|firearm)\b",
         r"\bhire (?:a )?hitman\b", r"\bpoison (?:someone|my \w+|him|her) without\b",
         r"(?:制作|制造|做|自制)(?:一个|个)?(?:土)?炸弹", r"土炸弹", r"(?:制作|制造|做)炸药", r"神经毒气", r"雇(?:个)?杀手", r"怎么下毒",

@@ -30,14 +30,15 @@ from aigc.safety.moderation_data import LABELS, build_dataset
 REPO = Path(__file__).resolve().parents[3]
 BASE = REPO / "models" / "aigc-poet-zh"
 FP_BUDGET = 0.02  # false-positive rate allowed on hard-benign validation examples, per category
+MIN_THRESHOLD = 0.2
 
 
-def write_splits(out: Path, seed: int = 0) -> dict[str, int]:
+def write_splits(out: Path, seed: int = 0, data_dir: Path | None = None) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = defaultdict(int)
     files = {s: open(out / f"{s}.jsonl", "w", encoding="utf-8") for s in ("train", "validation", "test")}
     try:
-        for r in build_dataset(seed):
+        for r in build_dataset(seed, data_dir):
             # The classifier reads the lexicon's normal form (disguises undone, one script, lower case).
             r = {**r, "original": r["text"], "text": normalize(str(r["text"]))}
             files[str(r["split"])].write(json.dumps(r, ensure_ascii=False) + "\n")
@@ -137,47 +138,66 @@ def read_split(path: Path) -> list[dict[str, Any]]:
 
 def calibrate(scores: list[dict[str, float]], records: list[dict[str, Any]], budget: float = FP_BUDGET
               ) -> dict[str, float]:
-    """Per category: the lowest threshold that keeps false positives on the examples without that
-    category (hard benign and other categories) at or under `budget`."""
+    """Per category, a threshold between the two populations of the validation split: above the
+    scores of all but `budget` of the examples without the category, below the scores of 98% of
+    those with it -- halfway where there is room, so new text has a margin on both sides."""
     thresholds = {}
     for label in LABELS:
         negatives = sorted((s[label] for s, r in zip(scores, records, strict=True) if label not in r["labels"]),
                            reverse=True)
+        positives = sorted(s[label] for s, r in zip(scores, records, strict=True) if label in r["labels"])
         allowed = int(budget * len(negatives))
-        # Flag strictly above the (allowed+1)-th highest negative score.
-        cut = negatives[allowed] if allowed < len(negatives) else 0.0
-        thresholds[label] = round(min(0.99, max(0.05, cut + 1e-4)), 4)
+        low = negatives[allowed] if allowed < len(negatives) else 0.0  # flag strictly above this negative
+        high = positives[int(0.02 * len(positives))] if positives else 1.0
+        threshold = (low + high) / 2 if high > low else low + 1e-4
+        # Never below MIN_THRESHOLD: a near-zero cut that the validation split allows would flag new
+        # text the model is merely unsure about.
+        thresholds[label] = round(min(0.9, max(MIN_THRESHOLD, threshold)), 4)
     return thresholds
 
 
 def evaluate(scores: list[dict[str, float]], records: list[dict[str, Any]], thresholds: dict[str, float]
              ) -> dict[str, Any]:
-    """Recall on harmful and false-positive rate on hard benign, per language, overall and per category."""
+    """Recall on harmful, false positives on hard benign and on everyday text, per language,
+    overall and per category."""
     report: dict[str, Any] = {"examples": len(records), "languages": {}}
+
+    def flagged(s: dict[str, float]) -> bool:
+        return any(s[label] >= thresholds[label] for label in LABELS)
+
     for lang in sorted({r["language"] for r in records}):
         rows = [(s, r) for s, r in zip(scores, records, strict=True) if r["language"] == lang]
-        harmful = [(s, r) for s, r in rows if r["labels"]]
-        benign = [(s, r) for s, r in rows if not r["labels"]]
-
-        def flagged(s: dict[str, float]) -> bool:
-            return any(s[label] >= thresholds[label] for label in LABELS)
-
+        harmful = [s for s, r in rows if r["labels"]]
+        benign = [s for s, r in rows if not r["labels"] and r.get("source") != "everyday"]
+        everyday = [s for s, r in rows if r.get("source") == "everyday"]
         per_category = {}
         for label in LABELS:
             pos = [s for s, r in rows if label in r["labels"]]
-            neg = [s for s, r in benign]
             per_category[label] = {
                 "support": len(pos),
                 "recall": round(sum(s[label] >= thresholds[label] for s in pos) / len(pos), 4) if pos else None,
-                "false_positive_rate_on_benign": round(sum(s[label] >= thresholds[label] for s in neg) / len(neg), 4)
-                if neg else None}
+                "false_positive_rate_on_benign": round(sum(s[label] >= thresholds[label] for s in benign)
+                                                       / len(benign), 4) if benign else None}
         report["languages"][lang] = {
-            "harmful": len(harmful), "hard_benign": len(benign),
-            "recall": round(sum(flagged(s) for s, _ in harmful) / len(harmful), 4),
-            "false_positive_rate": round(sum(flagged(s) for s, _ in benign) / len(benign), 4),
+            "harmful": len(harmful), "hard_benign": len(benign), "everyday": len(everyday),
+            "recall": round(sum(map(flagged, harmful)) / len(harmful), 4),
+            "false_positive_rate": round(sum(map(flagged, benign)) / len(benign), 4),
+            "everyday_false_positive_rate": round(sum(map(flagged, everyday)) / len(everyday), 4) if everyday else None,
             "categories": per_category,
         }
     return report
+
+
+def unseen_check(moderator: Any) -> dict[str, Any]:
+    """Texts written apart from the seeds (moderation_data.UNSEEN_*): flagged share of each."""
+    from aigc.safety.moderation_data import UNSEEN_BENIGN, UNSEEN_HARMFUL
+
+    benign = moderator.check(UNSEEN_BENIGN)
+    harmful = moderator.check([t for t, _ in UNSEEN_HARMFUL])
+    return {"benign": len(benign), "benign_flagged": round(sum(r.flagged for r in benign) / len(benign), 4),
+            "harmful": len(harmful), "harmful_flagged": round(sum(r.flagged for r in harmful) / len(harmful), 4),
+            "missed": [t for (t, _), r in zip(UNSEEN_HARMFUL, harmful, strict=True) if not r.flagged],
+            "false_alarms": [t for t, r in zip(UNSEEN_BENIGN, benign, strict=True) if r.flagged]}
 
 
 def model_card(report: dict[str, Any], thresholds: dict[str, float]) -> str:
@@ -207,12 +227,17 @@ def model_card(report: dict[str, Any], thresholds: dict[str, float]) -> str:
         f"{len(BENIGN_ZH)} Chinese seeds",
         "  (medicine, history, fiction, security education, cooking with knives, killing processes, games,",
         "  idioms such as 笑死我了, asking how to help someone at risk), in every framing.",
+        "- Everyday text labelled benign, so ordinary messages are not mistaken for the seeds' opposite:",
+        "  Tatoeba sentences (CC-BY 2.0 FR) and review sentences from the shared data, without lines the",
+        "  lexicon flags.",
         f"- Splits (stratified by language and category): {report['data']}.", "",
         "## Evaluation (held-out test split)", "",
-        "| language | harmful | recall | hard benign | false positives |", "|---|---|---|---|---|",
+        "| language | harmful | recall | hard benign | false positives | everyday | false positives |",
+        "|---|---|---|---|---|---|---|",
     ]
     for lang, f in report["languages"].items():
-        lines.append(f"| {lang} | {f['harmful']} | {f['recall']:.3f} | {f['hard_benign']} | {f['false_positive_rate']:.3f} |")
+        lines.append(f"| {lang} | {f['harmful']} | {f['recall']:.3f} | {f['hard_benign']} | {f['false_positive_rate']:.3f} "
+                     f"| {f['everyday']} | {f['everyday_false_positive_rate']} |")
     lines += ["", "Per category (recall on examples of the category; false positives on hard benign):", "",
               "| category | " + " | ".join(f"{lang} recall | {lang} FP" for lang in report["languages"]) + " |",
               "|---|" + "---|---|" * len(report["languages"])]
@@ -223,23 +248,31 @@ def model_card(report: dict[str, Any], thresholds: dict[str, float]) -> str:
             cells += ["-" if c["recall"] is None else f"{c['recall']:.3f}",
                       "-" if c["false_positive_rate_on_benign"] is None else f"{c['false_positive_rate_on_benign']:.3f}"]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    unseen = report.get("unseen")
+    if unseen:
+        lines += ["", "Texts written apart from the seeds and never trained on (`UNSEEN_*` in the data module): "
+                  f"{unseen['harmful_flagged']:.0%} of {unseen['harmful']} harmful ones flagged, "
+                  f"{unseen['benign_flagged']:.0%} of {unseen['benign']} ordinary ones flagged."]
     lines += ["", "## Limits", "",
-              "The test split shares seeds with training (different framings and disguises): the figures say how",
-              "well the model holds up to rephrasing and obfuscation, not to harms no seed describes. Long texts are",
-              "read in overlapping windows of the model's length. Image inputs are not supported.", ""]
+              "The test split shares seeds with training (different framings and disguises): its figures say how",
+              "well the model holds up to rephrasing and obfuscation of what the seeds describe. On text phrased",
+              "as no seed is (the line above) it misses much more: a 2-layer base pretrained for minutes on a few",
+              "million tokens knows little of either language. Use `block` where the seeds' harms are the concern,",
+              "and grow the seeds (or the base) for more. Long texts are read in overlapping windows of the model's",
+              "length. Image inputs are not supported.", ""]
     return "\n".join(lines)
 
 
 def train_moderation(out: Path, *, publish: Path | None = None, base: str = "bilingual", data_dir: Path | None = None,
                      layers: int = 2, epochs: float = 8.0, lr: float = 2e-3, batch_size: int = 32,
-                     max_length: int = 128, pretrain_steps: int = 400, seed: int = 0,
+                     max_length: int = 128, pretrain_steps: int = 400, seed: int = 0, recalibrate: bool = False,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     from aigc.safety.moderation import Moderator
     from aigc.training.classify import ClassifyConfig, train_classifier
 
     started = time.time()
     data = out / "data"
-    counts = write_splits(data, seed)
+    counts = write_splits(data, seed, data_dir)
     log(f"data: {counts}")
     if base == "poet":
         base_dir = truncated_base(BASE, out / "base", layers)
@@ -253,7 +286,10 @@ def train_moderation(out: Path, *, publish: Path | None = None, base: str = "bil
     cfg = ClassifyConfig(base=str(base_dir), data=data / "train.jsonl", out=clf_dir, label_field="labels",
                          epochs=epochs, lr=lr, batch_size=batch_size, max_length=max_length, val_fraction=0.0,
                          seed=seed, device="cpu", force=True, weight_decay=0.01)
-    _, summary = train_classifier(cfg, quiet=True)
+    if recalibrate and (clf_dir / "eval_results.json").exists():  # keep the trained classifier
+        summary = json.loads((clf_dir / "eval_results.json").read_text(encoding="utf-8"))
+    else:
+        _, summary = train_classifier(cfg, quiet=True)
     log(f"classify: {summary['steps']} steps in {summary['train_seconds']} s, loss {summary['final_loss']}")
     moderator = Moderator(clf_dir, thresholds={label: 0.5 for label in LABELS})
     validation, test = read_split(data / "validation.jsonl"), read_split(data / "test.jsonl")
@@ -264,6 +300,7 @@ def train_moderation(out: Path, *, publish: Path | None = None, base: str = "bil
     test_scores = [r.scores for r in moderator.check([x["original"] for x in test])]
     report = evaluate(test_scores, test, thresholds)
     report["validation"] = evaluate(val_scores, validation, thresholds)["languages"]
+    report["unseen"] = unseen_check(moderator)
     report["data"] = counts
     report["base"] = base_note
     report["train_seconds"] = summary["train_seconds"]
@@ -272,7 +309,8 @@ def train_moderation(out: Path, *, publish: Path | None = None, base: str = "bil
                                               encoding="utf-8")
     for lang, figures in report["languages"].items():
         log(f"test {lang}: recall {figures['recall']:.3f} on {figures['harmful']} harmful, false positives "
-            f"{figures['false_positive_rate']:.3f} on {figures['hard_benign']} hard benign")
+            f"{figures['false_positive_rate']:.3f} on {figures['hard_benign']} hard benign, "
+            f"{figures['everyday_false_positive_rate']} on {figures['everyday']} everyday texts")
     if publish is not None:
         tmp = publish.with_name(publish.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)

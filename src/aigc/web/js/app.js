@@ -7,6 +7,7 @@ import { applyIcons } from "./icons.js";
 import { initChat, openConversation, refreshList, showError } from "./chat.js";
 import { initKnowledge, loadKnowledge } from "./knowledge.js";
 import { initStudio, loadTemplates } from "./studio.js";
+import { initModeration } from "./moderation.js";
 import { hideSupport, initSupport, loadSupport } from "./support.js";
 
 let studioLoaded = false;
@@ -48,6 +49,7 @@ async function main() {
   initStudio();
   initKnowledge();
   initSupport();
+  initModeration();
   await initChat();
   document.body.dataset.ready = "1";
 }

@@ -114,6 +114,7 @@ function renderMain() {
     h("div", { class: "section-label" }, t("studio.output")),
     h("div", { class: `output-box msg-body${running ? " cursor" : ""}`, id: "studio-output" },
       renderOutput()),
+    state.filtered ? h("p", { class: "moderation-note", id: "studio-moderation" }, t("msg.content_filter.note")) : null,
     state.sources ? renderSources(state.sources) : null,
   ];
   main.replaceChildren(...parts.filter(Boolean));
@@ -168,6 +169,7 @@ async function run() {
   state.output = "";
   state.outputJson = Boolean(state.json && tpl.output_schema);
   state.sources = null;
+  state.filtered = false;
   state.run = { controller: new AbortController(), prompt: "", model: null };
   renderMain();
   const out = () => $("#studio-output");
@@ -191,6 +193,8 @@ async function run() {
         }
       } else if (event.type === "error") {
         toast(event.error?.message || t("error.generic"), true);
+      } else if (event.type === "done" && event.finish_reason === "content_filter") {
+        state.filtered = true; // the run was refused or cut by moderation: say so under the output
       }
     }, state.run.controller.signal);
   } catch (e) {
