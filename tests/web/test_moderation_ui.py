@@ -28,7 +28,7 @@ def test_a_blocked_turn_is_shown_and_logged(page, moderated_server):
     shot(page, "moderation-blocked-turn")
     page.fill("#prompt", "What is the capital of France?")
     page.press("#prompt", "Enter")
-    page.wait_for_function("document.querySelectorAll(\".msg.assistant:not([data-id=''])\").length >= 2 && "
+    page.wait_for_function("() => document.querySelectorAll(\".msg.assistant:not([data-id=''])\").length >= 2 && "
                            "!document.body.classList.contains('streaming')", timeout=120_000)
     assert page.locator(".msg.assistant").last.locator(".content-filter").count() == 0  # ordinary turns pass
     page.click("#open-moderation")
