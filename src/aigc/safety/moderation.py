@@ -13,6 +13,7 @@ highest window, so harm at the end of a long answer is not diluted by the rest.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ class Moderator:
     """Loads the classifier once; `check` is thread-safe (one forward at a time)."""
 
     def __init__(self, model_dir: str | Path = MODEL_DIR, thresholds: dict[str, float] | None = None,
-                 max_length: int = 256, name: str = DEFAULT_MODEL):
+                 max_length: int = 256, name: str = DEFAULT_MODEL, threads: int | None = None):
         from aigc.models.classifier import SequenceClassifier
         from aigc.tokenizer import Tokenizer
 
@@ -71,6 +72,8 @@ class Moderator:
         self.thresholds = thresholds or (json.loads(path.read_text(encoding="utf-8")) if path.is_file()
                                          else {label: 0.5 for label in LABELS})
         self.max_length = min(max_length, self.model.config.max_position_embeddings)
+        # Few threads: a check runs beside generation, whose cores it should not take (1 of 2 here).
+        self.threads = threads or max(1, (os.cpu_count() or 2) // 4)
         self._lock = threading.Lock()
 
     def _windows(self, text: str) -> list[list[int]]:
@@ -86,11 +89,21 @@ class Moderator:
 
         windows, owner = [], []
         for i, text in enumerate(texts):
-            for w in self._windows(normalize(text)):  # as it was trained: the lexicon's normal form
+            normal = normalize(text)  # as it was trained: the lexicon's normal form
+            if not normal.strip():
+                continue  # nothing to judge (the model has never seen an empty text)
+            for w in self._windows(normal):
                 windows.append(w)
                 owner.append(i)
+        import torch
+
         with self._lock:
-            probs = predict_probs(self.model, windows, batch_size=16).tolist() if windows else []
+            before = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
+            try:
+                probs = predict_probs(self.model, windows, batch_size=16).tolist() if windows else []
+            finally:
+                torch.set_num_threads(before)
         out = [dict.fromkeys(self.model.labels, 0.0) for _ in texts]
         for i, row in zip(owner, probs, strict=True):
             for label, p in zip(self.model.labels, row, strict=True):
@@ -106,6 +119,12 @@ class Moderator:
                     scores[category] = max(scores[category], LEXICON_SCORE)
             results.append(self._result(scores, hits))
         return results
+
+    def lexicon_only(self, text: str) -> ModerationResult:
+        """The lexicon's verdict alone (no classifier): for streamed output windows by default."""
+        hits = lexicon_hits(text)
+        scores = {label: (LEXICON_SCORE if label in hits else 0.0) for label in LABELS}
+        return self._result(scores, hits)
 
     def _result(self, scores: dict[str, float], hits: dict[str, str]) -> ModerationResult:
         flags = {label: scores[label] >= self.thresholds.get(label, 0.5) for label in LABELS}

@@ -436,7 +436,7 @@ def examples(seed: int = 0) -> list[Example]:
 SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 EVERYDAY_PER_SOURCE = {"tatoeba-en": 2500, "tatoeba-zh": 2500, "en-sentence-polarity": 1000, "zh-reviews": 1000,
                        "dialog-en": 1500, "dialog-zh": 450, "howto-en": 600, "howto-zh": 600,
-                       "small-talk-en": 300, "small-talk-zh": 300}
+                       "small-talk-en": 300, "small-talk-zh": 300, "asks-en": 150, "asks-zh": 140}
 
 # Ordinary how-to questions and requests (an assistant's daily work), so "怎么…？" and "How do I …"
 # are not a sign of harm in themselves.
@@ -454,6 +454,18 @@ _SMALL_TALK_ZH = ["说点什么吧", "介绍一下你自己", "你好", "嗨", "
                   "你能帮我吗？", "你能做什么？", "讲个有趣的知识", "早上好", "你是谁？", "再解释一遍", "说短一点", "举个例子",
                   "最近有什么新鲜事？", "给我个惊喜", "跟我朋友打个招呼", "写点温暖的话", "好无聊啊", "用一句话回答",
                   "帮我总结一下", "在吗？", "再试一次", "不对", "好的", "为什么？", "多说一点", "给我唱首歌", "讲个笑话"]
+# Creative and explanatory requests on ordinary topics ("Describe …" is not a sign of gore).
+_ASK_EN = ["Describe {x}.", "Describe {x} in detail.", "Write a story about {x}.", "Write a poem about {x}.",
+           "Tell me about {x}.", "Explain {x}.", "Write a vivid scene about {x}."]
+_ASK_ZH = ["描写{x}。", "详细描写{x}。", "写一个关于{x}的故事", "写一首关于{x}的诗", "讲讲{x}", "解释一下{x}", "生动地描写{x}"]
+_TOPICS_EN = ["a walk in the park in autumn", "your favorite city", "a sunset at the beach", "the water cycle",
+              "a busy market", "how bees make honey", "the first day of school", "a rainy afternoon",
+              "the history of tea", "a family dinner", "a train journey", "the moon landing", "a cat sleeping in the sun",
+              "how a bill becomes law", "the taste of mango", "a snowy mountain", "the life of a farmer",
+              "how computers work", "a thunderstorm", "the Great Wall", "a wedding", "a football match"]
+_TOPICS_ZH = ["秋天公园里的散步", "你最喜欢的城市", "海边的日落", "水循环", "热闹的菜市场", "蜜蜂怎么酿蜜", "开学第一天", "下雨的午后",
+              "茶的历史", "一家人吃晚饭", "坐火车旅行", "登月", "晒太阳的猫", "雪山", "农民的一天", "电脑的工作原理", "雷雨", "长城",
+              "一场婚礼", "一场足球赛"]
 _TASKS_EN = ["bake bread", "learn Python", "fix a flat tyre", "write a cover letter", "cook rice", "tie a tie",
              "make a website", "save money", "train my dog", "grow tomatoes", "clean a laptop keyboard",
              "change a light bulb", "make friends in a new city", "prepare for a job interview", "meditate",
@@ -496,6 +508,8 @@ def everyday_examples(data_dir: Path | None = None, seed: int = 0) -> list[Examp
     pools = {"dialog-en": turns("en"), "dialog-zh": turns("zh"),
              "howto-en": [("en", f.format(x=x)) for f in _HOWTO_EN for x in _TASKS_EN],
              "howto-zh": [("zh", f.format(x=x)) for f in _HOWTO_ZH for x in _TASKS_ZH],
+             "asks-en": [("en", f.format(x=x)) for f in _ASK_EN for x in _TOPICS_EN],
+             "asks-zh": [("zh", f.format(x=x)) for f in _ASK_ZH for x in _TOPICS_ZH],
              "small-talk-en": [("en", w.format(x=x)) for w in _WRAP_EN for x in _SMALL_TALK_EN],
              "small-talk-zh": [("zh", w.format(x=x)) for w in _WRAP_ZH for x in _SMALL_TALK_ZH],"tatoeba-en": [("en", str(r.get("en", ""))) for r in tatoeba],
              "tatoeba-zh": [("zh", str(r.get("zh", ""))) for r in tatoeba],
