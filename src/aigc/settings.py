@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     # Where personal data is replaced by placeholders: logs (default), store (conversations are
     # saved redacted), remote (requests to --remote backends; the reply's placeholders restored).
     redact_pii: list[str] = Field(default_factory=lambda: ["logs"])
+    serve_kb_embedder: bool = True  # multilingual-e5-small (the knowledge bases' embedder) on /v1/embeddings
     moderation_model: Path | None = None  # default: the bundled models/aigc-moderation
     moderation: str | None = None  # off | log | warn | block (default: the config file's, else off)
     moderation_config: Path | None = None  # YAML/JSON: thresholds, window_tokens, check_input/output, store_text

@@ -94,7 +94,19 @@ def test_served_by_v1_embeddings_and_refused_for_chat(tmp_path, monkeypatch):
         assert app.state.backends.wait_loaded(120) and not app.state.backends.failed
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0)
         model = str(folder)
-        assert {m.id: m.owned_by for m in client.models.list()} == {model: "aigc-embedding"}
+        listed = {m.id: m.owned_by for m in client.models.list()}
+        assert listed[model] == "aigc-embedding"
+        assert listed["multilingual-e5-small"] == "aigc-embedding"  # the knowledge bases' embedder, served too
+        e5 = client.embeddings.create(model="multilingual-e5-small", input=["退货政策", "return policy"],
+                                      encoding_format="float")
+        from aigc.knowledge.embedder import default_embedder
+
+        np.testing.assert_allclose(e5.data[0].embedding, default_embedder().passages(["退货政策"])[0], atol=1e-6)
+        query = client.embeddings.create(model="multilingual-e5-small", input="退货政策", encoding_format="float",
+                                         extra_body={"input_type": "query"})
+        np.testing.assert_allclose(query.data[0].embedding, default_embedder().query("退货政策"), atol=1e-6)
+        with pytest.raises(openai.BadRequestError):
+            client.embeddings.create(model="multilingual-e5-small", input=[[1, 2, 3]])
         out = client.embeddings.create(model=model, input=["hello world", "退货政策"])  # base64 by default
         assert [len(d.embedding) for d in out.data] == [32, 32] and out.usage.prompt_tokens == 4 + 6
         np.testing.assert_allclose(out.data[0].embedding, reference(folder, "hello world", "mean"), atol=1e-5)

