@@ -54,6 +54,13 @@ def widget(server, key: str, origin: str | None = SHOP, token: str | None = None
     return httpx.Client(base_url=f"{server.url}/widget/v1/sites/{key}", headers=headers, timeout=60)
 
 
+def open_visitor(server, key: str) -> tuple[int, str]:
+    """A new visitor of the site, as the widget starts one: (conversation id, visitor token)."""
+    with closing(widget(server, key)) as w:
+        opened = w.post("/conversations").json()
+    return opened["conversation_id"], opened["token"]
+
+
 def test_sites_are_validated_and_carry_their_embed_code(app_server, http, site):
     assert site["origins"] == [SHOP]  # normalised as browsers send Origin
     assert site["public_key"].startswith("site_")
@@ -100,9 +107,7 @@ def test_widget_cors_is_scoped_to_the_site(app_server, site):
 def test_a_visitor_gets_grounded_answers_and_a_person_on_request(app_server, http, site):
     server, engine = app_server
     key = site["public_key"]
-    with closing(widget(server, key)) as w:
-        opened = w.post("/conversations").json()
-    cid, token = opened["conversation_id"], opened["token"]
+    cid, token = open_visitor(server, key)
     with closing(widget(server, key, token=token)) as w:
         events = events_of(w.post(f"/conversations/{cid}/messages", json={"content": "退货政策是什么？"}))
         done = events[-1]
@@ -151,9 +156,7 @@ def test_a_visitor_gets_grounded_answers_and_a_person_on_request(app_server, htt
 def test_no_source_hands_off_and_visitors_are_rate_limited(app_server, http, site):
     server, engine = app_server
     key = site["public_key"]
-    with closing(widget(server, key)) as w:
-        opened = w.post("/conversations").json()
-    cid, token = opened["conversation_id"], opened["token"]
+    cid, token = open_visitor(server, key)
     with closing(widget(server, key, token=token)) as w:
         before = len(engine.requests)
         reply = events_of(w.post(f"/conversations/{cid}/messages",
@@ -194,12 +197,9 @@ def test_the_queue_is_for_staff_and_the_sites_owner(tmp_path):
         with closing(login("owner")) as owner, closing(login("agent")) as agent, \
                 closing(login("stranger")) as stranger:
             s = owner.post("/api/support/sites", json={"name": "shop", "origins": [SHOP]}).json()
-            with closing(widget(server, s["public_key"])) as w:
-                opened = w.post("/conversations").json()
-            with closing(widget(server, s["public_key"], token=opened["token"])) as w:
-                events_of(w.post(f"/conversations/{opened['conversation_id']}/handoff"
-                                 .replace("/handoff", "/messages"), json={"content": "talk to a person"}))
-            cid = opened["conversation_id"]
+            cid, token = open_visitor(server, s["public_key"])
+            with closing(widget(server, s["public_key"], token=token)) as w:
+                events_of(w.post(f"/conversations/{cid}/messages", json={"content": "talk to a person"}))
             assert [q["id"] for q in agent.get("/api/support/queue").json()["data"]] == [cid]
             assert stranger.get("/api/support/queue").json()["data"] == []
             error_of(stranger.get(f"/api/support/conversations/{cid}"), 404)

@@ -13,14 +13,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "apps"), str(TESTS / "server")]
 
 from app_harness import SCRIPTED, events_of, scripted_server  # noqa: E402
-from server_harness import ServerThread  # noqa: E402
+from server_harness import ServerThread, scripted_chat_upstream  # noqa: E402
 
 from aigc.safety.moderation import MODEL_DIR, default_moderator  # noqa: E402
 from aigc.safety.moderation_data import build_dataset  # noqa: E402
@@ -112,32 +110,8 @@ def test_the_web_app_marks_blocked_turns_and_admins_see_the_log(guarded):
         assert {e["source"] for e in log["data"]} >= {"input", "output"} and all(e["text"] is None for e in log["data"])
 
 
-def _upstream() -> FastAPI:
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> StreamingResponse:
-        await request.json()
-
-        def chunk(**delta) -> str:
-            finish = delta.pop("finish", None)
-            return "data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "model": "m", "choices": [
-                {"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
-
-        async def events():
-            yield chunk(role="assistant")
-            for piece in SAFE + HARMFUL:
-                yield chunk(content=piece)
-            yield chunk(finish="stop")
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
-
-    return app
-
-
 def test_the_same_through_a_remote_backend():
-    upstream = ServerThread(_upstream()).start()
+    upstream = ServerThread(scripted_chat_upstream(SAFE + HARMFUL)).start()
     proxy = ServerThread(create_app(Settings(models=[], remotes=[f"cloud={upstream.url}/v1,model=m"],
                                              moderation="block"))).start()
     try:

@@ -11,14 +11,12 @@ from pathlib import Path
 
 import openai
 import pytest
-from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "apps"), str(TESTS / "server")]
 
 from app_harness import events_of, scripted_server  # noqa: E402
-from server_harness import ServerThread  # noqa: E402
+from server_harness import ServerThread, scripted_chat_upstream  # noqa: E402
 
 from aigc.safety.log_redaction import RedactingFilter, install_log_redaction  # noqa: E402
 from aigc.safety.policy import parse_redaction  # noqa: E402
@@ -49,34 +47,9 @@ def test_a_chat_message_is_stored_redacted(tmp_path):
         server.stop()
 
 
-def _scripted_upstream(seen: list[dict]) -> FastAPI:
-    """An OpenAI-compatible upstream that records what it was sent and names the placeholder back."""
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request) -> StreamingResponse:
-        seen.append(await request.json())
-
-        def chunk(**delta) -> str:
-            finish = delta.pop("finish", None)
-            return "data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "model": "m", "choices": [
-                {"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
-
-        async def events():
-            yield chunk(role="assistant")
-            for piece in ("好的，我们会打 [PHO", "NE_1] 联系您，", "证件 [CN_ID_1] 已核对。"):
-                yield chunk(content=piece)
-            yield chunk(finish="stop")
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
-
-    return app
-
-
 def test_a_remote_sees_placeholders_and_the_user_sees_their_data():
     seen: list[dict] = []
-    upstream = ServerThread(_scripted_upstream(seen)).start()
+    upstream = ServerThread(scripted_chat_upstream(["好的，我们会打 [PHO", "NE_1] 联系您，", "证件 [CN_ID_1] 已核对。"], seen)).start()
     proxy = ServerThread(create_app(Settings(models=[], remotes=[f"cloud={upstream.url}/v1,model=m"],
                                              redact_pii=["remote"]))).start()
     try:

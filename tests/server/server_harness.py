@@ -7,12 +7,15 @@ tokenizes and the default ChatML template renders; its outputs are gibberish but
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
 
 import torch
 import uvicorn
+from fastapi import FastAPI, Request  # at module level: the route's annotations resolve here
+from fastapi.responses import StreamingResponse
 from tokenizers import Tokenizer as Backend
 from tokenizers import decoders, models, pre_tokenizers
 
@@ -91,3 +94,31 @@ def tiny_app(*, max_concurrency: int = 8, max_queue: int = 16, ctx: int = 512, r
     engine.start()
     backends = ModelBackends([LocalBackend(TINY, engine, tokenizer, max_context=engine.max_context), *(remotes or [])])
     return create_app(Settings(models=[], **settings), backends)
+
+
+def scripted_chat_upstream(pieces: list[str], seen: list[dict] | None = None):
+    """An OpenAI-compatible upstream (for `--remote`) whose chat completions stream `pieces` and
+    stop; each request body it receives is appended to `seen`."""
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> StreamingResponse:
+        body = await request.json()
+        if seen is not None:
+            seen.append(body)
+
+        def chunk(**delta) -> str:
+            finish = delta.pop("finish", None)
+            return "data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "model": "m", "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n"
+
+        async def events():
+            yield chunk(role="assistant")
+            for piece in pieces:
+                yield chunk(content=piece)
+            yield chunk(finish="stop")
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app

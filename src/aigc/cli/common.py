@@ -73,6 +73,12 @@ def load(args: argparse.Namespace):
     return load_model(args.model, models_dir=settings.models_dir, dtype=settings.dtype, quantize=settings.quantize)
 
 
+def add_database_arg(p: argparse.ArgumentParser) -> None:
+    """--database-url, read by `open_database`."""
+    p.add_argument("--database-url", default=None,
+                   help="the server's database (default: AIGC_DATABASE_URL, else sqlite:///aigc.db)")
+
+
 def open_database(args: argparse.Namespace):
     """The server's app database, as `aigc serve` would open it: --database-url, else
     AIGC_DATABASE_URL, else the default (for the commands that manage users and knowledge bases)."""

@@ -15,12 +15,14 @@ from pathlib import Path
 
 
 def register(sub) -> None:
+    from aigc.cli.common import add_database_arg
+
     p = sub.add_parser("retrieval", help="recall@1/3/5 and MRR of a knowledge base on labelled questions")
     p.add_argument("--kb", required=True, help="knowledge base name")
     p.add_argument("--questions", required=True, type=Path, help="JSONL: {question, document, history?, kind?}")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
-    p.add_argument("--database-url", default=None)
-    p.add_argument("--user", default=None)
+    add_database_arg(p)
+    p.add_argument("--user", default=None, help="act for this account (default: no account)")
     p.set_defaults(func=run)
 
 

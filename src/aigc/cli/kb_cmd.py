@@ -23,9 +23,10 @@ def register(sub) -> None:
     k = kb.add_subparsers(dest="kb_command", metavar="COMMAND")
     k.required = True
 
+    from aigc.cli.common import add_database_arg
+
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--database-url", default=None,
-                       help="the server's database (default: AIGC_DATABASE_URL, else sqlite:///aigc.db)")
+        add_database_arg(p)
         p.add_argument("--user", default=None, help="act for this account (default: no account)")
 
     p = k.add_parser("create", help="create a knowledge base")

@@ -16,12 +16,9 @@ import getpass
 import sys
 
 
-def _db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--database-url", default=None,
-                   help="the server's database (default: AIGC_DATABASE_URL, else sqlite:///aigc.db)")
-
-
 def register(sub) -> None:
+    from aigc.cli.common import add_database_arg
+
     users = sub.add_parser("users", help="manage accounts (users and admins) of the web app and API")
     u = users.add_subparsers(dest="users_command", metavar="COMMAND")
     u.required = True
@@ -32,25 +29,25 @@ def register(sub) -> None:
                    help="customer-service staff: answers the hand-off queue of every support site")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.add_argument("--no-password", action="store_true", help="no web login: API keys only")
-    _db_arg(p)
+    add_database_arg(p)
     p.set_defaults(func=_add)
     p = u.add_parser("list", help="list users")
-    _db_arg(p)
+    add_database_arg(p)
     p.set_defaults(func=_list)
     p = u.add_parser("remove", help="remove a user and everything they own")
     p.add_argument("name")
-    _db_arg(p)
+    add_database_arg(p)
     p.set_defaults(func=_remove)
     p = u.add_parser("set-password", help="set a user's password (logs them out everywhere)")
     p.add_argument("name")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    _db_arg(p)
+    add_database_arg(p)
     p.set_defaults(func=_set_password)
     p = u.add_parser("set-limits", help="override the server's rate limit or token quota for one user")
     p.add_argument("name")
     p.add_argument("--rate-limit", default=None, help='requests, e.g. "60/minute" ("" = the server default)')
     p.add_argument("--token-quota", default=None, help='tokens, e.g. "200000/day" ("" = the server default)')
-    _db_arg(p)
+    add_database_arg(p)
     p.set_defaults(func=_set_limits)
 
     keys = sub.add_parser("keys", help="manage users' API keys for the OpenAI routes")
@@ -59,15 +56,15 @@ def register(sub) -> None:
     p = k.add_parser("create", help="create an API key for a user (shown once)")
     p.add_argument("--user", required=True)
     p.add_argument("--name", default="", help="a label, e.g. the program that will use it")
-    _db_arg(p)
+    add_database_arg(p)
     p.set_defaults(func=_key_create)
     p = k.add_parser("list", help="list API keys (prefix, owner, last use)")
     p.add_argument("--user", default=None)
-    _db_arg(p)
+    add_database_arg(p)
     p.set_defaults(func=_key_list)
     p = k.add_parser("revoke", help="revoke an API key by id")
     p.add_argument("id", type=int)
-    _db_arg(p)
+    add_database_arg(p)
     p.set_defaults(func=_key_revoke)
 
 

@@ -17,6 +17,8 @@ import re
 import unicodedata
 from functools import lru_cache
 
+from aigc.safety.moderation_data import PARENT
+
 LEXICON_SCORE = 0.99
 
 _HOMOPHONES = {"紫砂": "自杀", "自刹": "自杀", "zisha": "自杀", "去si": "去死", "去屎": "去死", "炸蛋": "炸弹",
@@ -93,9 +95,6 @@ _MINOR = re.compile(r"\b(?:child|children|kid|kids|minor|underage|(?:[1-9]|1[0-7
                     r"middle school|elementary school)\b|小孩|儿童|幼女|幼童|未成年|初中生|小学生|初中|(?:[一二三四五六七八九十]|十[一二三四五六七]|[1-9]|1[0-7])岁")
 _SEXUAL = re.compile(r"\b(?:sex|sexual|sexually|erotic|porn|pornographic|nude|naked|undress(?:ing)?)\b|色情|性爱|做爱|裸|性暗示|黄色")
 
-PARENTS = {"self-harm/intent": "self-harm", "self-harm/instructions": "self-harm", "sexual/minors": "sexual",
-           "violence/graphic": "violence", "illicit/violent": "illicit"}
-
 
 def lexicon_hits(text: str) -> dict[str, str]:
     """{category: the normalised phrase that matched} for the lexicon's categories (parents included)."""
@@ -109,7 +108,7 @@ def lexicon_hits(text: str) -> dict[str, str]:
     if minor and sexual:
         hits["sexual/minors"] = f"{minor.group()} + {sexual.group()}"
     for category in list(hits):
-        parent = PARENTS.get(category)
+        parent = PARENT.get(category)
         if parent is not None:
             hits.setdefault(parent, hits[category])
     if "illicit/violent" in hits:

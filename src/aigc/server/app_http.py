@@ -157,6 +157,13 @@ async def read_body(request: Request, model: type[T]) -> T:
         raise _validation_error(e) from None
 
 
+def path_id(value: str, kind: str) -> int:
+    """Path ids: anything that is not a known id is a 404 (not a validation error)."""
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # "¹".isdigit() is True too
+        raise NotFoundError(kind, value)
+    return int(value)
+
+
 def event_bytes(event: dict[str, Any]) -> bytes:
     return sse_data(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
 

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from aigc.apps.chat.conversations import ConversationStore, NotFoundError
+from aigc.apps.chat.conversations import ConversationStore
 from aigc.apps.chat.model import ChatModel, GenerationParams, ReplyStream
 from aigc.apps.chat.replies import CannedReply, ChatReplies, ReplyPlan
 from aigc.apps.chat.transcript import export_json, export_markdown, import_json
@@ -33,6 +33,7 @@ from aigc.server import app_studio, auth_routes, kb_routes, support_routes, widg
 from aigc.server.app_http import (
     as_sse,
     install_app_error_handlers,
+    path_id,
     read_body,
     read_json,
 )
@@ -150,13 +151,6 @@ def stored_text(request: Request) -> Callable[[str], str] | None:
     return lambda text: redact(text).text
 
 
-def _int_id(value: str, kind: str) -> int:
-    """Path ids: anything that is not a known id is a 404 (not a validation error)."""
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # "¹".isdigit() is True too
-        raise NotFoundError(kind, value)
-    return int(value)
-
-
 # ---------------------------------------------------------------------------- models
 
 
@@ -201,7 +195,7 @@ async def import_conversation(request: Request) -> JSONResponse:
 
 @router.get("/conversations/{conversation_id}")
 async def get_conversation(conversation_id: str, request: Request) -> JSONResponse:
-    cid = _int_id(conversation_id, "conversation")
+    cid = path_id(conversation_id, "conversation")
     web = _web(request)
     conv = await run_in_threadpool(_conversations(request).get, cid)
     conv["generating"] = cid in web.active
@@ -210,7 +204,7 @@ async def get_conversation(conversation_id: str, request: Request) -> JSONRespon
 
 @router.patch("/conversations/{conversation_id}")
 async def update_conversation(conversation_id: str, request: Request) -> JSONResponse:
-    cid = _int_id(conversation_id, "conversation")
+    cid = path_id(conversation_id, "conversation")
     body = await read_body(request, ConversationIn)
     web = _web(request)
     if body.model:
@@ -229,7 +223,7 @@ async def update_conversation(conversation_id: str, request: Request) -> JSONRes
 
 @router.delete("/conversations/{conversation_id}", status_code=204)
 async def delete_conversation(conversation_id: str, request: Request) -> Response:
-    cid = _int_id(conversation_id, "conversation")
+    cid = path_id(conversation_id, "conversation")
     web = _web(request)
     active = web.active.get(cid)
     if active is not None:
@@ -240,7 +234,7 @@ async def delete_conversation(conversation_id: str, request: Request) -> Respons
 
 @router.get("/conversations/{conversation_id}/export", response_model=None)
 async def export_conversation(conversation_id: str, request: Request, format: str = "json") -> Response:
-    cid = _int_id(conversation_id, "conversation")
+    cid = path_id(conversation_id, "conversation")
     conv = await run_in_threadpool(_conversations(request).get, cid)
     if format in ("markdown", "md"):
         return Response(export_markdown(conv), media_type="text/markdown; charset=utf-8",
@@ -254,7 +248,7 @@ async def export_conversation(conversation_id: str, request: Request, format: st
 @router.get("/conversations/{conversation_id}/context")
 async def conversation_context(conversation_id: str, request: Request, model: str | None = None) -> JSONResponse:
     """The window meter for the conversation as it stands: what the next reply would see."""
-    cid = _int_id(conversation_id, "conversation")
+    cid = path_id(conversation_id, "conversation")
     web = _web(request)
     meta = await run_in_threadpool(_conversations(request).get_meta, cid)
     chat = web.model(pick_model_name(web.backends, model, meta["model"]))
@@ -327,7 +321,7 @@ async def start_reply(request: Request, replies: ChatReplies, cid: int,
 
 @router.post("/conversations/{conversation_id}/messages", response_model=None)
 async def send_message(conversation_id: str, request: Request) -> EventStreamResponse:
-    cid = _int_id(conversation_id, "conversation")
+    cid = path_id(conversation_id, "conversation")
     body = await read_body(request, MessageIn)
     replies = _replies(request)
     return await start_reply(request, replies, cid, lambda m, p: replies.plan_send(cid, body.content, m, p), body)
@@ -335,7 +329,7 @@ async def send_message(conversation_id: str, request: Request) -> EventStreamRes
 
 @router.post("/conversations/{conversation_id}/regenerate", response_model=None)
 async def regenerate(conversation_id: str, request: Request) -> EventStreamResponse:
-    cid = _int_id(conversation_id, "conversation")
+    cid = path_id(conversation_id, "conversation")
     body = await read_body(request, ReplyIn)
     replies = _replies(request)
     return await start_reply(request, replies, cid, lambda m, p: replies.plan_regenerate(cid, m, p), body)
@@ -344,8 +338,8 @@ async def regenerate(conversation_id: str, request: Request) -> EventStreamRespo
 @router.post("/conversations/{conversation_id}/messages/{message_id}/edit", response_model=None)
 async def edit_message(conversation_id: str, message_id: str, request: Request) -> EventStreamResponse:
     """Truncation: message k gets the new text, every later message is deleted, k is answered again."""
-    cid = _int_id(conversation_id, "conversation")
-    mid = _int_id(message_id, "message")
+    cid = path_id(conversation_id, "conversation")
+    mid = path_id(message_id, "message")
     body = await read_body(request, MessageIn)
     replies = _replies(request)
     return await start_reply(request, replies, cid, lambda m, p: replies.plan_edit(cid, mid, body.content, m, p), body)
@@ -353,7 +347,7 @@ async def edit_message(conversation_id: str, message_id: str, request: Request) 
 
 @router.post("/conversations/{conversation_id}/stop")
 async def stop_reply(conversation_id: str, request: Request) -> JSONResponse:
-    cid = _int_id(conversation_id, "conversation")
+    cid = path_id(conversation_id, "conversation")
     web = _web(request)
     await run_in_threadpool(_conversations(request).get_meta, cid)  # 404 for an unknown conversation
     active = web.active.get(cid)
@@ -367,7 +361,7 @@ async def stop_reply(conversation_id: str, request: Request) -> JSONResponse:
 
 @router.put("/messages/{message_id}/feedback")
 async def put_feedback(message_id: str, request: Request) -> JSONResponse:
-    mid = _int_id(message_id, "message")
+    mid = path_id(message_id, "message")
     body = await read_body(request, FeedbackIn)
     store = _conversations(request)
     return JSONResponse(await run_in_threadpool(store.set_feedback, mid, body.rating, body.comment))
@@ -375,7 +369,7 @@ async def put_feedback(message_id: str, request: Request) -> JSONResponse:
 
 @router.delete("/messages/{message_id}/feedback", status_code=204)
 async def delete_feedback(message_id: str, request: Request) -> Response:
-    mid = _int_id(message_id, "message")
+    mid = path_id(message_id, "message")
     await run_in_threadpool(_conversations(request).clear_feedback, mid)
     return Response(status_code=204)
 

@@ -26,11 +26,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from aigc.apps.chat.conversations import NotFoundError
 from aigc.apps.chat.replies import SOURCES_PER_TURN
 from aigc.knowledge.parsing import MAX_BYTES
 from aigc.knowledge.store import KnowledgeError, KnowledgeStore
-from aigc.server.app_http import read_body
+from aigc.server.app_http import path_id, read_body
 from aigc.server.auth import principal_of
 from aigc.server.errors import APIError
 
@@ -79,12 +78,6 @@ async def check_knowledge_ids(request: Request, ids: list[int] | None) -> list[i
     return await run_in_threadpool(_store(request).check_access, ids)
 
 
-def _id(value: str, kind: str) -> int:
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise NotFoundError(kind, value)
-    return int(value)
-
-
 async def _call(fn, *args):
     try:
         return await run_in_threadpool(fn, *args)
@@ -105,20 +98,20 @@ async def list_bases(request: Request) -> JSONResponse:
 
 @router.get("/{kb_id}")
 async def get_base(kb_id: str, request: Request) -> JSONResponse:
-    kb = await _call(_store(request).get, _id(kb_id, "knowledge base"))
+    kb = await _call(_store(request).get, path_id(kb_id, "knowledge base"))
     request.app.state.webapp.indexer.annotate(kb["documents_list"])
     return JSONResponse(kb)
 
 
 @router.delete("/{kb_id}", status_code=204)
 async def delete_base(kb_id: str, request: Request) -> Response:
-    await _call(_store(request).delete, _id(kb_id, "knowledge base"))
+    await _call(_store(request).delete, path_id(kb_id, "knowledge base"))
     return Response(status_code=204)
 
 
 @router.post("/{kb_id}/documents", status_code=201)
 async def upload(kb_id: str, request: Request) -> JSONResponse:
-    kb = _id(kb_id, "knowledge base")
+    kb = path_id(kb_id, "knowledge base")
     store = _store(request)
     await _call(store.get, kb)  # 404 before reading any file
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -161,35 +154,35 @@ async def upload(kb_id: str, request: Request) -> JSONResponse:
 
 @router.get("/{kb_id}/documents")
 async def documents(kb_id: str, request: Request) -> JSONResponse:
-    docs = await _call(_store(request).documents, _id(kb_id, "knowledge base"))
+    docs = await _call(_store(request).documents, path_id(kb_id, "knowledge base"))
     return JSONResponse({"data": request.app.state.webapp.indexer.annotate(docs)})
 
 
 @router.get("/{kb_id}/documents/{doc_id}")
 async def document(kb_id: str, doc_id: str, request: Request) -> JSONResponse:
-    return JSONResponse(await _call(_store(request).document_text, _id(kb_id, "knowledge base"),
-                                    _id(doc_id, "document")))
+    return JSONResponse(await _call(_store(request).document_text, path_id(kb_id, "knowledge base"),
+                                    path_id(doc_id, "document")))
 
 
 @router.delete("/{kb_id}/documents/{doc_id}", status_code=204)
 async def delete_document(kb_id: str, doc_id: str, request: Request) -> Response:
-    await _call(_store(request).delete_document, _id(kb_id, "knowledge base"), _id(doc_id, "document"))
+    await _call(_store(request).delete_document, path_id(kb_id, "knowledge base"), path_id(doc_id, "document"))
     return Response(status_code=204)
 
 
 @router.post("/{kb_id}/documents/{doc_id}/reindex")
 async def reindex_document(kb_id: str, doc_id: str, request: Request) -> JSONResponse:
-    return JSONResponse(await _call(_store(request).index_document, _id(kb_id, "knowledge base"),
-                                    _id(doc_id, "document")))
+    return JSONResponse(await _call(_store(request).index_document, path_id(kb_id, "knowledge base"),
+                                    path_id(doc_id, "document")))
 
 
 @router.post("/{kb_id}/reindex")
 async def reindex(kb_id: str, request: Request) -> JSONResponse:
-    return JSONResponse({"data": await _call(_store(request).reindex, _id(kb_id, "knowledge base"))})
+    return JSONResponse({"data": await _call(_store(request).reindex, path_id(kb_id, "knowledge base"))})
 
 
 @router.post("/{kb_id}/search")
 async def search(kb_id: str, request: Request) -> JSONResponse:
     body = await read_body(request, SearchIn)
-    hits = await _call(_store(request).search, [_id(kb_id, "knowledge base")], body.query, body.k)
+    hits = await _call(_store(request).search, [path_id(kb_id, "knowledge base")], body.query, body.k)
     return JSONResponse({"hits": [h.to_dict() for h in hits], "no_relevant_source": not hits})

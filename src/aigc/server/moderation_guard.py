@@ -29,6 +29,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from aigc.apps.chat.replies import language_of
 from aigc.safety.moderation import CATEGORIES, ModerationResult, Moderator
 from aigc.server.generation import ChoiceDelta, GenerationStream
 
@@ -36,7 +37,6 @@ log = logging.getLogger("aigc.safety")
 
 MODES = ("off", "log", "warn", "block")
 _SENTENCE_END = re.compile(r"[。！？!?；;\n]|[.](?:\s|$)")
-_CJK = re.compile(r"[\u3400-\u9fff]")
 CONTEXT_CHARS = 240  # released text checked again with each new window (harm split across windows)
 
 CATEGORY_NAMES_ZH = {"harassment": "骚扰", "harassment/threatening": "骚扰/威胁", "hate": "仇恨",
@@ -101,10 +101,6 @@ def refusal(categories: list[str], language: str) -> str:
     return f"Sorry, I can't help with that: the request was blocked by the content policy ({', '.join(categories)})."
 
 
-def _language(text: str) -> str:
-    return "zh" if _CJK.search(text) else "en"
-
-
 def _content_text(content: Any) -> str:
     if isinstance(content, str):
         return content
@@ -155,12 +151,10 @@ class ModerationGuard:
             return moderator.lexicon_only(text)  # microseconds: no thread needed
         result = (await run_in_threadpool(moderator.check, [text]))[0]
         if self.policy.thresholds:
-            scores = {**result.scores}
             flags = {c: result.category_scores[c] >= self.policy.thresholds.get(c, moderator.thresholds.get(c, 0.5))
                      for c in CATEGORIES}
             result.categories = flags
             result.flagged = any(flags.values())
-            result.scores = scores
         return result
 
     def note(self, result: ModerationResult, source: str, model: str, text: str) -> str:
@@ -214,7 +208,7 @@ class GuardedBackend:
             verdict = await guard.check(asked)
             action = guard.note(verdict, "input", self._inner.name, asked)
             if action == "block":
-                return RefusalStream(choices, refusal(verdict.flagged_categories, _language(asked)), verdict)
+                return RefusalStream(choices, refusal(verdict.flagged_categories, language_of(asked)), verdict)
             if action == "warn":
                 note = {"flagged": True, "source": "input", "categories": verdict.flagged_categories}
         stream = await call(req, request_id)

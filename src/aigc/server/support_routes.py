@@ -23,11 +23,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from aigc.apps.chat.conversations import NotFoundError
 from aigc.apps.support.desk import SupportDesk
 from aigc.apps.support.sites import MAX_ORIGINS, SiteStore
 from aigc.server import kb_routes
-from aigc.server.app_http import read_body
+from aigc.server.app_http import path_id, read_body
 from aigc.server.auth import principal_of
 from aigc.server.errors import APIError
 
@@ -63,12 +62,6 @@ def _sites(request: Request) -> SiteStore:
 
 def _desk(request: Request) -> SupportDesk:
     return SupportDesk(request.app.state.webapp.db)
-
-
-def _id(value: str, kind: str) -> int:
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise NotFoundError(kind, value)
-    return int(value)
 
 
 def _with_embed(request: Request, site: dict[str, Any]) -> dict[str, Any]:
@@ -108,13 +101,13 @@ async def create_site(request: Request) -> JSONResponse:
 
 @router.get("/sites/{site_id}")
 async def get_site(site_id: str, request: Request) -> JSONResponse:
-    site = await run_in_threadpool(_sites(request).get, _id(site_id, "support site"))
+    site = await run_in_threadpool(_sites(request).get, path_id(site_id, "support site"))
     return JSONResponse(_with_embed(request, site))
 
 
 @router.patch("/sites/{site_id}")
 async def update_site(site_id: str, request: Request) -> JSONResponse:
-    sid = _id(site_id, "support site")
+    sid = path_id(site_id, "support site")
     body = await read_body(request, SiteIn)
     fields = await _checked(request, body)
     site = await run_in_threadpool(lambda: _sites(request).update(sid, **fields))
@@ -123,13 +116,13 @@ async def update_site(site_id: str, request: Request) -> JSONResponse:
 
 @router.post("/sites/{site_id}/rotate-key")
 async def rotate_key(site_id: str, request: Request) -> JSONResponse:
-    site = await run_in_threadpool(_sites(request).rotate_key, _id(site_id, "support site"))
+    site = await run_in_threadpool(_sites(request).rotate_key, path_id(site_id, "support site"))
     return JSONResponse(_with_embed(request, site))
 
 
 @router.delete("/sites/{site_id}", status_code=204)
 async def delete_site(site_id: str, request: Request) -> Response:
-    await run_in_threadpool(_sites(request).delete, _id(site_id, "support site"))
+    await run_in_threadpool(_sites(request).delete, path_id(site_id, "support site"))
     return Response(status_code=204)
 
 
@@ -142,13 +135,13 @@ async def queue(request: Request, state: str = "open") -> JSONResponse:
 
 @router.get("/conversations/{conversation_id}")
 async def staff_conversation(conversation_id: str, request: Request) -> JSONResponse:
-    cid = _id(conversation_id, "conversation")
+    cid = path_id(conversation_id, "conversation")
     return JSONResponse(await run_in_threadpool(_desk(request).conversation, principal_of(request), cid))
 
 
 @router.post("/conversations/{conversation_id}/messages", status_code=201)
 async def staff_reply(conversation_id: str, request: Request) -> JSONResponse:
-    cid = _id(conversation_id, "conversation")
+    cid = path_id(conversation_id, "conversation")
     body = await read_body(request, StaffMessageIn)
     web = request.app.state.webapp
     if cid in web.active:  # the assistant is still answering: let it finish (or stop) first
@@ -159,6 +152,6 @@ async def staff_reply(conversation_id: str, request: Request) -> JSONResponse:
 
 @router.post("/conversations/{conversation_id}/state")
 async def set_state(conversation_id: str, request: Request) -> JSONResponse:
-    cid = _id(conversation_id, "conversation")
+    cid = path_id(conversation_id, "conversation")
     body = await read_body(request, StateIn)
     return JSONResponse(await run_in_threadpool(_desk(request).set_state, principal_of(request), cid, body.action))

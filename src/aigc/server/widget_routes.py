@@ -15,7 +15,6 @@ that origin is told it may read the answer. Visitors are rate limited per visito
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigc.accounts.limits import Limit
-from aigc.apps.chat.conversations import ConversationStore, NotFoundError
-from aigc.apps.chat.replies import ChatReplies, ReplyPlan
+from aigc.apps.chat.conversations import ConversationStore
+from aigc.apps.chat.replies import ChatReplies, ReplyPlan, language_of
 from aigc.apps.support.desk import HANDOFF_REPLY, NO_SOURCE_HANDOFF_REPLY, SupportDesk, asks_for_person
 from aigc.apps.support.sites import public_dict, site_by_key, system_prompt
 from aigc.knowledge.store import KnowledgeStore
-from aigc.server.app_http import event_bytes, read_body
+from aigc.server.app_http import event_bytes, path_id, read_body
 from aigc.server.app_schemas import ReplyIn
 from aigc.server.auth import bearer_token
 from aigc.server.errors import APIError
@@ -44,7 +43,6 @@ PREFIX = "/widget/v1/sites/"
 VISITOR_RATE = Limit(20, 60, "20/minute")
 SITE_RATE = Limit(600, 60, "600/minute")
 _SITE_STATE = "aigc_support_site"
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
 router = APIRouter()
 
@@ -139,17 +137,11 @@ def _desk(request: Request) -> SupportDesk:
     return SupportDesk(request.app.state.webapp.db)
 
 
-def _cid(value: str) -> int:
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
-        raise NotFoundError("conversation", value)
-    return int(value)
-
-
 async def _visitor(request: Request, site: dict[str, Any], conversation_id: str) -> dict[str, Any]:
     token = bearer_token(request.headers.get("authorization"))
     if token is None:
         raise APIError(401, "Send the visitor token as 'Authorization: Bearer visitor_...'.", code="missing_token")
-    return await run_in_threadpool(_desk(request).visitor_conversation, site, _cid(conversation_id), token)
+    return await run_in_threadpool(_desk(request).visitor_conversation, site, path_id(conversation_id, "conversation"), token)
 
 
 def _for_visitor(m: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +223,7 @@ async def visitor_message(key: str, conversation_id: str, request: Request) -> E
                                           None)
         return EventStreamResponse(_held(message, conv["handoff"]), request_record(request))
 
-    language = site["language"] if site["language"] in ("zh", "en") else ("zh" if _CJK.search(content) else "en")
+    language = site["language"] if site["language"] in ("zh", "en") else language_of(content)
     await run_in_threadpool(lambda: store.update(cid, system_prompt=system_prompt(site, language),
                                                  knowledge_base_ids=site["knowledge_base_ids"],
                                                  model=site["model"]))

@@ -74,7 +74,8 @@ SOURCES_PROMPT = {
 }
 
 
-def _language(text: str) -> str:
+def language_of(text: str) -> str:
+    """"zh" for text with Chinese characters, else "en": the language a fixed reply is given in."""
     return "zh" if _CJK.search(text) else "en"
 
 
@@ -137,7 +138,7 @@ def ground(messages: list[dict[str, Any]], kb_ids: list[int], retriever: Retriev
     if not kb_ids or retriever is None:
         return messages, None, None
     query = retrieval_query(messages)
-    language = _language(query)
+    language = language_of(query)
     hits = retriever(kb_ids, query) if query else []
     if not hits:
         return messages, [], NO_SOURCE[language]
