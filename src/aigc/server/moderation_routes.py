@@ -29,6 +29,7 @@ OPENAI_NAMES = ("omni-moderation-latest", "omni-moderation-2024-09-26", "text-mo
                 "text-moderation-stable", "text-moderation-007")
 MAX_INPUTS = 64
 MAX_CHARS = 200_000
+_LOAD_LOCK = threading.Lock()  # two first requests at once load the model once
 
 
 class ModerationRequest(BaseModel):
@@ -40,8 +41,7 @@ class ModerationRequest(BaseModel):
 def moderator_of(app: Any) -> Moderator:
     """The server's moderation model, loaded on first use (a server that never moderates never loads it)."""
     state = app.state
-    lock = state.__dict__.setdefault("_moderator_lock", threading.Lock())  # type: ignore[attr-defined]
-    with lock:
+    with _LOAD_LOCK:
         moderator = getattr(state, "moderator", None)
         if moderator is None:
             settings = state.settings
