@@ -142,14 +142,14 @@ def test_rope_scaling_round_trip(tmp_path, scaling):
 
 
 def test_other_architecture_is_refused(tmp_path):
-    path = tmp_path / "qwen.gguf"
-    writer = gguf.GGUFWriter(str(path), "qwen2")
+    path = tmp_path / "bert.gguf"
+    writer = gguf.GGUFWriter(str(path), "bert")
     writer.add_tensor("token_embd.weight", np.zeros((8, 4), dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(GGUFError, match="unsupported GGUF architecture 'qwen2'"):
+    with pytest.raises(GGUFError, match="unsupported GGUF architecture 'bert'"):
         read_gguf(path)
 
 

@@ -3,36 +3,13 @@
 import pytest
 import torch
 import transformers
+from tiny_hf import tiny_hf
 
 from aigc.models.config import ModelConfig
 from aigc.models.hf_checkpoint import load_hf_dir, model_from_hf_state_dict, save_hf_dir
 from aigc.models.transformer import CacheWrite
 
 TOL = 1e-4
-
-
-def tiny_hf(family: str, **over):
-    torch.manual_seed(0)
-    common = dict(vocab_size=128, hidden_size=64, intermediate_size=112, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    if family == "llama":
-        cfg = transformers.LlamaConfig(**common, **over)
-        model = transformers.LlamaForCausalLM(cfg)
-    elif family == "qwen2":
-        cfg = transformers.Qwen2Config(**common, tie_word_embeddings=True, **over)
-        model = transformers.Qwen2ForCausalLM(cfg)
-    elif family == "mistral":
-        cfg = transformers.MistralConfig(**common, sliding_window=None, **over)
-        model = transformers.MistralForCausalLM(cfg)
-    else:
-        cfg = transformers.GPT2Config(vocab_size=128, n_embd=64, n_layer=2, n_head=4, n_positions=256, **over)
-        model = transformers.GPT2LMHeadModel(cfg)
-    # Random (not zero) biases so bias handling is actually exercised.
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.normal_(0, 0.1)
-    return model.eval()
 
 
 def ours_from(hf) -> torch.nn.Module:
@@ -48,10 +25,17 @@ FAMILIES = [
                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64},
                "rope_theta": 500000.0}),
     ("qwen2", {}),
+    ("qwen3", {}),
     ("mistral", {}),
+    ("mistral", {"sliding_window": 8}),
+    ("gemma2", {}),
+    ("gemma3", {}),
+    ("phi3", {}),
+    ("phi3", {"sliding_window": 7}),
     ("gpt2", {}),
 ]
-IDS = ["llama", "llama-bias-tied", "llama-linear-rope", "llama3-rope", "qwen2", "mistral", "gpt2"]
+IDS = ["llama", "llama-bias-tied", "llama-linear-rope", "llama3-rope", "qwen2", "qwen3", "mistral", "mistral-swa",
+       "gemma2", "gemma3", "phi3", "phi3-swa", "gpt2"]
 
 
 @pytest.mark.parametrize(("family", "over"), FAMILIES, ids=IDS)
@@ -121,7 +105,7 @@ def test_ragged_rows_in_one_decode_step():
     assert (step[1, -1] - ref_b[0]).abs().max() < TOL
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen2", "gpt2"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "qwen3", "mistral", "gemma2", "gemma3", "phi3", "gpt2"])
 def test_saved_dir_opens_in_transformers(tmp_path, family):
     hf = tiny_hf(family)
     ours = ours_from(hf)

@@ -31,10 +31,9 @@ import numpy as np
 import torch
 
 from aigc.kernels.formats import K_FALLBACK
-from aigc.models.config import ModelConfig
+from aigc.models.config import FULL, SLIDING, ModelConfig
 
 GGUF_MAGIC = b"GGUF"
-SUPPORTED_ARCHITECTURES = ("llama",)
 DEFAULT_ALIGNMENT = 32
 
 
@@ -199,15 +198,23 @@ def _rope_freqs(buf: Any, infos: list[GGUFTensorInfo]) -> np.ndarray | None:
 # ---- config -----------------------------------------------------------------------------------
 
 
+# GGUF `general.architecture` -> our family. Mistral's files say "llama" (llama.cpp converts them so).
+ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
+                 "gemma3": "gemma3", "phi3": "phi3"}
+SUPPORTED_ARCHITECTURES = tuple(ARCHITECTURES)
+# Gemma's 27B sizes scale queries by hidden / heads, the others by the head size (as llama.cpp decides)
+_GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
+
+
 def config_from_gguf_metadata(
     metadata: dict[str, Any], tensor_shapes: dict[str, tuple[int, ...]], rope_freqs: np.ndarray | None = None
 ) -> ModelConfig:
     arch = metadata.get("general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
+    if arch not in ARCHITECTURES:
         raise GGUFError(
-            f"unsupported GGUF architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHITECTURES)}); "
-            f"convert the model to a Hugging Face directory instead"
+            f"unsupported GGUF architecture {arch!r} (supported: {', '.join(SUPPORTED_ARCHITECTURES)})"
         )
+    family = ARCHITECTURES[arch]
 
     def get(key: str, default: Any = ...) -> Any:
         value = metadata.get(f"{arch}.{key}", default)
@@ -219,11 +226,14 @@ def config_from_gguf_metadata(
             value = value[0]
         return value
 
+    if "rope_factors_long.weight" in tensor_shapes or "rope_factors_short.weight" in tensor_shapes:
+        raise GGUFError("long-context rope scaling (LongRoPE, rope_factors_long/short) is not supported")
     hidden, n_heads = get("embedding_length"), get("attention.head_count")
     head_dim = get("attention.key_length", hidden // n_heads)
     if get("rope.dimension_count", head_dim) != head_dim:
         raise GGUFError("partial rotary embeddings (rope.dimension_count != head dim) are not supported")
     rope_theta = _f32(get("rope.freq_base", 10000.0))
+    n_layers = get("block_count")
 
     # The network's vocabulary is the embedding's row count; the token list usually matches it.
     tokens = metadata.get("tokenizer.ggml.tokens")
@@ -238,12 +248,22 @@ def config_from_gguf_metadata(
     if eos is not None and eot is not None and eot != eos:
         eos = [eos, eot]
 
+    window = get("attention.sliding_window", None)
+    layer_types = _layer_types(metadata.get(f"{arch}.attention.sliding_window_pattern"), family, n_layers) \
+        if window else None
+    if family == "llama" and window:
+        family = "mistral"  # a llama file with a window is Mistral 7B v0.1 (HF calls it so)
+    gemma = family in ("gemma2", "gemma3")
+    scale = None
+    if gemma:
+        scalar = hidden / n_heads if n_layers == _GEMMA_27B_LAYERS[family] else head_dim
+        scale = float(scalar) ** -0.5
     return ModelConfig(
-        family="llama",
+        family=family,
         vocab_size=int(vocab_size),
         hidden_size=hidden,
         intermediate_size=get("feed_forward_length"),
-        num_layers=get("block_count"),
+        num_layers=n_layers,
         num_heads=n_heads,
         num_kv_heads=get("attention.head_count_kv", n_heads),
         head_dim=head_dim,
@@ -251,17 +271,45 @@ def config_from_gguf_metadata(
         norm_eps=_f32(get("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=rope_theta,
         rope_scaling=_rope_scaling(get, rope_freqs, head_dim, rope_theta),
+        qkv_bias="blk.0.attn_q.bias" in tensor_shapes or "blk.0.attn_qkv.bias" in tensor_shapes,
+        out_bias="blk.0.attn_output.bias" in tensor_shapes,
+        mlp_bias="blk.0.ffn_down.bias" in tensor_shapes,
         tie_word_embeddings="output.weight" not in tensor_shapes,
         bos_token_id=metadata.get("tokenizer.ggml.bos_token_id"),
         eos_token_id=eos,
         pad_token_id=metadata.get("tokenizer.ggml.padding_token_id"),
+        sliding_window=int(window) if window else None,
+        layer_types=layer_types,
+        qk_norm="blk.0.attn_q_norm.weight" in tensor_shapes,
+        norm_offset=1.0 if gemma else 0.0,
+        sandwich_norm=gemma,
+        hidden_act="gelu_tanh" if gemma else "silu",
+        embed_scale=float(hidden) ** 0.5 if gemma else None,
+        query_scale=scale,
+        attn_softcap=_f32(get("attn_logit_softcapping", None)) if family == "gemma2" else None,
+        final_softcap=_f32(get("final_logit_softcapping", None)) if family == "gemma2" else None,
+        rope_local_theta=_f32(get("rope.freq_base_swa", 10000.0)) if family == "gemma3" else None,
         torch_dtype="float32",
     )
 
 
-def _f32(x: float) -> float:
+def _layer_types(pattern: Any, family: str, n_layers: int) -> list[str] | None:
+    """Which layers slide. The file may say (a period n: all but every n-th; or one flag per layer);
+    else Gemma 2 alternates and Gemma 3 has one global layer in six (llama.cpp's defaults), and other
+    families slide everywhere (None)."""
+    if isinstance(pattern, list):
+        if len(pattern) != n_layers:
+            raise GGUFError(f"sliding_window_pattern has {len(pattern)} entries for {n_layers} layers")
+        return [SLIDING if p else FULL for p in pattern]
+    period = pattern if isinstance(pattern, int) else {"gemma2": 2, "gemma3": 6}.get(family)
+    if not period or period <= 1:
+        return None
+    return [SLIDING if i % period < period - 1 else FULL for i in range(n_layers)]
+
+
+def _f32(x: Any) -> Any:
     """GGUF stores float32: 1e-5 comes back as 9.99999974e-06; give the shortest decimal back."""
-    return float(str(np.float32(x)))
+    return None if x is None else float(str(np.float32(x)))
 
 
 # Llama 3.x's rope scaling constants; GGUF stores only the per-frequency factors they produce.
@@ -303,43 +351,65 @@ _GLOBAL_NAMES = {
     "output_norm": "model.norm",
     "output": "lm_head",
 }
-_LAYER_NAMES = {
+_ATTENTION_NAMES = {
     "attn_norm": "input_layernorm",
     "attn_q": "self_attn.q_proj",
     "attn_k": "self_attn.k_proj",
     "attn_v": "self_attn.v_proj",
     "attn_output": "self_attn.o_proj",
-    "ffn_norm": "post_attention_layernorm",
-    "ffn_gate": "mlp.gate_proj",
-    "ffn_up": "mlp.up_proj",
-    "ffn_down": "mlp.down_proj",
 }
+_MLP_NAMES = {"ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+_QK_NORM_NAMES = {"attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}
+# per family: GGUF layer tensor -> HF name (llama.cpp's names, as the gguf package lists them)
+_LLAMA_LAYER = {**_ATTENTION_NAMES, "ffn_norm": "post_attention_layernorm", **_MLP_NAMES}
+_GEMMA_LAYER = {**_ATTENTION_NAMES, "post_attention_norm": "post_attention_layernorm",
+                "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm", **_MLP_NAMES}
+LAYER_NAMES = {
+    "llama": _LLAMA_LAYER,
+    "mistral": _LLAMA_LAYER,
+    "qwen2": _LLAMA_LAYER,
+    "qwen3": {**_LLAMA_LAYER, **_QK_NORM_NAMES},
+    "gemma2": _GEMMA_LAYER,
+    "gemma3": {**_GEMMA_LAYER, **_QK_NORM_NAMES},
+    # Phi-3 keeps q/k/v in one tensor and gate/up in one (ffn_up holds both, gate first)
+    "phi3": {"attn_norm": "input_layernorm", "attn_qkv": "self_attn.qkv_proj", "attn_output": "self_attn.o_proj",
+             "ffn_norm": "post_attention_layernorm", "ffn_up": "mlp.gate_up_proj", "ffn_down": "mlp.down_proj"},
+}
+# The GGUF architecture each family is written as: llama.cpp converts Mistral to "llama".
+GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",
+             "gemma3": "gemma3", "phi3": "phi3"}
 _GGUF_NAME = re.compile(r"^(?:blk\.(\d+)\.)?(\w+)\.(weight|bias)$")
 _HF_NAME = re.compile(r"^(?:model\.layers\.(\d+)\.)?([\w.]+)\.(weight|bias)$")
 _HF_GLOBAL_TO_GGUF = {v: k for k, v in _GLOBAL_NAMES.items()}
-_HF_LAYER_TO_GGUF = {v: k for k, v in _LAYER_NAMES.items()}
 
 
-def gguf_to_hf_name(name: str) -> str:
+def gguf_to_hf_name(name: str, family: str = "llama") -> str:
     m = _GGUF_NAME.match(name)
+    layer_names = LAYER_NAMES[family]
     if m:
         layer, part, kind = m.groups()
         if layer is None and part in _GLOBAL_NAMES:
             return f"{_GLOBAL_NAMES[part]}.{kind}"
-        if layer is not None and part in _LAYER_NAMES:
-            return f"model.layers.{layer}.{_LAYER_NAMES[part]}.{kind}"
-    raise GGUFError(f"unexpected tensor {name!r} in a llama GGUF file")
+        if layer is not None and part in layer_names:
+            return f"model.layers.{layer}.{layer_names[part]}.{kind}"
+    raise GGUFError(f"unexpected tensor {name!r} in a {GGUF_ARCH[family]} GGUF file")
 
 
-def hf_to_gguf_name(name: str) -> str:
+def hf_to_gguf_name(name: str, family: str = "llama") -> str:
     m = _HF_NAME.match(name)
+    to_gguf = {v: k for k, v in LAYER_NAMES[family].items()}
     if m:
         layer, part, kind = m.groups()
         if layer is None and part in _HF_GLOBAL_TO_GGUF:
             return f"{_HF_GLOBAL_TO_GGUF[part]}.{kind}"
-        if layer is not None and part in _HF_LAYER_TO_GGUF:
-            return f"blk.{layer}.{_HF_LAYER_TO_GGUF[part]}.{kind}"
-    raise GGUFError(f"no GGUF name for parameter {name!r}")
+        if layer is not None and part in to_gguf:
+            return f"blk.{layer}.{to_gguf[part]}.{kind}"
+    raise GGUFError(f"no GGUF name for parameter {name!r} of a {family} model")
+
+
+def _norm_shift(gguf_name: str, config: ModelConfig) -> float:
+    """What llama.cpp added to a norm weight: Gemma's files store (1 + w), its checkpoints w."""
+    return config.norm_offset if gguf_name.endswith("norm.weight") else 0.0
 
 
 def permute_for_gguf(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -353,7 +423,12 @@ def unpermute_from_gguf(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def _rotary_heads(gguf_name: str, config: ModelConfig) -> int | None:
-    """Head count to (un)permute with, for q/k tensors; None for everything else."""
+    """Head count to (un)permute with, for q/k tensors of "llama" files; None for everything else.
+    Only llama.cpp's Llama converter reorders rows (its "llama" rope rotates adjacent pairs); Qwen,
+    Gemma and Phi-3 files use the NeoX rotation, which is HF's, and keep HF's rows (transformers'
+    GGUF loader undoes the permutation for "llama" only, too)."""
+    if GGUF_ARCH[config.family] != "llama":
+        return None
     part = gguf_name.split(".")[-2]
     return {"attn_q": config.num_heads, "attn_k": config.num_kv_heads}.get(part)
 
@@ -362,7 +437,7 @@ def _rotary_heads(gguf_name: str, config: ModelConfig) -> int | None:
 
 
 def read_gguf(path: str | Path, packed: bool = False) -> tuple[ModelConfig, dict[str, Any], dict[str, Any]]:
-    """Load a llama GGUF file: (config, HF-named state dict, metadata).
+    """Load a GGUF model file (see SUPPORTED_ARCHITECTURES): (config, HF-named state dict, metadata).
 
     The metadata holds every key/value of the file decoded to Python values, including the
     tokenizer (`tokenizer.ggml.tokens`, `.merges`, `.token_type`) and `tokenizer.chat_template`.
@@ -386,7 +461,8 @@ def read_gguf(path: str | Path, packed: bool = False) -> tuple[ModelConfig, dict
             n_heads = _rotary_heads(info.name, config)
             if n_heads is not None:
                 w = np.ascontiguousarray(unpermute_from_gguf(w, n_heads))
-            state[gguf_to_hf_name(info.name)] = torch.from_numpy(w)
+            w -= _norm_shift(info.name, config)
+            state[gguf_to_hf_name(info.name, config.family)] = torch.from_numpy(w)
     finally:
         try:
             buf.close()
@@ -414,10 +490,11 @@ def _read_gguf_packed(path: Path) -> tuple[ModelConfig, dict[str, Any], dict[str
             w = _tensor_array(cow, info)
             if n_heads is not None:
                 w = np.ascontiguousarray(unpermute_from_gguf(w, n_heads))
+            w -= _norm_shift(info.name, config)
             t = torch.from_numpy(w)
             if len(info.shape) == 2 and fmt is None:  # a format without kernels: keep it as F16
                 t = PackedWeight(t.to(torch.float16).contiguous(), "F16", *info.shape)
-            state[gguf_to_hf_name(info.name)] = t
+            state[gguf_to_hf_name(info.name, config.family)] = t
             continue
         rows, cols = info.shape
         raw = torch.frombuffer(cow, dtype=torch.uint8, count=info.n_bytes, offset=info.offset)
@@ -426,7 +503,7 @@ def _read_gguf_packed(path: Path) -> tuple[ModelConfig, dict[str, Any], dict[str
         if fmt.name in ("F16", "BF16"):
             raw = raw.view(torch.float16 if fmt.name == "F16" else torch.bfloat16)
         # owner: the map lives as long as any weight that reads it
-        state[gguf_to_hf_name(info.name)] = PackedWeight(raw, fmt, rows, cols, owner=cow)
+        state[gguf_to_hf_name(info.name, config.family)] = PackedWeight(raw, fmt, rows, cols, owner=cow)
     _check_complete(config, state, path)
     return config, state, metadata
 
@@ -434,7 +511,7 @@ def _read_gguf_packed(path: Path) -> tuple[ModelConfig, dict[str, Any], dict[str
 def _check_complete(config: ModelConfig, state: dict[str, torch.Tensor], path: str | Path) -> None:
     expected = ["model.embed_tokens.weight", "model.norm.weight"]
     for i in range(config.num_layers):
-        expected += [f"model.layers.{i}.{part}.weight" for part in _LAYER_NAMES.values()]
+        expected += [f"model.layers.{i}.{part}.weight" for part in LAYER_NAMES[config.family].values()]
     missing = [k for k in expected if k not in state]
     if missing:
         raise GGUFError(f"{path}: missing tensors {missing[:5]}{' ...' if len(missing) > 5 else ''}")
@@ -450,7 +527,8 @@ def write_gguf(
     tokenizer_metadata: dict[str, Any] | None = None,
     quant: str = "F32",
 ) -> None:
-    """Write a llama GGUF file from an HF-named state dict.
+    """Write a GGUF file from an HF-named state dict, as llama.cpp's converter would (its
+    architecture names, tensor names, the q/k row order of "llama" files, Gemma's 1 + w norms).
 
     `quant` is a ggml type name (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K):
     2-D weights are stored in it, norms and biases stay F32 (as llama.cpp does). K-format weights
@@ -458,14 +536,22 @@ def write_gguf(
     no block fits stay F32. `tokenizer_metadata` holds extra GGUF keys, e.g.
     `tokenizer.ggml.tokens` or `tokenizer.chat_template`.
     """
-    if config.family != "llama":
-        raise GGUFError(f"only llama models can be written as GGUF, not {config.family!r}")
+    if config.family not in GGUF_ARCH:
+        raise GGUFError(f"{config.family} models cannot be written as GGUF "
+                        f"(supported: {', '.join(GGUF_ARCH)})")
     try:
         qtype = gguf.GGMLQuantizationType[quant.upper()]
     except KeyError:
         raise GGUFError(f"unknown GGUF quantization {quant!r}") from None
 
-    writer = gguf.GGUFWriter(str(path), "llama")
+    if config.family in _GEMMA_27B_LAYERS:  # GGUF has no key for it: readers infer it as llama.cpp does
+        scalar = config.hidden_size / config.num_heads if config.num_layers == _GEMMA_27B_LAYERS[config.family] \
+            else config.head_dim
+        if abs((config.query_scale or 0.0) - float(scalar) ** -0.5) > 1e-6:
+            raise GGUFError(f"this {config.family} model scales queries by {config.query_scale}, which a GGUF "
+                            f"file cannot say (llama.cpp assumes {float(scalar) ** -0.5:.6g})")
+    arch = GGUF_ARCH[config.family]
+    writer = gguf.GGUFWriter(str(path), arch)
     head_dim = config.head_dim or config.hidden_size // config.num_heads
     writer.add_context_length(config.max_position_embeddings)
     writer.add_embedding_length(config.hidden_size)
@@ -480,6 +566,16 @@ def write_gguf(
     writer.add_rope_freq_base(config.rope_theta)
     writer.add_rope_dimension_count(head_dim)
     writer.add_vocab_size(config.vocab_size)
+    if config.sliding_window:
+        writer.add_sliding_window(int(config.sliding_window))
+        if config.layer_types is not None:
+            writer.add_sliding_window_pattern([t == SLIDING for t in config.layer_types])
+    if config.attn_softcap:
+        writer.add_attn_logit_softcapping(float(config.attn_softcap))
+    if config.final_softcap:
+        writer.add_final_logit_softcapping(float(config.final_softcap))
+    if config.rope_local_theta is not None:
+        writer.add_rope_freq_base_swa(float(config.rope_local_theta))
     file_type = getattr(gguf.LlamaFileType, f"MOSTLY_{qtype.name}", gguf.LlamaFileType.ALL_F32)
     writer.add_file_type(int(file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -505,11 +601,12 @@ def write_gguf(
     for name, tensor in hf_state_dict.items():
         if name == "lm_head.weight" and config.tie_word_embeddings:
             continue  # tied: llama.cpp reuses token_embd
-        gguf_name = hf_to_gguf_name(name)
+        gguf_name = hf_to_gguf_name(name, config.family)
         w = tensor.detach().to(torch.float32).cpu().numpy()
         n_heads = _rotary_heads(gguf_name, config)
         if n_heads is not None:
             w = np.ascontiguousarray(permute_for_gguf(w, n_heads))
+        w = w + _norm_shift(gguf_name, config)
         wtype = qtype
         if w.ndim >= 2 and w.shape[-1] % gguf.GGML_QUANT_SIZES[wtype][0] and wtype.name in K_FALLBACK:
             wtype = gguf.GGMLQuantizationType[K_FALLBACK[wtype.name]]

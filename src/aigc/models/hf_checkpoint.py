@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from aigc.models.config import ModelConfig
-from aigc.models.transformer import Transformer, rope_inv_freq
+from aigc.models.transformer import Transformer
 
 
 class CheckpointError(ValueError):
@@ -41,6 +41,21 @@ def hf_to_native(cfg: ModelConfig, sd: dict[str, torch.Tensor]) -> dict[str, tor
     return _gpt2_to_native(cfg, sd) if cfg.is_gpt2 else _llama_to_native(cfg, sd)
 
 
+# Our block's norms -> HF names. Gemma's post_attention_layernorm follows attention (a "sandwich"),
+# where Llama's is the norm before the MLP.
+_LLAMA_NORMS = {"attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm"}
+_GEMMA_NORMS = {"attn_norm": "input_layernorm", "post_attn_norm": "post_attention_layernorm",
+                "mlp_norm": "pre_feedforward_layernorm", "post_mlp_norm": "post_feedforward_layernorm"}
+
+
+def layer_norm_names(cfg: ModelConfig) -> dict[str, str]:
+    """Our per-layer norm names -> HF's (q/k norms included)."""
+    names = dict(_GEMMA_NORMS if cfg.sandwich_norm else _LLAMA_NORMS)
+    if cfg.qk_norm:
+        names.update({"attn.q_norm": "self_attn.q_norm", "attn.k_norm": "self_attn.k_norm"})
+    return names
+
+
 def _llama_to_native(cfg: ModelConfig, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     sd = {k.removeprefix("model.") if k.startswith("model.") else k: v for k, v in sd.items()}
     out = {"tok_emb.weight": sd.pop("embed_tokens.weight"), "norm.weight": sd.pop("norm.weight")}
@@ -48,19 +63,26 @@ def _llama_to_native(cfg: ModelConfig, sd: dict[str, torch.Tensor]) -> dict[str,
         head = sd.pop("lm_head.weight")
         if not cfg.tie_word_embeddings:
             out["lm_head.weight"] = head
+    fused = cfg.family == "phi3"  # Phi-3 stores q/k/v and gate/up fused, in our order
     for i in range(cfg.num_layers):
         p = f"layers.{i}."
         a = p + "self_attn."
-        out[p + "attn_norm.weight"] = sd.pop(p + "input_layernorm.weight")
-        out[p + "mlp_norm.weight"] = sd.pop(p + "post_attention_layernorm.weight")
-        out[p + "attn.qkv.weight"] = torch.cat([sd.pop(a + f"{n}_proj.weight") for n in "qkv"])
+        for ours, hf in layer_norm_names(cfg).items():
+            out[p + ours + ".weight"] = sd.pop(p + hf + ".weight")
+        if fused:
+            out[p + "attn.qkv.weight"] = sd.pop(a + "qkv_proj.weight")
+        else:
+            out[p + "attn.qkv.weight"] = torch.cat([sd.pop(a + f"{n}_proj.weight") for n in "qkv"])
         if cfg.qkv_bias:
             out[p + "attn.qkv.bias"] = torch.cat([sd.pop(a + f"{n}_proj.bias") for n in "qkv"])
         out[p + "attn.out.weight"] = sd.pop(a + "o_proj.weight")
         if cfg.out_bias:
             out[p + "attn.out.bias"] = sd.pop(a + "o_proj.bias")
         m = p + "mlp."
-        out[p + "mlp.fc.weight"] = torch.cat([sd.pop(m + "gate_proj.weight"), sd.pop(m + "up_proj.weight")])
+        if fused:
+            out[p + "mlp.fc.weight"] = sd.pop(m + "gate_up_proj.weight")
+        else:
+            out[p + "mlp.fc.weight"] = torch.cat([sd.pop(m + "gate_proj.weight"), sd.pop(m + "up_proj.weight")])
         out[p + "mlp.proj.weight"] = sd.pop(m + "down_proj.weight")
         if cfg.mlp_bias:
             out[p + "mlp.fc.bias"] = torch.cat([sd.pop(m + "gate_proj.bias"), sd.pop(m + "up_proj.bias")])
@@ -115,20 +137,26 @@ def native_to_hf(cfg: ModelConfig, sd: dict[str, torch.Tensor]) -> dict[str, tor
     if not cfg.tie_word_embeddings:
         out["lm_head.weight"] = sd["lm_head.weight"]
     sizes = [cfg.num_heads * hd, cfg.num_kv_heads * hd, cfg.num_kv_heads * hd]
+    fused = cfg.family == "phi3"
     for i in range(cfg.num_layers):
         p, m = f"layers.{i}.", f"model.layers.{i}."
-        out[m + "input_layernorm.weight"] = sd[p + "attn_norm.weight"]
-        out[m + "post_attention_layernorm.weight"] = sd[p + "mlp_norm.weight"]
-        for n, t in zip("qkv", sd[p + "attn.qkv.weight"].split(sizes), strict=True):
-            out[m + f"self_attn.{n}_proj.weight"] = t.contiguous()
+        for ours, hf in layer_norm_names(cfg).items():
+            out[m + hf + ".weight"] = sd[p + ours + ".weight"]
+        if fused:
+            out[m + "self_attn.qkv_proj.weight"] = sd[p + "attn.qkv.weight"]
+            out[m + "mlp.gate_up_proj.weight"] = sd[p + "mlp.fc.weight"]
+        else:
+            for n, t in zip("qkv", sd[p + "attn.qkv.weight"].split(sizes), strict=True):
+                out[m + f"self_attn.{n}_proj.weight"] = t.contiguous()
         if cfg.qkv_bias:
             for n, t in zip("qkv", sd[p + "attn.qkv.bias"].split(sizes), strict=True):
                 out[m + f"self_attn.{n}_proj.bias"] = t.contiguous()
         out[m + "self_attn.o_proj.weight"] = sd[p + "attn.out.weight"]
         if cfg.out_bias:
             out[m + "self_attn.o_proj.bias"] = sd[p + "attn.out.bias"]
-        gate, up = sd[p + "mlp.fc.weight"].split([F, F])
-        out[m + "mlp.gate_proj.weight"], out[m + "mlp.up_proj.weight"] = gate.contiguous(), up.contiguous()
+        if not fused:
+            gate, up = sd[p + "mlp.fc.weight"].split([F, F])
+            out[m + "mlp.gate_proj.weight"], out[m + "mlp.up_proj.weight"] = gate.contiguous(), up.contiguous()
         out[m + "mlp.down_proj.weight"] = sd[p + "mlp.proj.weight"]
         if cfg.mlp_bias:
             gb, ub = sd[p + "mlp.fc.bias"].split([F, F])
@@ -146,8 +174,7 @@ def model_from_hf_state_dict(cfg: ModelConfig, hf_sd: dict[str, torch.Tensor],
     with torch.device("meta"):
         model = Transformer(cfg)
     model = model.to_empty(device="cpu")
-    if not cfg.is_gpt2:  # buffers are not in the checkpoint; meta init left this one empty
-        model.inv_freq.copy_(rope_inv_freq(cfg))
+    model.reset_rope()  # buffers are not in the checkpoint; meta init left them empty
     missing, unexpected = model.load_state_dict(native, strict=False, assign=True)
     missing = [k for k in missing if not (cfg.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:

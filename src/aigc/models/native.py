@@ -35,8 +35,11 @@ def native_unsupported_reason(model: Transformer) -> str | None:
         return "GPT-2 models run on the torch path"
     if model.device.type != "cpu":
         return "the model is not on the CPU"
-    if cfg.sliding_window and cfg.sliding_window < cfg.max_position_embeddings:
+    if cfg.has_sliding_layers and cfg.sliding_window < cfg.max_position_embeddings:
         return "sliding-window attention runs on the torch path"
+    if cfg.qk_norm or cfg.sandwich_norm or cfg.hidden_act != "silu" or cfg.embed_scale or cfg.attn_softcap \
+            or cfg.final_softcap or cfg.query_scale or cfg.norm_offset:
+        return f"{cfg.family} runs on the torch path"
     if cfg.head_dim % 2:
         return "odd head size"
     if not kernels.available():

@@ -175,13 +175,14 @@ def model_from_packed_state(cfg, hf_state: dict, dtype: torch.dtype | None = Non
             return None
         return QuantizedLinear([as_pack(n) for n in names], None if bias is None else bias.detach().float())
 
+    fused = cfg.family == "phi3"  # one stored tensor for q/k/v and one for gate/up
     for i, block in enumerate(model.layers):
         p = f"model.layers.{i}."
         a, m = p + "self_attn.", p + "mlp."
         swaps = {
-            (block.attn, "qkv"): [a + "q_proj.weight", a + "k_proj.weight", a + "v_proj.weight"],
+            (block.attn, "qkv"): [a + "qkv_proj.weight"] if fused else [a + f"{n}_proj.weight" for n in "qkv"],
             (block.attn, "out"): [a + "o_proj.weight"],
-            (block.mlp, "fc"): [m + "gate_proj.weight", m + "up_proj.weight"],
+            (block.mlp, "fc"): [m + "gate_up_proj.weight"] if fused else [m + "gate_proj.weight", m + "up_proj.weight"],
             (block.mlp, "proj"): [m + "down_proj.weight"],
         }
         for (parent, attr), names in swaps.items():

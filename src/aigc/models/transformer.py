@@ -1,4 +1,5 @@
-"""The network: one decoder-only transformer for the Llama family (Llama, Qwen2, Mistral) and GPT-2.
+"""The network: one decoder-only transformer for the Llama family (Llama, Qwen2/3, Mistral, Gemma 2/3,
+Phi-3) and GPT-2.
 
 Read top to bottom: norms, rotary embeddings, attention, MLP, block, model. The variant is picked by
 `ModelConfig` flags, not by subclasses. Parameter names are ours; `hf_checkpoint.py` maps them to and
@@ -19,35 +20,42 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aigc.models.config import ModelConfig
+from aigc.models.config import SLIDING, ModelConfig
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
+    """RMSNorm; Gemma's scales by (1 + weight): `offset` 1 (its checkpoints store weight - 1)."""
+
+    def __init__(self, dim: int, eps: float, offset: float = 0.0):
         super().__init__()
-        self.eps = eps
+        self.eps, self.offset = eps, offset
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight + self.offset if self.offset else self.weight
         if x.dtype == torch.float32:  # one fused kernel: decode steps are bound by per-op overhead
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
-        # Normalise in fp32 like the reference implementation, then cast back.
+            return F.rms_norm(x, w.shape, w, self.eps)
+        # Normalise in fp32 like the reference implementations, then cast back (Gemma casts last).
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        if self.offset:
+            return (xf * w.float()).to(x.dtype)
+        return w * xf.to(x.dtype)
 
 
-def make_norm(cfg: ModelConfig) -> nn.Module:
+def make_norm(cfg: ModelConfig, dim: int | None = None) -> nn.Module:
     if cfg.is_gpt2:
         return nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
-    return RMSNorm(cfg.hidden_size, cfg.norm_eps)
+    return RMSNorm(dim or cfg.hidden_size, cfg.norm_eps, cfg.norm_offset)
 
 
-def rope_inv_freq(cfg: ModelConfig) -> torch.Tensor:
-    """Inverse frequencies of the rotary embedding, with linear or llama3 scaling applied."""
+def rope_inv_freq(cfg: ModelConfig, local: bool = False) -> torch.Tensor:
+    """Inverse frequencies of the rotary embedding, with linear or llama3 scaling applied.
+    local=True: Gemma 3's sliding layers (their own base, no scaling)."""
     d = cfg.head_dim
-    inv_freq = 1.0 / (cfg.rope_theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
-    s = cfg.rope_scaling
+    theta = cfg.rope_local_theta if local else cfg.rope_theta
+    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d))
+    s = None if local else cfg.rope_scaling
     if not s:
         return inv_freq
     kind = s.get("rope_type", s.get("type"))
@@ -140,18 +148,23 @@ class CacheWrite:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
         self.n_head, self.n_kv, self.hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         self.qkv = nn.Linear(cfg.hidden_size, (self.n_head + 2 * self.n_kv) * self.hd, bias=cfg.qkv_bias)
         self.out = nn.Linear(self.n_head * self.hd, cfg.hidden_size, bias=cfg.out_bias)
         self.use_rope = not cfg.is_gpt2
         self.dropout = cfg.dropout
+        self.scale, self.softcap = cfg.query_scale, cfg.attn_softcap
+        self.q_norm = make_norm(cfg, self.hd) if cfg.qk_norm else None
+        self.k_norm = make_norm(cfg, self.hd) if cfg.qk_norm else None
 
     def forward(self, x, cos, sin, mask, cache_kv, write: CacheWrite | None) -> torch.Tensor:
         B, T, _ = x.shape
         qkv = self.qkv(x).view(B, T, self.n_head + 2 * self.n_kv, self.hd)
         qk, v = qkv[:, :, : self.n_head + self.n_kv], qkv[:, :, self.n_head + self.n_kv :]
+        if self.q_norm is not None:  # per-head norms of q and k, before the rotation
+            qk = torch.cat([self.q_norm(qk[:, :, : self.n_head]), self.k_norm(qk[:, :, self.n_head :])], dim=2)
         if self.use_rope:  # rotate queries and keys together: half the kernel launches
             qk = apply_rope(qk, cos, sin)
         q = qk[:, :, : self.n_head].transpose(1, 2)
@@ -167,17 +180,37 @@ class Attention(nn.Module):
                 kc[b, :, write.positions] = k.transpose(1, 2)
                 vc[b, :, write.positions] = v.transpose(1, 2)
             k, v = kc[:, :, : write.length], vc[:, :, : write.length]
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=mask is None and cache_kv is None and T > 1, enable_gqa=self.n_kv != self.n_head,
-        )
+        causal = mask is None and cache_kv is None and T > 1
+        if self.softcap:
+            y = _softcapped_attention(q, k, v, mask, causal, self.scale, self.softcap)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0,
+                is_causal=causal, enable_gqa=self.n_kv != self.n_head, scale=self.scale,
+            )
         return self.out(y.transpose(1, 2).reshape(B, T, self.n_head * self.hd))
+
+
+def _softcapped_attention(q, k, v, mask, causal: bool, scale: float | None, cap: float) -> torch.Tensor:
+    """Attention with Gemma 2's score capping (cap * tanh(s / cap)), which SDPA cannot do."""
+    group = q.shape[1] // k.shape[1]
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    scores = (q @ k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    scores = torch.tanh(scores / cap) * cap
+    if causal:
+        T, L = scores.shape[-2:]
+        mask = torch.ones(T, L, dtype=torch.bool, device=q.device).tril(L - T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return torch.softmax(scores.float(), dim=-1).to(q.dtype) @ v
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.gpt2 = cfg.is_gpt2
+        self.gelu_gate = cfg.hidden_act == "gelu_tanh"
         if self.gpt2:
             self.fc = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=True)
         else:  # gate and up projections fused: [gate; up]
@@ -188,21 +221,31 @@ class MLP(nn.Module):
         if self.gpt2:
             return self.proj(F.gelu(self.fc(x), approximate="tanh"))
         gate, up = self.fc(x).chunk(2, dim=-1)
-        return self.proj(F.silu(gate) * up)
+        return self.proj((F.gelu(gate, approximate="tanh") if self.gelu_gate else F.silu(gate)) * up)
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    """Pre-norm residual block; Gemma's "sandwich" also normalises each sub-layer's output."""
+
+    def __init__(self, cfg: ModelConfig, layer: int = 0):
         super().__init__()
         self.attn_norm = make_norm(cfg)
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg, layer)
         self.mlp_norm = make_norm(cfg)
         self.mlp = MLP(cfg)
+        self.post_attn_norm = make_norm(cfg) if cfg.sandwich_norm else None
+        self.post_mlp_norm = make_norm(cfg) if cfg.sandwich_norm else None
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, cos, sin, mask, cache_kv, write):
-        x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, mask, cache_kv, write))
-        return x + self.drop(self.mlp(self.mlp_norm(x)))
+        h = self.attn(self.attn_norm(x), cos, sin, mask, cache_kv, write)
+        if self.post_attn_norm is not None:
+            h = self.post_attn_norm(h)
+        x = x + self.drop(h)
+        h = self.mlp(self.mlp_norm(x))
+        if self.post_mlp_norm is not None:
+            h = self.post_mlp_norm(h)
+        return x + self.drop(h)
 
 
 class Transformer(nn.Module):
@@ -212,13 +255,27 @@ class Transformer(nn.Module):
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.pos_emb = nn.Embedding(cfg.max_position_embeddings, cfg.hidden_size) if cfg.is_gpt2 else None
         self.drop = nn.Dropout(cfg.dropout)
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         self.norm = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
             self.lm_head.weight = self.tok_emb.weight
         if not cfg.is_gpt2:
             self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+        # Gemma 3's sliding layers rotate with their own frequencies
+        self.local_layers = frozenset(
+            i for i in range(cfg.num_layers)
+            if cfg.rope_local_theta is not None and cfg.layer_types and cfg.layer_types[i] == SLIDING)
+        if self.local_layers:
+            self.register_buffer("inv_freq_local", rope_inv_freq(cfg, local=True), persistent=False)
+
+    def reset_rope(self) -> None:
+        """Recompute the rotary buffers (not in checkpoints; a meta-device build leaves them empty)."""
+        if self.config.is_gpt2:
+            return
+        self.inv_freq.copy_(rope_inv_freq(self.config))
+        if self.local_layers:
+            self.inv_freq_local.copy_(rope_inv_freq(self.config, local=True))
 
     # ---- set-up -------------------------------------------------------------------------------
 
@@ -227,8 +284,8 @@ class Transformer(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("bias"):
                 nn.init.zeros_(p)
-            elif "norm" in name:
-                nn.init.ones_(p)
+            elif "norm" in name:  # a norm starts as the identity (Gemma's weight w scales by 1 + w)
+                nn.init.constant_(p, 1.0 - self.config.norm_offset)
             elif name.endswith(("attn.out.weight", "mlp.proj.weight")):
                 nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.config.num_layers))
             else:
@@ -269,7 +326,9 @@ class Transformer(nn.Module):
         h = self.hidden_states(input_ids, positions, cache=cache, write=write, attention_mask=attention_mask)
         if last_only:
             h = h[:, -1:]
-        return self.lm_head(h)
+        logits = self.lm_head(h)
+        cap = self.config.final_softcap
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     def hidden_states(self, input_ids, positions=None, *, cache=None, write=None, attention_mask=None):
         """Final normalised hidden states [B, T, D] (used by the LM head and classification heads)."""
@@ -279,43 +338,60 @@ class Transformer(nn.Module):
             base = write.start if (write is not None and write.start is not None) else 0
             positions = torch.arange(base, base + T, device=dev).expand(B, T)
         x = self.tok_emb(input_ids)
-        cos = sin = None
+        if self.config.embed_scale:
+            x = x * torch.tensor(self.config.embed_scale, dtype=x.dtype)
+        rope = {False: (None, None)}
         if self.pos_emb is not None:
             x = x + self.pos_emb(positions)
         else:
-            freqs = positions[:, :, None].float() * self.inv_freq[None, None, :]
-            emb = torch.cat((freqs, freqs), dim=-1)[:, :, None]  # [B, T, 1, D]
-            cos, sin = emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+            def rotation(inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                freqs = positions[:, :, None].float() * inv_freq[None, None, :]
+                emb = torch.cat((freqs, freqs), dim=-1)[:, :, None]  # [B, T, 1, D]
+                return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
+
+            rope = {False: rotation(self.inv_freq)}
+            if self.local_layers:
+                rope[True] = rotation(self.inv_freq_local)
         x = self.drop(x)
-        mask = self._mask(B, T, dev, cache, write, attention_mask)
+        masks: dict[int | None, torch.Tensor | None] = {}  # one per window size
         for i, layer in enumerate(self.layers):
+            window = self.config.window(i)
+            if window not in masks:
+                masks[window] = self._mask(B, T, dev, cache, write, attention_mask, window)
             kv = (cache.k[i], cache.v[i]) if cache is not None else None
-            x = layer(x, cos, sin, mask, kv, write)
+            cos, sin = rope[i in self.local_layers]
+            x = layer(x, cos, sin, masks[window], kv, write)
         return self.norm(x)
 
     @staticmethod
-    def _mask(B, T, dev, cache, write, attention_mask) -> torch.Tensor | None:
-        """Boolean mask [B, 1, T, L] (True = may attend), or None when plain causal suffices."""
+    def _mask(B, T, dev, cache, write, attention_mask, window: int | None = None) -> torch.Tensor | None:
+        """Boolean mask [B, 1, T, L] (True = may attend), or None when plain causal suffices.
+        `window`: a query sees only the `window` latest positions (itself included)."""
         if cache is None:
-            if attention_mask is None:
+            if attention_mask is None and window is None:
                 return None  # SDPA's is_causal
-            key_ok = attention_mask.bool()
             q_pos = torch.arange(T, device=dev)
-            allowed = (q_pos[None, :] <= q_pos[:, None])[None] & key_ok[:, None, :]
+            allowed = (q_pos[None, :] <= q_pos[:, None])[None]
+            if window is not None:
+                allowed = allowed & (q_pos[None, :] > q_pos[:, None] - window)[None]
+            if attention_mask is not None:
+                allowed = allowed & attention_mask.bool()[:, None, :]
             # A padded query would see no key at all (NaN softmax); let it see itself.
-            allowed |= torch.eye(T, dtype=torch.bool, device=dev)[None]
-            return allowed[:, None]
+            allowed = allowed | torch.eye(T, dtype=torch.bool, device=dev)[None]
+            return allowed.expand(B, T, T)[:, None]
         if write is None:
             raise ValueError("a cache needs a CacheWrite")
         L = write.length
         if write.start is not None:
-            if write.key_mask is None and T == 1:
+            if write.key_mask is None and T == 1 and (window is None or L <= window):
                 return None  # one new token sees every cached key
             q_pos = torch.arange(write.start, write.start + T, device=dev)[None, :].expand(B, T)
         else:
             q_pos = write.positions
         k_pos = torch.arange(L, device=dev)
         allowed = k_pos[None, None, :] <= q_pos[:, :, None]  # [B, T, L]
+        if window is not None:
+            allowed = allowed & (k_pos[None, None, :] > q_pos[:, :, None] - window)
         if write.key_mask is not None:
             allowed = allowed & write.key_mask[:, None, :L].bool()
             allowed |= k_pos[None, None, :] == q_pos[:, :, None]
