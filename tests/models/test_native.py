@@ -4,6 +4,7 @@ the dequantized float reference (which test_gguf_checkpoint.py checks against tr
 from __future__ import annotations
 
 import pytest
+import tiny_hf as families
 import torch
 import transformers
 
@@ -58,6 +59,36 @@ def test_native_logits_equal_the_torch_network(arch, isa):
         got = native.forward(ids, list(range(21)), [0] * 21, list(range(21)))
         with torch.inference_mode():
             ref = model(torch.tensor([ids]))[0]
+        assert torch.allclose(got, ref, atol=1e-4), float((got - ref).abs().max())
+    finally:
+        kernels.set_isa("auto")
+
+
+FAMILIES = {
+    "qwen3": ("qwen3", {}),
+    "mistral-swa": ("mistral", {"sliding_window": 6}),
+    "gemma2": ("gemma2", {}),
+    "gemma3": ("gemma3", {}),
+    "phi3": ("phi3", {"sliding_window": 5}),
+}
+
+
+@pytest.mark.parametrize("case", list(FAMILIES))
+@pytest.mark.parametrize("isa", kernels.supported_isas())
+def test_every_family_runs_natively(case, isa):
+    """q/k norms, sandwich norms, GELU gates, soft-capping, sliding windows and Gemma 3's two rotary
+    tables in the native forward: a prompt longer than the window, then decode steps."""
+    family, over = FAMILIES[case]
+    kernels.set_isa(isa)
+    try:
+        model = ours(families.tiny_hf(family, **over))
+        native = NativeModel(model, new_native_cache(model, 2, 64, torch.float32))
+        ids = torch.randint(0, 128, (24,), generator=torch.Generator().manual_seed(5)).tolist()
+        got = [native.forward(ids[:20], list(range(20)), [1] * 20, list(range(20)))]
+        got += [native.forward([ids[t]], [t], [1], [0], n_decode=1) for t in range(20, 24)]
+        with torch.inference_mode():
+            ref = model(torch.tensor([ids]))[0]
+        got = torch.cat(got)
         assert torch.allclose(got, ref, atol=1e-4), float((got - ref).abs().max())
     finally:
         kernels.set_isa("auto")

@@ -38,6 +38,9 @@ class CLayer(ctypes.Structure):
         ("down", CWeight), ("down_bias", ctypes.c_void_p),
         ("attn_norm", ctypes.c_void_p), ("mlp_norm", ctypes.c_void_p),
         ("k_cache", ctypes.c_void_p), ("v_cache", ctypes.c_void_p),
+        ("q_norm", ctypes.c_void_p), ("k_norm", ctypes.c_void_p),
+        ("post_attn_norm", ctypes.c_void_p), ("post_mlp_norm", ctypes.c_void_p),
+        ("window", ctypes.c_int32), ("local_rope", ctypes.c_int32),
     ]
 
 
@@ -49,6 +52,8 @@ class CModel(ctypes.Structure):
         ("embed", CWeight), ("lm_head", CWeight), ("final_norm", ctypes.c_void_p),
         ("layers", ctypes.POINTER(CLayer)), ("kv_f16", ctypes.c_int32),
         ("kv_slot_stride", ctypes.c_int64), ("kv_head_stride", ctypes.c_int64), ("kv_capacity", ctypes.c_int64),
+        ("inv_freq_local", ctypes.c_void_p), ("embed_scale", ctypes.c_float), ("attn_scale", ctypes.c_float),
+        ("attn_softcap", ctypes.c_float), ("final_softcap", ctypes.c_float), ("act", ctypes.c_int32),
     ]
 
 

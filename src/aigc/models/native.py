@@ -35,11 +35,6 @@ def native_unsupported_reason(model: Transformer) -> str | None:
         return "GPT-2 models run on the torch path"
     if model.device.type != "cpu":
         return "the model is not on the CPU"
-    if cfg.has_sliding_layers and cfg.sliding_window < cfg.max_position_embeddings:
-        return "sliding-window attention runs on the torch path"
-    if cfg.qk_norm or cfg.sandwich_norm or cfg.hidden_act != "silu" or cfg.embed_scale or cfg.attn_softcap \
-            or cfg.final_softcap or cfg.query_scale or cfg.norm_offset:
-        return f"{cfg.family} runs on the torch path"
     if cfg.head_dim % 2:
         return "odd head size"
     if not kernels.available():
@@ -67,12 +62,15 @@ class NativeModel:
         self.config = cfg
         self._keep: list = []  # every tensor the C struct points into
 
-        def f32(t: torch.Tensor | None) -> int | None:
+        def f32(t: torch.Tensor | None, offset: float = 0.0) -> int | None:
             if t is None:
                 return None
-            t = t.detach().float().contiguous()
+            t = t.detach().float().contiguous() + offset
             self._keep.append(t)
             return t.data_ptr()
+
+        def norm(module: nn.Module | None) -> int | None:  # Gemma's (1 + w) folded into a copy
+            return None if module is None else f32(module.weight, cfg.norm_offset)
 
         def cw(p: PackedWeight) -> CWeight:
             self._keep.append(p)
@@ -93,17 +91,26 @@ class NativeModel:
             L.o, L.down = cw(_packs(block.attn.out)[0]), cw(_packs(block.mlp.proj)[0])
             L.qkv_bias, L.o_bias = f32(block.attn.qkv.bias), f32(block.attn.out.bias)
             L.gate_up_bias, L.down_bias = f32(block.mlp.fc.bias), f32(block.mlp.proj.bias)
-            L.attn_norm, L.mlp_norm = f32(block.attn_norm.weight), f32(block.mlp_norm.weight)
+            L.attn_norm, L.mlp_norm = norm(block.attn_norm), norm(block.mlp_norm)
+            L.q_norm, L.k_norm = norm(block.attn.q_norm), norm(block.attn.k_norm)
+            L.post_attn_norm, L.post_mlp_norm = norm(block.post_attn_norm), norm(block.post_mlp_norm)
+            L.window = cfg.window(i) or 0
+            L.local_rope = int(i in model.local_layers)
         self._layers = layers
         m = CModel()
         m.n_layers, m.hidden, m.n_heads = cfg.num_layers, cfg.hidden_size, cfg.num_heads
         m.n_kv, m.head_dim, m.inter, m.vocab = cfg.num_kv_heads, cfg.head_dim, cfg.intermediate_size, cfg.vocab_size
         m.eps = cfg.norm_eps
         m.inv_freq = f32(model.inv_freq)
+        m.inv_freq_local = f32(model.inv_freq_local) if model.local_layers else None
+        m.embed_scale = cfg.embed_scale or 0.0
+        m.attn_scale = cfg.query_scale or 0.0
+        m.attn_softcap, m.final_softcap = cfg.attn_softcap or 0.0, cfg.final_softcap or 0.0
+        m.act = int(cfg.hidden_act == "gelu_tanh")
         emb = model.tok_emb
         m.embed = cw(emb.table if isinstance(emb, QuantizedEmbedding) else _packs(emb)[0])
         m.lm_head = cw(_packs(model.lm_head)[0])
-        m.final_norm = f32(model.norm.weight)
+        m.final_norm = norm(model.norm)
         m.layers = ctypes.cast(layers, ctypes.POINTER(CLayer))
         self._model = m
         self._lib = kernels.load()

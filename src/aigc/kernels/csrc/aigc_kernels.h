@@ -61,9 +61,10 @@ typedef struct {
     void (*quantize_act)(const float *x, int64_t K, int8_t *q, float *d, float *s);
     void (*dequant_row)(int type, const uint8_t *w, int64_t K, float *out);
     void (*rmsnorm)(const float *x, const float *w, int64_t n, float eps, float *out);
-    /* nq query heads (consecutive) that share one kv head; scores: nq * len floats of scratch */
+    /* nq query heads (consecutive) that share one kv head; scores: nq * len floats of scratch;
+     * softcap > 0: scores become softcap * tanh(score / softcap) before the softmax (Gemma 2) */
     void (*attention)(const float *q, int nq, const void *k, const void *v, int kv_f16, int64_t pos_stride,
-                      int64_t len, int hd, float scale, float *scores, float *out);
+                      int64_t len, int hd, float scale, float softcap, float *scores, float *out);
     void (*silu_mul)(const float *g, const float *u, int64_t n, float *out);
     void (*store_kv)(const float *src, void *dst, int kv_f16, int n);
     /* many activation rows: gemm_nc weight rows dequantized into a [K][gemm_nc] float panel */
@@ -80,6 +81,7 @@ typedef struct {
                          float *c);
     int gemm16_levels; /* activation levels the int16 panels take (|q| <= levels) */
     int64_t (*argmax_lse)(const float *x, int64_t n, float *lse);
+    void (*gelu_mul)(const float *g, const float *u, int64_t n, float *out); /* gelu_tanh(g) * u */
 } isa_kernels;
 
 extern const isa_kernels kernels_portable;
@@ -114,6 +116,10 @@ typedef struct {
     const float *mlp_norm;
     void *k_cache; /* [slots, n_kv, capacity, head_dim] */
     void *v_cache;
+    const float *q_norm, *k_norm;              /* per-head RMSNorm of q and k before rotation, or NULL */
+    const float *post_attn_norm, *post_mlp_norm; /* norms of the sub-layer outputs (Gemma), or NULL */
+    int32_t window;                            /* > 0: a query sees only the `window` latest positions */
+    int32_t local_rope;                        /* 1: rotate with the model's inv_freq_local */
 } aigc_layer;
 
 typedef struct {
@@ -128,6 +134,12 @@ typedef struct {
     int64_t kv_slot_stride;    /* elements between slots */
     int64_t kv_head_stride;    /* elements between kv heads (= capacity * head_dim) */
     int64_t kv_capacity;       /* positions per slot */
+    const float *inv_freq_local; /* second rotary table (Gemma 3's sliding layers), or NULL */
+    float embed_scale;         /* != 0: embeddings times this (Gemma) */
+    float attn_scale;          /* != 0: query scale instead of 1/sqrt(head_dim) */
+    float attn_softcap;        /* > 0: attention score capping */
+    float final_softcap;       /* > 0: logit capping */
+    int32_t act;               /* the MLP gate: 0 = SiLU, 1 = GELU (tanh) */
 } aigc_model;
 
 const char *aigc_isa_name(void);

@@ -1224,6 +1224,29 @@ static void silu_mul(const float *g, const float *u, int64_t n, float *out) {
     for (; i < n; i++) out[i] = g[i] / (1.0f + exp_fast(-g[i])) * u[i];
 }
 
+/* gelu_tanh(g) * u, with gelu_tanh(x) = x * sigmoid(2 * sqrt(2/pi) * (x + 0.044715 x^3)) */
+static void gelu_mul(const float *g, const float *u, int64_t n, float *out) {
+    const float k = 1.5957691216057308f; /* 2 * sqrt(2 / pi) */
+    int64_t i = 0;
+#if defined(FW)
+    for (; i + FW <= n; i += FW) {
+        vf gv = VLOAD(g + i);
+        vf inner = VFMA(VFMA(gv, gv, VZERO()), VSET1(0.044715f * k), VSET1(k)); /* k + 0.044715 k g^2 */
+#if defined(__AVX512F__)
+        vf e = vexp(_mm512_mul_ps(_mm512_mul_ps(gv, inner), VSET1(-1.0f)));
+        VSTORE(out + i, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(VSET1(1.0f), e)), VLOAD(u + i)));
+#else
+        vf e = vexp(_mm256_mul_ps(_mm256_mul_ps(gv, inner), VSET1(-1.0f)));
+        VSTORE(out + i, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(VSET1(1.0f), e)), VLOAD(u + i)));
+#endif
+    }
+#endif
+    for (; i < n; i++) {
+        float x = g[i];
+        out[i] = x / (1.0f + exp_fast(-x * (k + 0.044715f * k * x * x))) * u[i];
+    }
+}
+
 static void store_kv(const float *src, void *dst, int kv_f16, int n) {
     if (!kv_f16) {
         memcpy(dst, src, (size_t)n * 4);
@@ -1290,12 +1313,14 @@ INLINE float softmax_exp(float *scores, int64_t len) {
  * out[h] = softmax(q[h].K^T * scale) V. Each key and value row is read (and widened from f16) once
  * for all NQ heads; the value sums stay in registers, one vector of head dims at a time. */
 INLINE void attention_nq(const float *q, int NQ, const void *k, const void *v, int kv_f16, int64_t pos_stride,
-                         int64_t len, int hd, float scale, float *scores, float *out) {
+                         int64_t len, int hd, float scale, float softcap, float *scores, float *out) {
     const size_t es = kv_f16 ? 2 : 4;
     for (int64_t j = 0; j < len; j++) {
         const void *kr = (const uint8_t *)k + (size_t)j * pos_stride * es;
         for (int h = 0; h < NQ; h++) scores[h * len + j] = dot_kv(q + h * hd, kr, kv_f16, hd) * scale;
     }
+    if (softcap > 0.0f)
+        for (int64_t j = 0; j < NQ * len; j++) scores[j] = softcap * tanhf(scores[j] / softcap);
     float inv[8];
     for (int h = 0; h < NQ; h++) inv[h] = 1.0f / softmax_exp(scores + h * len, len);
     int i = 0;
@@ -1365,19 +1390,19 @@ static int64_t argmax_lse(const float *x, int64_t n, float *lse) {
 
 /* nq query heads sharing one kv head; scores: nq * len floats of scratch */
 static void attention(const float *q, int nq, const void *k, const void *v, int kv_f16, int64_t pos_stride,
-                      int64_t len, int hd, float scale, float *scores, float *out) {
+                      int64_t len, int hd, float scale, float softcap, float *scores, float *out) {
     for (int h0 = 0; h0 < nq; h0 += 8) {
         const float *qh = q + h0 * hd;
         float *oh = out + h0 * hd;
         switch (nq - h0) { /* constant head counts: the value sums stay in registers */
-        case 1: attention_nq(qh, 1, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
-        case 2: attention_nq(qh, 2, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
-        case 3: attention_nq(qh, 3, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
-        case 4: attention_nq(qh, 4, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
-        case 5: attention_nq(qh, 5, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
-        case 6: attention_nq(qh, 6, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
-        case 7: attention_nq(qh, 7, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
-        default: attention_nq(qh, 8, k, v, kv_f16, pos_stride, len, hd, scale, scores, oh); break;
+        case 1: attention_nq(qh, 1, k, v, kv_f16, pos_stride, len, hd, scale, softcap, scores, oh); break;
+        case 2: attention_nq(qh, 2, k, v, kv_f16, pos_stride, len, hd, scale, softcap, scores, oh); break;
+        case 3: attention_nq(qh, 3, k, v, kv_f16, pos_stride, len, hd, scale, softcap, scores, oh); break;
+        case 4: attention_nq(qh, 4, k, v, kv_f16, pos_stride, len, hd, scale, softcap, scores, oh); break;
+        case 5: attention_nq(qh, 5, k, v, kv_f16, pos_stride, len, hd, scale, softcap, scores, oh); break;
+        case 6: attention_nq(qh, 6, k, v, kv_f16, pos_stride, len, hd, scale, softcap, scores, oh); break;
+        case 7: attention_nq(qh, 7, k, v, kv_f16, pos_stride, len, hd, scale, softcap, scores, oh); break;
+        default: attention_nq(qh, 8, k, v, kv_f16, pos_stride, len, hd, scale, softcap, scores, oh); break;
         }
     }
 }
@@ -1385,5 +1410,5 @@ static void attention(const float *q, int nq, const void *k, const void *v, int 
 const isa_kernels TABLE = {
     STR(ISA), dot_rows, dot_rows_fx, HAS_Q16 ? dot_rows_q16 : NULL, quantize_act16, quantize_act, dequant_row, rmsnorm, attention, silu_mul, store_kv,
     GEMM_NC, gemm_pack, gemm_panel, HAS_K16 ? dot_rows_k16 : NULL, quantize_act16k,
-    HAS_GEMM16 ? gemm_pack16 : NULL, HAS_GEMM16 ? gemm_panel16 : NULL, GEMM16_LEVELS, argmax_lse,
+    HAS_GEMM16 ? gemm_pack16 : NULL, HAS_GEMM16 ? gemm_panel16 : NULL, GEMM16_LEVELS, argmax_lse, gelu_mul,
 };

@@ -595,7 +595,7 @@ typedef struct {
     const aigc_layer *L;
     int64_t n;
     const int32_t *pos, *slot;
-    float *x, *xn, *qkv, *att, *cos_t, *sin_t, *scores;
+    float *x, *xn, *qkv, *att, *cos_t, *sin_t, *cos_l, *sin_l, *scores;
     int64_t scores_stride;
     int64_t qkv_dim;
     int att_heads; /* query heads per attention task: the kv group, or 1 */
@@ -607,9 +607,13 @@ static void rope_kv_task(void *p, int64_t begin, int64_t end, int tid) {
     const aigc_model *m = c->m;
     const int hd = m->head_dim, half = hd / 2, H = m->n_heads, KV = m->n_kv;
     const size_t es = m->kv_f16 ? 2 : 4;
+    const aigc_layer *L = c->L;
     for (int64_t t = begin; t < end; t++) {
         float *row = c->qkv + t * c->qkv_dim;
-        const float *cs = c->cos_t + t * half, *sn = c->sin_t + t * half;
+        const float *cs = (L->local_rope ? c->cos_l : c->cos_t) + t * half;
+        const float *sn = (L->local_rope ? c->sin_l : c->sin_t) + t * half;
+        if (L->q_norm) /* per-head norms before the rotation (Qwen3, Gemma 3); in place is safe */
+            for (int h = 0; h < H + KV; h++) K->rmsnorm(row + h * hd, h < H ? L->q_norm : L->k_norm, hd, m->eps, row + h * hd);
         for (int h = 0; h < H + KV; h++) { /* rotate q and k heads (half-split pairs, as HF) */
             float *v = row + h * hd;
             for (int i = 0; i < half; i++) {
@@ -634,15 +638,18 @@ static void attention_task(void *p, int64_t begin, int64_t end, int tid) {
     const int hd = m->head_dim, H = m->n_heads, group = m->n_heads / m->n_kv, nq = c->att_heads;
     const int per_token = H / nq;
     const size_t es = m->kv_f16 ? 2 : 4;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = m->attn_scale != 0.0f ? m->attn_scale : 1.0f / sqrtf((float)hd);
+    const int64_t window = c->L->window;
     float *scores = c->scores + tid * c->scores_stride * group;
     for (int64_t i = begin; i < end; i++) {
         int64_t t = i / per_token;
         int h = (int)(i % per_token) * nq, kvh = h / group;
-        int64_t off = (int64_t)c->slot[t] * m->kv_slot_stride + kvh * m->kv_head_stride;
+        /* a sliding layer sees positions pos-window+1 .. pos */
+        int64_t first = window > 0 && c->pos[t] + 1 > window ? c->pos[t] + 1 - window : 0;
+        int64_t off = (int64_t)c->slot[t] * m->kv_slot_stride + kvh * m->kv_head_stride + first * hd;
         K->attention(c->qkv + t * c->qkv_dim + h * hd, nq, (const uint8_t *)c->L->k_cache + off * es,
-                     (const uint8_t *)c->L->v_cache + off * es, m->kv_f16, hd, (int64_t)c->pos[t] + 1, hd,
-                     scale, scores, c->att + t * H * hd + h * hd);
+                     (const uint8_t *)c->L->v_cache + off * es, m->kv_f16, hd, (int64_t)c->pos[t] + 1 - first, hd,
+                     scale, m->attn_softcap, scores, c->att + t * H * hd + h * hd);
     }
 }
 
@@ -669,6 +676,24 @@ static void silu_task(void *p, int64_t begin, int64_t end, int tid) {
         K->silu_mul(c->g + t * c->g_stride, c->g + t * c->g_stride + c->dim, c->dim, c->out + t * c->dim);
 }
 
+static void gelu_task(void *p, int64_t begin, int64_t end, int tid) {
+    (void)tid;
+    rowwise_ctx *c = (rowwise_ctx *)p;
+    for (int64_t t = begin; t < end; t++)
+        K->gelu_mul(c->g + t * c->g_stride, c->g + t * c->g_stride + c->dim, c->dim, c->out + t * c->dim);
+}
+
+/* x += norm(y) row by row: a sandwich norm's output joins the residual stream */
+static void add_norm_task(void *p, int64_t begin, int64_t end, int tid) {
+    (void)tid;
+    rowwise_ctx *c = (rowwise_ctx *)p;
+    for (int64_t t = begin; t < end; t++) {
+        float *y = (float *)c->x + t * c->dim, *x = c->out + t * c->dim;
+        K->rmsnorm(y, c->w, c->dim, c->eps, y);
+        for (int64_t i = 0; i < c->dim; i++) x[i] += y[i];
+    }
+}
+
 static void rowwise(task_fn fn, rowwise_ctx *c, int64_t n) { parallel_for(fn, c, n, n >= 16 ? 4 : n); }
 
 static scratch fwd_scratch;
@@ -686,7 +711,7 @@ int aigc_forward(const aigc_model *m, int64_t n, int64_t n_decode, const int32_t
     for (int64_t t = 0; t < n; t++) max_len = pos[t] + 1 > max_len ? pos[t] + 1 : max_len;
     pthread_mutex_lock(&call_lock);
     const int64_t scores_stride = (max_len + 15) / 16 * 16;
-    size_t floats = (size_t)n * (2 * D + qkv_dim + H * hd + 2 * F + F + 2 * half) +
+    size_t floats = (size_t)n * (2 * D + qkv_dim + H * hd + 2 * F + F + 4 * half) +
                     (size_t)pool.n * scores_stride * (H / KV) + (size_t)n_out * D * 2 + 64;
     float *buf = (float *)grow(&fwd_scratch, floats * sizeof(float));
     if (!buf) {
@@ -706,7 +731,9 @@ int aigc_forward(const aigc_model *m, int64_t n, int64_t n_decode, const int32_t
     float *gu = c.att + n * H * hd, *act = gu + n * 2 * F;
     c.cos_t = act + n * F;
     c.sin_t = c.cos_t + n * half;
-    c.scores = c.sin_t + n * half;
+    c.cos_l = c.sin_t + n * half;
+    c.sin_l = c.cos_l + n * half;
+    c.scores = c.sin_l + n * half;
     c.scores_stride = scores_stride;
     float *sel = c.scores + pool.n * scores_stride * (H / KV), *seln = sel + n_out * D;
     c.att_heads = n * KV >= 4 * pool.n ? (int)(H / KV) : 1;
@@ -714,10 +741,17 @@ int aigc_forward(const aigc_model *m, int64_t n, int64_t n_decode, const int32_t
     int64_t eb = aigc_row_bytes(m->embed.type, D);
     for (int64_t t = 0; t < n; t++) {
         K->dequant_row(m->embed.type, (const uint8_t *)m->embed.data + (int64_t)ids[t] * eb, D, c.x + t * D);
+        if (m->embed_scale != 0.0f)
+            for (int64_t i = 0; i < D; i++) c.x[t * D + i] *= m->embed_scale;
         for (int64_t i = 0; i < half; i++) {
             float a = (float)pos[t] * m->inv_freq[i];
             c.cos_t[t * half + i] = cosf(a);
             c.sin_t[t * half + i] = sinf(a);
+            if (m->inv_freq_local) {
+                a = (float)pos[t] * m->inv_freq_local[i];
+                c.cos_l[t * half + i] = cosf(a);
+                c.sin_l[t * half + i] = sinf(a);
+            }
         }
     }
     int rc = 0;
@@ -732,19 +766,35 @@ int aigc_forward(const aigc_model *m, int64_t n, int64_t n_decode, const int32_t
         rc |= matmul_locked(L->qkv, L->n_qkv, c.xn, n, c.qkv, qkv_dim, L->qkv_bias, 0, n_decode);
         parallel_for(rope_kv_task, &c, n, n >= 16 ? 4 : n);
         parallel_for(attention_task, &c, n * H / c.att_heads, 1);
-        rc |= matmul_locked(&L->o, 1, c.att, n, c.x, D, L->o_bias, 1, n_decode);
+        if (L->post_attn_norm) { /* Gemma: the output is normalised before it joins the residual */
+            rc |= matmul_locked(&L->o, 1, c.att, n, c.xn, D, L->o_bias, 0, n_decode);
+            rw.x = c.xn; rw.w = L->post_attn_norm; rw.out = c.x; rw.dim = D;
+            rowwise(add_norm_task, &rw, n);
+        } else {
+            rc |= matmul_locked(&L->o, 1, c.att, n, c.x, D, L->o_bias, 1, n_decode);
+        }
         rw.x = c.x; rw.w = L->mlp_norm; rw.out = c.xn; rw.dim = D;
         rowwise(rmsnorm_task, &rw, n);
         rc |= matmul_locked(L->gate_up, L->n_gate_up, c.xn, n, gu, 2 * F, L->gate_up_bias, 0, n_decode);
         rw.g = gu; rw.g_stride = 2 * F; rw.out = act; rw.dim = F;
-        rowwise(silu_task, &rw, n);
-        rc |= matmul_locked(&L->down, 1, act, n, c.x, D, L->down_bias, 1, n_decode);
+        rowwise(m->act == 1 ? gelu_task : silu_task, &rw, n);
+        if (L->post_mlp_norm) {
+            rc |= matmul_locked(&L->down, 1, act, n, c.xn, D, L->down_bias, 0, n_decode);
+            rw.x = c.xn; rw.w = L->post_mlp_norm; rw.out = c.x; rw.dim = D;
+            rowwise(add_norm_task, &rw, n);
+        } else {
+            rc |= matmul_locked(&L->down, 1, act, n, c.x, D, L->down_bias, 1, n_decode);
+        }
     }
     if (rc == 0 && n_out > 0) {
         for (int64_t i = 0; i < n_out; i++) memcpy(sel + i * D, c.x + (int64_t)out_idx[i] * D, D * sizeof(float));
         rw.x = sel; rw.w = m->final_norm; rw.out = hidden_out ? hidden_out : seln; rw.dim = D;
         rowwise(rmsnorm_task, &rw, n_out);
         if (!hidden_out) rc |= matmul_locked(&m->lm_head, 1, seln, n_out, logits, m->vocab, NULL, 0, n_out);
+        if (!hidden_out && rc == 0 && m->final_softcap > 0.0f) {
+            const float cap = m->final_softcap;
+            for (int64_t i = 0; i < n_out * m->vocab; i++) logits[i] = cap * tanhf(logits[i] / cap);
+        }
     }
     pthread_mutex_unlock(&call_lock);
     return rc;
