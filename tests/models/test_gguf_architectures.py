@@ -165,3 +165,29 @@ def test_longrope_phi3_is_refused(tmp_path):
     shapes["rope_factors_long.weight"] = (64,)
     with pytest.raises(GGUFError, match="LongRoPE"):
         config_from_gguf_metadata(meta, shapes)
+
+
+def test_a_q4_k_m_mix_holds_several_types_and_loads_packed(tmp_path):
+    """A Q4_K_M file as llama-quantize makes them: Q4_K, Q6_K for the output and some attn_v/ffn_down,
+    Q5_0/Q8_0 where rows are not multiples of 256, F32 norms; every type is read as stored."""
+    hf = tiny_hf("qwen2", hidden_size=256, intermediate_size=320, num_attention_heads=4, num_key_value_heads=2,
+                 num_hidden_layers=8, tie_word_embeddings=False)
+    config = ModelConfig.from_hf_dict(hf.config.to_dict())
+    path = tmp_path / "mix-Q4_K_M.gguf"
+    write_gguf(path, config, hf.state_dict(), TOKENS, quant="Q4_K_M")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    assert types["blk.0.attn_q.weight"] == "Q4_K" and types["output.weight"] == "Q6_K"
+    assert types["blk.0.attn_v.weight"] == "Q6_K" and types["blk.1.attn_v.weight"] == "Q4_K"
+    assert types["blk.0.ffn_down.weight"] == "Q8_0"  # 320 columns: Q6_K's fallback
+    assert types["blk.1.ffn_down.weight"] == "Q5_0"  # Q4_K's fallback
+    assert types["blk.0.attn_norm.weight"] == "F32"
+    cfg, state, _ = read_gguf(path, packed=True)
+    assert {state[f"model.layers.0.{n}.weight"].format.name for n in ("self_attn.q_proj", "self_attn.v_proj",
+                                                                       "mlp.down_proj")} == {"Q4_K", "Q6_K", "Q8_0"}
+    packed = model_from_packed_state(cfg, state, dtype=torch.float32)
+    reference = ours_from_gguf(path)
+    with torch.no_grad():
+        theirs = transformers_from_gguf(path)(IDS).logits
+        got, fast = reference(IDS), packed(IDS)
+    assert (theirs - got).abs().max().item() < TOL
+    assert ((fast - got).norm() / got.norm()).item() < 0.02

@@ -1,8 +1,8 @@
 """`aigc convert SOURCE OUT`: a Hugging Face directory, or a GGUF file (`OUT.gguf`, any quantization).
 
 SOURCE is a .gguf file, a HF directory or any model name. OUT ending in `.gguf` writes a llama.cpp file
-whose weights are stored in `--quant` (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)
-with the tokenizer and chat template inside; anything else is a HF directory in `--dtype`.
+whose weights are stored in `--quant` (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, or
+llama-quantize's mixes Q4_K_M and Q5_K_M) with the tokenizer and chat template inside; anything else is a HF directory in `--dtype`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-GGUF_QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K")
+GGUF_QUANTS = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q5_K", "Q6_K", "Q4_K_M",
+               "Q5_K_M")
 
 
 def register(sub) -> None:

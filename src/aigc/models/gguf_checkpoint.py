@@ -539,8 +539,9 @@ def write_gguf(
     if config.family not in GGUF_ARCH:
         raise GGUFError(f"{config.family} models cannot be written as GGUF "
                         f"(supported: {', '.join(GGUF_ARCH)})")
+    mix = MIXES.get(quant.upper())
     try:
-        qtype = gguf.GGMLQuantizationType[quant.upper()]
+        qtype = gguf.GGMLQuantizationType[mix[0] if mix else quant.upper()]
     except KeyError:
         raise GGUFError(f"unknown GGUF quantization {quant!r}") from None
 
@@ -576,7 +577,8 @@ def write_gguf(
         writer.add_final_logit_softcapping(float(config.final_softcap))
     if config.rope_local_theta is not None:
         writer.add_rope_freq_base_swa(float(config.rope_local_theta))
-    file_type = getattr(gguf.LlamaFileType, f"MOSTLY_{qtype.name}", gguf.LlamaFileType.ALL_F32)
+    file_type = getattr(gguf.LlamaFileType, f"MOSTLY_{quant.upper() if mix else qtype.name}",
+                        gguf.LlamaFileType.ALL_F32)
     writer.add_file_type(int(file_type))
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
@@ -607,7 +609,7 @@ def write_gguf(
         if n_heads is not None:
             w = np.ascontiguousarray(permute_for_gguf(w, n_heads))
         w = w + _norm_shift(gguf_name, config)
-        wtype = qtype
+        wtype = _mixed_type(mix, gguf_name, config.num_layers) if mix else qtype
         if w.ndim >= 2 and w.shape[-1] % gguf.GGML_QUANT_SIZES[wtype][0] and wtype.name in K_FALLBACK:
             wtype = gguf.GGMLQuantizationType[K_FALLBACK[wtype.name]]
         block_size = gguf.GGML_QUANT_SIZES[wtype][0]
@@ -622,6 +624,24 @@ def write_gguf(
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+# llama-quantize's mixes: (base type, type of the tensors that get more bits)
+MIXES = {"Q4_K_M": ("Q4_K", "Q6_K"), "Q5_K_M": ("Q5_K", "Q6_K")}
+
+
+def _mixed_type(mix: tuple[str, str], gguf_name: str, n_layers: int) -> gguf.GGMLQuantizationType:
+    """A tensor's type in a _K_M mix, by llama.cpp's rule: the output matrix and, in the first and
+    last eighth of the layers and every third layer between, attn_v and ffn_down take more bits."""
+    base, more = mix
+    part = gguf_name.split(".")[-2]
+    layer = int(gguf_name.split(".")[1]) if gguf_name.startswith("blk.") else -1
+    more_bits = layer < n_layers // 8 or layer >= 7 * n_layers // 8 or (layer - n_layers // 8) % 3 == 2
+    if part == "output" or (part in ("attn_v", "ffn_down") and more_bits):
+        return gguf.GGMLQuantizationType[more]
+    if part == "attn_qkv":  # fused q/k/v (Phi-3) sits between the two
+        return gguf.GGMLQuantizationType.Q5_K
+    return gguf.GGMLQuantizationType[base]
 
 
 def _quantize_blocks(w: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
