@@ -7,6 +7,7 @@ No other module reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,9 @@ class Settings(BaseSettings):
     max_concurrency: int = 16  # sequences decoded together (KV-cache slots)
     max_queue: int = 64  # requests waiting for a slot before 429
     max_context: int = 4096  # tokens per KV slot (capped by the model's window)
+    # Chat output split into reasoning_content and content (server/reasoning.py): auto = models whose
+    # template or vocabulary knows <think>; think = every local model; none = never.
+    reasoning_parser: Literal["auto", "none", "think"] = "auto"
     remotes: list[str] = Field(default_factory=list)  # NAME=URL[,key=ENV_VAR]
     database_url: str = "sqlite:///aigc.db"
     response_store_days: float = 30.0  # how long /v1/responses results stay retrievable (previous_response_id)

@@ -2,7 +2,8 @@
 behind the real server stack, and a temporary SQLite database per server.
 
 The scripted engine answers every request with the same words, one token per `delay` seconds, so
-stop and disconnect tests can act mid-reply without racing a real model.
+stop and disconnect tests can act mid-reply without racing a real model. With `once` it says its
+words one time and stops (a reply of exactly that text).
 """
 
 from __future__ import annotations
@@ -29,31 +30,35 @@ REPLY_WORDS = [f"word{i} " for i in range(1000)]
 
 
 class ScriptedStream:
-    def __init__(self, request: EngineRequest, delay: float, words: list[str]):
+    def __init__(self, request: EngineRequest, delay: float, words: list[str], once: bool = False):
         self.request_id = request.request_id
         self.metrics = RequestMetrics(prompt_tokens=len(request.prompt_token_ids))
         self.max_tokens = request.params.max_tokens or 16
         self.delay = delay
         self.words = words
+        self.once = once
         self.cancelled = False
 
     def cancel(self) -> None:
         self.cancelled = True
 
     async def __aiter__(self) -> AsyncIterator[CompletionDelta]:
-        for i in range(self.max_tokens):
+        ends = self.once and len(self.words) <= self.max_tokens  # said in full: a stop, not the length limit
+        count = len(self.words) if ends else self.max_tokens
+        for i in range(count):
             if self.cancelled:
                 yield CompletionDelta(0, "", [], finish_reason="abort")
                 return
             await asyncio.sleep(self.delay)
-            last = i == self.max_tokens - 1
-            yield CompletionDelta(0, self.words[i % len(self.words)], [i], finish_reason="length" if last else None)
+            finish = ("stop" if ends else "length") if i == count - 1 else None
+            yield CompletionDelta(0, self.words[i % len(self.words)], [i], finish_reason=finish)
 
 
 class ScriptedEngine:
-    def __init__(self, delay: float = 0.0, words: list[str] | None = None):
+    def __init__(self, delay: float = 0.0, words: list[str] | None = None, *, once: bool = False):
         self.delay = delay
         self.words = words or REPLY_WORDS
+        self.once = once
         self.requests: list[EngineRequest] = []
         self.streams: list[ScriptedStream] = []
         self.busy = False  # True: every submit is refused with a 429
@@ -62,7 +67,7 @@ class ScriptedEngine:
         if self.busy:
             raise QueueFullError("busy", retry_after=1.0)
         self.requests.append(request)
-        stream = ScriptedStream(request, self.delay, self.words)
+        stream = ScriptedStream(request, self.delay, self.words, self.once)
         self.streams.append(stream)
         return stream
 

@@ -109,9 +109,9 @@ def test_unknown_name_lists_available(tmp_path):
 def test_hub_id_without_network_fails_fast(tmp_path, monkeypatch, offline):
     # An empty HF cache, so a cached copy cannot answer, and a hub address that drops packets
     # (a non-routable IP), so the test means "no network" even on a machine that has one.
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://10.255.255.1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://10.255.255.1")
     start = time.monotonic()
     with pytest.raises(ModelNotFoundError) as info:
         resolve_model("Qwen/Qwen2.5-0.5B-Instruct", models_dir=tmp_path, offline=offline)
@@ -128,7 +128,7 @@ def test_hub_id_found_in_local_cache(tmp_path, monkeypatch):
     make_hf_dir(snapshot)
     (cache / "models--org--cached-model" / "refs").mkdir()
     (cache / "models--org--cached-model" / "refs" / "main").write_text("a" * 40)
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     m = resolve_model("org/cached-model", models_dir=tmp_path, offline=True)
     assert (m.kind, m.path, m.name) == ("hf_dir", snapshot, "org/cached-model")
 
@@ -143,8 +143,8 @@ def test_silent_hub_does_not_hang(tmp_path, monkeypatch):
     server.bind(("127.0.0.1", 0))
     server.listen(8)
     monkeypatch.setattr(registry, "HUB_CONNECT_TIMEOUT_S", 0.5)
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
     start = time.monotonic()
     try:
         with pytest.raises(ModelNotFoundError, match="no network access to the model hub"):

@@ -17,12 +17,13 @@ import pytest
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "apps"), str(TESTS / "server")]
 
-from app_harness import SCRIPTED, events_of, scripted_server  # noqa: E402
-from server_harness import ServerThread, scripted_chat_upstream  # noqa: E402
+from app_harness import SCRIPTED, ScriptedEngine, events_of, scripted_server  # noqa: E402
+from server_harness import ServerThread, byte_tokenizer, scripted_chat_upstream  # noqa: E402
 
 from aigc.safety.moderation import MODEL_DIR, default_moderator  # noqa: E402
 from aigc.safety.moderation_data import build_dataset  # noqa: E402
 from aigc.server.app import create_app  # noqa: E402
+from aigc.server.local_backend import LocalBackend  # noqa: E402
 from aigc.settings import Settings  # noqa: E402
 from figures import record  # noqa: E402
 
@@ -93,6 +94,23 @@ def test_a_harmful_continuation_is_cut_mid_stream(guarded):
     assert finish == "content_filter"
     metrics = httpx.get(server.url + "/metrics").text
     assert 'aigc_moderation_flagged_total{action="block",category="violence",source="output"}' in metrics
+
+
+def test_harmful_thinking_is_cut_like_harmful_text(tmp_path):
+    words = ["<think>", *SAFE, *HARMFUL, "</think>", "Fine."]
+    thinker = LocalBackend("thinker", ScriptedEngine(words=words, once=True), byte_tokenizer(), max_context=2048,
+                           reasoning_parser="think")
+    server, _ = scripted_server(tmp_path / "app.db", moderation="block", extra=[thinker])
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        chunks = list(client.chat.completions.create(model="thinker", messages=[{"role": "user", "content": "Hm?"}],
+                                                     stream=True))
+        thought = "".join(c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in chunks if c.choices)
+        assert thought.startswith("Sure, here is a short answer.") and "kill" not in thought
+        assert chunks[-1].choices[0].finish_reason == "content_filter"
+        assert not any(c.choices and c.choices[0].delta.content for c in chunks)
+    finally:
+        server.stop()
 
 
 def test_the_web_app_marks_blocked_turns_and_admins_see_the_log(guarded):

@@ -33,14 +33,15 @@ REAL = "smollm2-135m-instruct"
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def byte_tokenizer() -> Tokenizer:
-    """256 byte tokens (GPT-2's byte-to-unicode alphabet), no merges, plus ChatML specials."""
+def byte_tokenizer(chat_template: str | None = None) -> Tokenizer:
+    """256 byte tokens (GPT-2's byte-to-unicode alphabet), no merges, plus ChatML specials;
+    `chat_template`: its own template (default: none, so ChatML)."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {t: i for i, t in enumerate(SPECIALS + sorted(alphabet))}
     backend = Backend(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    return Tokenizer(backend, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    return Tokenizer(backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=chat_template)
 
 
 def tiny_engine(tokenizer: Tokenizer, *, max_concurrency: int = 8, max_queue: int = 16, ctx: int = 512) -> Engine:

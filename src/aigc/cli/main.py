@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # Subcommand modules; each exposes `register(subparsers)` and sets `func` on its parser.
 _COMMANDS = ("aigc.cli.models_cmd", "aigc.cli.generate_cmd", "aigc.cli.chat_cmd", "aigc.cli.convert_cmd",
              "aigc.cli.serve_cmd", "aigc.cli.groups", "aigc.cli.classify_cmd", "aigc.cli.merge_cmd",
-             "aigc.cli.users_cmd", "aigc.cli.kb_cmd")
+             "aigc.cli.users_cmd", "aigc.cli.kb_cmd", "aigc.cli.pull_cmd")
 
 
 class UsageError(Exception):

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from aigc.cli.common import add_weight_args
+from aigc.server.reasoning import REASONING_PARSERS
 
 
 def register(sub) -> None:
@@ -32,6 +33,10 @@ def register(sub) -> None:
     p.add_argument("--max-concurrency", type=int, default=None, help="sequences decoded together")
     p.add_argument("--max-queue", type=int, default=None, help="waiting requests before HTTP 429")
     p.add_argument("--max-context", type=int, default=None, help="tokens per sequence slot")
+    p.add_argument("--reasoning-parser", default=None, choices=REASONING_PARSERS,
+                   help="split a local model's <think>...</think> block off its chat answers into "
+                        "reasoning_content: auto (default) for models whose chat template or vocabulary has "
+                        "<think>, think for every model, none to leave the text as it is")
     p.add_argument("--remote", action="append", default=None, metavar="NAME=URL[,key=ENV_VAR][,model=ID]",
                    help="register an OpenAI-compatible endpoint as model NAME (repeatable). key=ENV_VAR: its API "
                         "key's environment variable; model=ID: the upstream's model to ask for. Without model= "
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         "quantize": args.quantize, "host": args.host,
         "port": args.port, "api_keys": args.api_key, "max_concurrency": args.max_concurrency,
         "max_queue": args.max_queue, "max_context": args.max_context, "remotes": args.remote,
+        "reasoning_parser": args.reasoning_parser,
         "cors_origins": args.cors_origin, "database_url": args.database_url,
         "allowed_hosts": args.allowed_host, "rate_limit": args.rate_limit, "token_quota": args.token_quota,
         "redact_pii": None if args.redact_pii is None else parse_redaction(args.redact_pii),

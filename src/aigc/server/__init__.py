@@ -8,6 +8,7 @@ It knows requests and JSON, never tensors. One file per idea:
 - remote.py         proxy to any OpenAI-compatible endpoint (`--remote NAME=URL[,key=ENV]`)
 - openai_routes.py  /v1/models, /v1/completions, /v1/chat/completions, /tokenize, /detokenize
 - prompts.py        request -> prompt token ids + SamplingParams (all the 400s live here)
+- reasoning.py      a reasoning model's <think> block split off its answer (reasoning_content)
 - schemas.py        request/response bodies as the `openai` client sends and parses them
 - logprobs.py       per-token log-probabilities in chat and completions shapes
 - sse.py            server-sent events that cancel generation when the client disconnects

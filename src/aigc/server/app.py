@@ -63,7 +63,8 @@ def load_local_backend(name: str, settings: Settings) -> LocalBackend | Classifi
     engine = Engine(loaded.model, loaded.tokenizer, name, max_concurrency=settings.max_concurrency,
                     max_queue=settings.max_queue, max_context=settings.max_context)
     engine.start()
-    return LocalBackend(name, engine, loaded.tokenizer, max_context=engine.max_context)
+    return LocalBackend(name, engine, loaded.tokenizer, max_context=engine.max_context,
+                        reasoning_parser=settings.reasoning_parser)
 
 
 def backends_from_settings(settings: Settings, environ: Mapping[str, str]) -> ModelBackends:

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from aigc.apps.chat.context import FittedContext, fit_messages
-from aigc.apps.chat.model import ApproxTokenizer, ChatModel, GenerationParams
+from aigc.apps.chat.model import ApproxTokenizer, ChatModel, GenerationParams, Reasoning
 from aigc.server.backends import ModelBackends
 from aigc.server.errors import APIError, from_validation_errors
 from aigc.server.generation import GenerationStream, GenerativeBackend
@@ -34,7 +34,8 @@ def chat_request(name: str, messages: list[dict[str, Any]], params: GenerationPa
 
 
 class BackendReplyStream:
-    """A backend's generation stream as the app reads it: the text of the reply (choice 0)."""
+    """A backend's generation stream as the app reads it: the text of the reply (choice 0), and
+    the reasoning before it (local and remote models alike: both deltas carry `reasoning`)."""
 
     def __init__(self, stream: GenerationStream, prompt_tokens: int):
         self._stream = stream
@@ -42,11 +43,13 @@ class BackendReplyStream:
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    async def __aiter__(self) -> AsyncIterator[str | Reasoning]:
         try:
             async for delta in self._stream:
                 if delta.finish_reason is not None:
                     self.finish_reason = delta.finish_reason
+                if delta.reasoning:
+                    yield Reasoning(delta.reasoning)
                 if delta.text:
                     yield delta.text
         finally:

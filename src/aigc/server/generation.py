@@ -25,8 +25,10 @@ class ChoiceDelta:
     `type` and `function.name` in a call's first fragment; `function.arguments` pieces that
     concatenate to the final arguments). `logprobs`: chat -> a list of token entries (the
     `content` list); completions -> a fragment of the parallel lists (tokens, token_logprobs,
-    top_logprobs, text_offset). `extra`: other delta fields a remote sent (e.g. reasoning_content).
-    `tokens`: completion tokens this delta carries (for time-to-first-token and throughput)."""
+    top_logprobs, text_offset). `reasoning`: chat only, a reasoning model's thinking (reasoning.py;
+    the API's `reasoning_content`), never part of `text`. `extra`: other delta fields a remote sent.
+    `tokens`: completion tokens this delta carries (for time-to-first-token and throughput), of
+    which `reasoning_tokens` were spent thinking."""
 
     index: int
     text: str = ""
@@ -36,6 +38,8 @@ class ChoiceDelta:
     stop_reason: str | int | None = None
     extra: dict[str, Any] | None = None
     tokens: int = 0
+    reasoning: str = ""
+    reasoning_tokens: int = 0
 
 
 class GenerationStream(Protocol):

@@ -3,8 +3,9 @@
 `chat()` and `complete()` turn the validated request into prompt token ids and `SamplingParams`
 (prompts.py: every client mistake is a 400 naming its parameter), submit one engine request per
 prompt, and return the engine streams as one `GenerationStream`. Each choice's engine deltas are
-shaped here into the API's deltas: the model's tool-call markup parsed into `tool_calls`
-fragments, log-probabilities in the endpoint's shape, echoed prompts first. Engine errors become
+shaped here into the API's deltas: a reasoning model's `<think>` block split off into `reasoning`
+(reasoning.py), then the model's tool-call markup in the rest parsed into `tool_calls` fragments,
+log-probabilities in the endpoint's shape, echoed prompts first. Engine errors become
 `APIError`s here, and nowhere else.
 """
 
@@ -24,6 +25,7 @@ from aigc.server.embedding_inputs import embedding_body, embedding_inputs
 from aigc.server.errors import APIError, bad_request, from_engine_error
 from aigc.server.generation import ChoiceDelta
 from aigc.server.logprobs import CompletionLogprobsBuilder, chat_logprobs
+from aigc.server.reasoning import ReasoningParser, ReasoningStream, model_thinks, prompt_opens_reasoning
 from aigc.server.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -44,14 +46,20 @@ Shaper = Callable[[CompletionDelta], list[ChoiceDelta]]
 
 @dataclass
 class LocalBackend:
-    """An in-process engine. `max_context`: tokens per sequence (prompt + completion) it serves."""
+    """An in-process engine. `max_context`: tokens per sequence (prompt + completion) it serves.
+    `reasoning_parser` (--reasoning-parser): whether chat output is split into reasoning and content."""
 
     name: str
     engine: EngineLike
     tokenizer: Tokenizer
     max_context: int
     created: int = field(default_factory=lambda: int(time.time()))
+    reasoning_parser: ReasoningParser = "auto"
+    thinks: bool = field(init=False)  # decided once: the templates and vocabulary do not change
     exact_tokens = True
+
+    def __post_init__(self) -> None:
+        self.thinks = model_thinks(self.tokenizer, self.reasoning_parser)
 
     def card(self) -> ModelCard:
         return ModelCard(id=self.name, created=self.created, max_model_len=self.max_context)
@@ -69,8 +77,12 @@ class LocalBackend:
             return spec, ids, prompts.chat_params(req, self, ids, spec)
 
         spec, ids, params = await run_in_threadpool(prepare)
+        # A prompt that ends in "<think>" starts the output inside the block -- unless decoding is
+        # constrained (a forced tool call, a structured output): that output is the answer itself.
+        opened = self.thinks and params.guided is None and prompt_opens_reasoning(self.tokenizer, ids)
         streams = self._submit([ids], params, request_id)
-        shapers = [_chat_shaper(k, spec, bool(req.logprobs)) for k in range(req.n)]
+        shapers = [_chat_shaper(k, spec, bool(req.logprobs), ReasoningStream(opened) if self.thinks else None)
+                   for k in range(req.n)]
         return EngineGeneration(streams, req.n, len(ids), shapers)
 
     async def complete(self, req: CompletionRequest, request_id: str) -> EngineGeneration:
@@ -168,17 +180,18 @@ class EngineGeneration:
             s.cancel()  # a no-op for a stream that ended
 
 
-def _with_tokens(out: list[ChoiceDelta], index: int, tokens: int) -> list[ChoiceDelta]:
+def _with_tokens(out: list[ChoiceDelta], index: int, tokens: int, reasoning_tokens: int = 0) -> list[ChoiceDelta]:
     """Put the engine delta's token count on the first API delta it produced (or an empty one)."""
     if tokens:
-        if out:
-            out[0].tokens = tokens
-        else:
-            out.append(ChoiceDelta(index, tokens=tokens))
+        if not out:
+            out.append(ChoiceDelta(index))
+        out[0].tokens, out[0].reasoning_tokens = tokens, reasoning_tokens
     return out
 
 
-def _chat_shaper(k: int, spec: ToolSpec | None, logprobs: bool) -> Shaper:
+def _chat_shaper(k: int, spec: ToolSpec | None, logprobs: bool, thinking: ReasoningStream | None) -> Shaper:
+    """Engine deltas -> API deltas: the reasoning split off first (`thinking`, for a reasoning
+    model), then the answer through the tool-call parser when calls are parsed."""
     parser = ToolStream(spec) if spec is not None and spec.parses else None
 
     def tool_deltas(events: list) -> list[ChoiceDelta]:
@@ -195,22 +208,36 @@ def _chat_shaper(k: int, spec: ToolSpec | None, logprobs: bool) -> Shaper:
                 "arguments": value["function"]["arguments"]}}]))
         return out
 
+    def answer(text: str, final: bool) -> list[ChoiceDelta]:
+        if parser is None:
+            return [ChoiceDelta(k, text)] if text else []
+        return tool_deltas((parser.push(text) if text else []) + (parser.finish() if final else []))
+
     def shape(d: CompletionDelta) -> list[ChoiceDelta]:
         lp = [t.model_dump() for t in chat_logprobs(d.logprobs)] if logprobs and d.logprobs else None
-        if parser is None:
-            out = [ChoiceDelta(k, d.text, logprobs=lp)] if d.text or lp else []
-        else:
-            out = tool_deltas(parser.push(d.text))
-            if lp:
+        final = d.finish_reason is not None
+        reasoning, text, spent = "", d.text, 0
+        if thinking is not None:
+            was_thinking = thinking.in_reasoning
+            reasoning, text = thinking.push(d.text)
+            if final:
+                more_reasoning, more_text = thinking.finish()
+                reasoning, text = reasoning + more_reasoning, text + more_text
+            # tokens inside the block, and those that open or close it, were spent thinking
+            spent = len(d.token_ids) if was_thinking or thinking.in_reasoning else 0
+        out = [ChoiceDelta(k, reasoning=reasoning)] if reasoning else []
+        out += answer(text, final)
+        if lp:
+            if out and out[-1].tool_calls is None:
+                out[-1].logprobs = lp
+            else:
                 out.append(ChoiceDelta(k, logprobs=lp))
-        if d.finish_reason is not None:
+        if final:
             reason = d.finish_reason
-            if parser is not None:
-                out += tool_deltas(parser.finish())
-                if parser.calls and reason == "stop":
-                    reason = "tool_calls"
+            if parser is not None and parser.calls and reason == "stop":
+                reason = "tool_calls"
             out.append(ChoiceDelta(k, finish_reason=reason, stop_reason=d.stop_reason))
-        return _with_tokens(out, k, len(d.token_ids))
+        return _with_tokens(out, k, len(d.token_ids), spent)
 
     return shape
 

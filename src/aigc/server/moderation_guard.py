@@ -295,10 +295,11 @@ class GuardedStream:
                 yield self._with_note(delta)
                 continue
             c.held.append(delta)
-            c.text += delta.text
-            c.tokens += delta.tokens or (1 if delta.text else 0)
+            said = delta.reasoning + delta.text  # a reasoning model's thinking is shown too: checked alike
+            c.text += said
+            c.tokens += delta.tokens or (1 if said else 0)
             window = first_window if not c.released else policy.window_tokens
-            boundary = delta.finish_reason is not None or c.tokens >= window or bool(_SENTENCE_END.search(delta.text))
+            boundary = delta.finish_reason is not None or c.tokens >= window or bool(_SENTENCE_END.search(said))
             if not boundary or not (c.text.strip() or delta.finish_reason is not None):
                 if not blocking:  # log / warn: nothing is held back
                     for d in c.held:

@@ -42,6 +42,10 @@ from aigc.server.schemas import (
 
 log = logging.getLogger("aigc.server")
 
+# Where an upstream sends a reasoning model's thinking: vLLM (older) and DeepSeek say
+# `reasoning_content`, newer vLLM and OpenRouter `reasoning`.
+REASONING_KEYS = ("reasoning_content", "reasoning")
+
 
 @dataclass(frozen=True)
 class RemoteSpec:
@@ -244,7 +248,8 @@ def _error_of(data: dict[str, Any], status: int, headers: dict[str, str] | None 
 
 
 _BUFFERED = 8  # deltas read ahead of the client: a client gone early leaves the upstream little done
-_DELTA_KEYS = {"role", "content", "tool_calls", "function_call"}  # what ChoiceDelta carries itself
+# What ChoiceDelta carries itself; the rest of a delta passes through as `extra`.
+_DELTA_KEYS = {"role", "content", "tool_calls", "function_call", *REASONING_KEYS}
 
 
 def redact_request(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -287,7 +292,7 @@ class RemoteGeneration:
                  placeholders: dict[str, str] | None = None):
         self.choices = choices
         self._placeholders = placeholders
-        self._restorers: dict[int, StreamRestorer] = {}
+        self._restorers: dict[tuple[int, str], StreamRestorer] = {}  # (choice, "text" | "reasoning")
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.cached_tokens = 0
@@ -341,9 +346,11 @@ class RemoteGeneration:
                 continue
             index = int(choice.get("index") or 0)
             logprobs = choice.get("logprobs")
+            reasoning = ""
             if self._chat:
                 delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
                 text = delta.get("content") or ""
+                reasoning = next((v for k in REASONING_KEYS if isinstance(v := delta.get(k), str) and v), "")
                 calls = delta.get("tool_calls") or None
                 extra = {k: v for k, v in delta.items() if k not in _DELTA_KEYS and v is not None} or None
                 logprobs = logprobs.get("content") if isinstance(logprobs, dict) else None
@@ -351,17 +358,22 @@ class RemoteGeneration:
                 text, calls, extra = choice.get("text") or "", None, None
             finish = choice.get("finish_reason")
             if self._placeholders:  # the user sees their own data where the reply names a placeholder
-                restorer = self._restorers.setdefault(index, StreamRestorer(self._placeholders))
-                text = restorer.feed(text) + (restorer.flush() if finish else "")
-            if not (text or calls or extra or logprobs or finish):
+                # the reasoning's held tail goes out once the answer starts (or at the end)
+                reasoning = self._restore(index, "reasoning", reasoning, bool(text or calls or finish))
+                text = self._restore(index, "text", text, bool(finish))
+            if not (text or reasoning or calls or extra or logprobs or finish):
                 continue  # the role chunk and keep-alives
             # About one token a chunk with output; the usage chunk at the end makes it exact.
-            tokens = 1 if text or calls else 0
+            tokens = 1 if text or reasoning or calls else 0
             if not self._usage_seen:
                 self.completion_tokens += tokens
             out.append(ChoiceDelta(index, text, calls, logprobs or None, finish, choice.get("stop_reason"),
-                                   extra, tokens))
+                                   extra, tokens, reasoning=reasoning, reasoning_tokens=tokens if reasoning else 0))
         return out
+
+    def _restore(self, index: int, part: str, text: str, flush: bool) -> str:
+        restorer = self._restorers.setdefault((index, part), StreamRestorer(self._placeholders or {}))
+        return restorer.feed(text) + (restorer.flush() if flush else "")
 
     async def __aiter__(self) -> AsyncIterator[ChoiceDelta]:
         while True:

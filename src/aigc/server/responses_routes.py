@@ -3,9 +3,13 @@ GET and DELETE /v1/responses/{id}.
 
 A request becomes a chat request (instructions -> system message, input items -> messages, flat
 function tools -> chat tools, `text.format` -> response_format) and runs on the model's backend
-like a chat completion (serving.py), local or remote: a remote needs only chat completions. Output items: one `message` with `output_text` when there is text,
-one `function_call` per call. Streaming sends the documented events (response.created ...
-response.output_text.delta ... response.completed), each with `type` and `sequence_number`.
+like a chat completion (serving.py), local or remote: a remote needs only chat completions. Output
+items: a reasoning model's thinking first, as one `reasoning` item with `reasoning_text` content
+(as vLLM and gpt-oss give it; no summary), then one `message` with `output_text` when there is
+text, one `function_call` per call. Streaming sends the documented events (response.created ...
+response.reasoning_text.delta ... response.output_text.delta ... response.completed), each with
+`type` and `sequence_number`. Reasoning items sent back as input go to the template with the
+assistant turn they preceded (`reasoning_content`).
 With `store` (the default) the response and the conversation it ends are kept in the database for
 `response_store_days`, so a later request can continue it by id (instructions are not carried over,
 as OpenAI does).
@@ -70,13 +74,23 @@ def _part_text(part: Any, where: str) -> str:
                       param="input")
 
 
+def _reasoning_text(item: dict[str, Any]) -> str:
+    """A reasoning item's text: its reasoning_text content, else its summary."""
+    parts = item.get("content") or item.get("summary") or []
+    return "".join(p["text"] for p in parts if isinstance(p, dict) and isinstance(p.get("text"), str))
+
+
 def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Responses input items as chat messages."""
     if isinstance(items, str):
         return [{"role": "user", "content": items}]
     out: list[dict[str, Any]] = []
+    reasoning = ""  # reasoning items' text, for the assistant turn that follows them
     for i, item in enumerate(items):
         kind = item.get("type", "message")
+        if kind == "reasoning":
+            reasoning += _reasoning_text(item)
+            continue
         if kind == "message":
             role = item.get("role")
             if role not in ("user", "assistant", "system", "developer"):
@@ -99,8 +113,11 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append({"role": "tool", "tool_call_id": item.get("call_id"),
                         "content": output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)})
         else:
-            raise bad_request(f"input[{i}] has type {kind!r}; supported: message, function_call, "
+            raise bad_request(f"input[{i}] has type {kind!r}; supported: message, reasoning, function_call, "
                               "function_call_output.", param="input")
+        if reasoning and out[-1]["role"] == "assistant":
+            out[-1]["reasoning_content"] = reasoning
+        reasoning = ""  # reasoning with no answer after it says nothing to the next turn
     return out
 
 
@@ -188,6 +205,11 @@ def _message_item(item_id: str, text: str, status: str = "completed") -> dict[st
             "content": [{"type": "output_text", "text": text, "annotations": []}] if status == "completed" else []}
 
 
+def _reasoning_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
+    return {"type": "reasoning", "id": item_id, "status": status, "summary": [],
+            "content": [{"type": "reasoning_text", "text": text}] if status == "completed" else []}
+
+
 def _call_item(item_id: str, call: dict[str, Any], status: str = "completed") -> dict[str, Any]:
     return {"type": "function_call", "id": item_id, "call_id": call["id"], "name": call["function"]["name"],
             "arguments": call["function"]["arguments"] if status == "completed" else "", "status": status}
@@ -214,7 +236,7 @@ async def create_response(req: ResponsesRequest, request: Request) -> Response:
         usage = {"input_tokens": u.prompt_tokens, "output_tokens": u.completion_tokens,
                  "total_tokens": u.total_tokens,
                  "input_tokens_details": {"cached_tokens": record.cached_tokens},
-                 "output_tokens_details": {"reasoning_tokens": 0}}
+                 "output_tokens_details": {"reasoning_tokens": gen.reasoning_tokens}}
         body = _response_body(req, rid, created, backend.name, output, status, usage,
                               "max_output_tokens" if reason == "length" else None)
         if req.store:
@@ -233,8 +255,9 @@ async def create_response(req: ResponsesRequest, request: Request) -> Response:
                 choice.add(d)
 
     await collect(request, gen, gather)
-    content, calls = choice.content(), choice.tool_calls()
-    output = [_message_item(_new_id("msg"), content or "")] if content or not calls else []
+    content, calls, reasoning = choice.content(), choice.tool_calls(), choice.reasoning_content()
+    output = [_reasoning_item(_new_id("rs"), reasoning)] if reasoning else []
+    output += [_message_item(_new_id("msg"), content or "")] if content or not (calls or reasoning) else []
     output += [_call_item(_new_id("fc"), c) for c in calls]
     body = await run_in_threadpool(finish_and_store, output, choice.finish_reason)
     return JSONResponse(body)
@@ -243,19 +266,25 @@ async def create_response(req: ResponsesRequest, request: Request) -> Response:
 def _output_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A response's output items as chat messages (what the next turn's prompt holds)."""
     text = "".join(p["text"] for item in output if item["type"] == "message" for p in item["content"])
+    reasoning = "".join(_reasoning_text(item) for item in output if item["type"] == "reasoning")
     calls = [{"id": i["call_id"], "type": "function", "function": {"name": i["name"], "arguments": i["arguments"]}}
              for i in output if i["type"] == "function_call"]
-    return [{"role": "assistant", "content": text or None, **({"tool_calls": calls} if calls else {})}]
+    # content None only beside tool calls: a template needs a string otherwise (a reply cut while thinking)
+    return [{"role": "assistant", "content": text or (None if calls else ""),
+             **({"reasoning_content": reasoning} if reasoning else {}), **({"tool_calls": calls} if calls else {})}]
 
 
 class _EventWriter:
-    """One generation's deltas as Responses stream events: text into one message item, each
-    tool call into a function_call item whose arguments stream as they arrive."""
+    """One generation's deltas as Responses stream events: reasoning into one reasoning item
+    (closed when the answer starts), text into one message item, each tool call into a
+    function_call item whose arguments stream as they arrive."""
 
     def __init__(self, req: ResponsesRequest, rid: str, created: int, model: str):
         self.req, self.rid, self.created, self.model = req, rid, created, model
         self.seq = 0
         self.output: list[dict[str, Any]] = []
+        self.thought: dict[str, Any] | None = None  # the open reasoning item
+        self.thinking: list[str] = []
         self.msg: dict[str, Any] | None = None  # the open message item
         self.text: list[str] = []
         self.calls: dict[int, dict[str, Any]] = {}  # tool-call index -> its (open) item
@@ -265,8 +294,35 @@ class _EventWriter:
         self.seq += 1
         return f"event: {kind}\ndata: {json.dumps(body, ensure_ascii=False)}\n\n".encode()
 
-    def _text(self, value: str) -> list[bytes]:
+    def _reasoning(self, value: str) -> list[bytes]:
         out = []
+        if self.thought is None or self.thought["status"] == "completed":  # (a remote may think again later)
+            self.thought, self.thinking = _reasoning_item(_new_id("rs"), "", "in_progress"), []
+            self.output.append(self.thought)
+            index = len(self.output) - 1
+            out.append(self._event("response.output_item.added", output_index=index, item=self.thought))
+            out.append(self._event("response.content_part.added", item_id=self.thought["id"], output_index=index,
+                                   content_index=0, part={"type": "reasoning_text", "text": ""}))
+        self.thinking.append(value)
+        out.append(self._event("response.reasoning_text.delta", item_id=self.thought["id"],
+                               output_index=self.output.index(self.thought), content_index=0, delta=value))
+        return out
+
+    def _end_reasoning(self) -> list[bytes]:
+        """Close the reasoning item (once): the answer starts, or the output ended."""
+        if self.thought is None or self.thought["status"] == "completed":
+            return []
+        index = self.output.index(self.thought)
+        self.thought = self.output[index] = done = _reasoning_item(self.thought["id"], "".join(self.thinking))
+        part = done["content"][0]
+        return [self._event("response.reasoning_text.done", item_id=done["id"], output_index=index, content_index=0,
+                            text=part["text"]),
+                self._event("response.content_part.done", item_id=done["id"], output_index=index, content_index=0,
+                            part=part),
+                self._event("response.output_item.done", output_index=index, item=done)]
+
+    def _text(self, value: str) -> list[bytes]:
+        out = self._end_reasoning()
         if self.msg is None:
             self.msg = _message_item(_new_id("msg"), "", "in_progress")
             self.output.append(self.msg)
@@ -280,7 +336,7 @@ class _EventWriter:
         return out
 
     def _call(self, fragment: dict[str, Any]) -> list[bytes]:
-        out = []
+        out = self._end_reasoning()
         k = int(fragment.get("index") or 0)
         function = fragment.get("function") or {}
         item = self.calls.get(k)
@@ -297,8 +353,10 @@ class _EventWriter:
         return out
 
     def _close(self) -> list[bytes]:
-        out = []
+        out = self._end_reasoning()
         for index, item in enumerate(self.output):
+            if item["type"] == "reasoning":
+                continue  # closed above, or when the answer started
             if item is self.msg:
                 done = _message_item(item["id"], "".join(self.text))
                 self.output[index] = done
@@ -324,6 +382,8 @@ class _EventWriter:
                 if d.index != 0:
                     continue
                 reason = d.finish_reason or reason
+                for event in self._reasoning(d.reasoning) if d.reasoning else []:
+                    yield event
                 for event in self._text(d.text) if d.text else []:
                     yield event
                 for fragment in d.tool_calls or []:

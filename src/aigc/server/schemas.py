@@ -253,9 +253,10 @@ class CompletionResponse(BaseModel):
 
 
 class ChatMessageOut(BaseModel):
-    model_config = ConfigDict(extra="allow")  # fields a remote adds (reasoning_content) pass through
+    model_config = ConfigDict(extra="allow")  # fields a remote adds pass through
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    reasoning_content: str | None = None  # a reasoning model's thinking (vLLM's and DeepSeek's field)
     tool_calls: list[dict[str, Any]] | None = None
 
 

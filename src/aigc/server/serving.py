@@ -58,12 +58,14 @@ class Generation:
     stream: GenerationStream
     record: RequestRecord
     release: Callable[[], None]
+    reasoning_tokens: int = 0  # completion tokens spent thinking, so far
 
     async def deltas(self) -> AsyncIterator[ChoiceDelta]:
         """The stream's deltas; token arrivals noted for time-to-first-token and throughput."""
         async for delta in self.stream:
             if delta.tokens:
                 self.record.tokens_arrived(delta.index, delta.tokens)
+            self.reasoning_tokens += delta.reasoning_tokens
             yield delta
         self.count()
 
@@ -133,6 +135,7 @@ class ChoiceOutput:
     """One choice's output so far (a non-streamed answer)."""
 
     text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
     calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)
     logprobs: list[Any] = field(default_factory=list)
@@ -141,6 +144,7 @@ class ChoiceOutput:
 
     def add(self, d: ChoiceDelta) -> None:
         self.text.append(d.text)
+        self.reasoning.append(d.reasoning)
         for fragment in d.tool_calls or []:
             call = self.calls.setdefault(int(fragment.get("index") or 0),
                                          {"id": None, "type": "function", "function": {"name": None, "arguments": ""}})
@@ -163,6 +167,9 @@ class ChoiceOutput:
         """The text; with tool calls, without surrounding blanks, and None if nothing is left."""
         text = "".join(self.text)
         return (text.strip() or None) if self.calls else text
+
+    def reasoning_content(self) -> str | None:
+        return "".join(self.reasoning) or None
 
 
 async def _gather(deltas: AsyncIterator[ChoiceDelta], choices: list[ChoiceOutput]) -> None:
@@ -188,7 +195,8 @@ async def serve_chat(request: Request, req: ChatCompletionRequest) -> Response:
     await collect(request, gen, lambda deltas: _gather(deltas, choices))
     out = []
     for k, c in enumerate(choices):
-        message = ChatMessageOut(content=c.content(), tool_calls=c.tool_calls() or None, **c.extra)
+        message = ChatMessageOut(content=c.content(), reasoning_content=c.reasoning_content(),
+                                 tool_calls=c.tool_calls() or None, **c.extra)
         out.append(ChatChoice(index=k, message=message, finish_reason=c.finish_reason, stop_reason=c.stop_reason,
                               logprobs=ChatLogprobs(content=[t for part in c.logprobs for t in part])
                               if req.logprobs else None))
@@ -211,6 +219,8 @@ async def _chat_events(req: ChatCompletionRequest, gen: Generation, rid: str, cr
         yield chunk(index, {"role": "assistant", "content": ""})
     async for d in gen.deltas():
         delta: dict[str, Any] = {}
+        if d.reasoning:
+            delta["reasoning_content"] = d.reasoning
         if d.text:
             delta["content"] = d.text
         if d.tool_calls:

@@ -25,6 +25,7 @@ from typing import Any
 
 from aigc.generation.guided import GuidedDecoding, compact_schema
 from aigc.server.errors import bad_request
+from aigc.server.reasoning import partial_suffix
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 
@@ -254,7 +255,7 @@ class ToolStream:
             if not self._in_call:
                 at = self._buf.find(OPEN)
                 if at < 0:
-                    keep = _partial_suffix(self._buf, OPEN)  # may be the start of "<tool_call>"
+                    keep = partial_suffix(self._buf, OPEN)  # may be the start of "<tool_call>"
                     emit, self._buf = self._buf[:len(self._buf) - keep], self._buf[len(self._buf) - keep:]
                     if emit:
                         events.append(("content", emit))
@@ -299,10 +300,3 @@ class ToolStream:
         self._buf, self._in_call = "", False
         return [("content", rest)] if rest else []
 
-
-def _partial_suffix(text: str, marker: str) -> int:
-    """Length of the longest suffix of `text` that is a proper prefix of `marker`."""
-    for n in range(min(len(marker) - 1, len(text)), 0, -1):
-        if text.endswith(marker[:n]):
-            return n
-    return 0

@@ -144,6 +144,8 @@ class Message(Base):
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), nullable=True)
     role: Mapped[str] = mapped_column(String(16))  # user | assistant | system
     content: Mapped[str] = mapped_column(Text, default="")
+    # assistant: a reasoning model's thinking before `content` (shown collapsed, not sent back to it)
+    reasoning: Mapped[str | None] = mapped_column(Text, nullable=True)
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the content's own token count
     prompt_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)  # assistant: prompt it answered

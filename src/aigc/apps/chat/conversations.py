@@ -41,7 +41,7 @@ def message_dict(m: Message, feedback: Feedback | None = None) -> dict[str, Any]
     fb = feedback if feedback is not None else m.feedback
     return {
         "id": m.id, "conversation_id": m.conversation_id, "position": m.position, "parent_id": m.parent_id,
-        "role": m.role, "content": m.content, "model": m.model, "tokens": m.tokens,
+        "role": m.role, "content": m.content, "reasoning": m.reasoning, "model": m.model, "tokens": m.tokens,
         "prompt_tokens": m.prompt_tokens, "completion_tokens": m.completion_tokens,
         "finish_reason": m.finish_reason, "created_at": iso(m.created_at),
         "feedback": {"rating": fb.rating, "comment": fb.comment} if fb is not None else None,
@@ -50,7 +50,8 @@ def message_dict(m: Message, feedback: Feedback | None = None) -> dict[str, Any]
 
 
 _MESSAGE_COLUMNS = (Message.id, Message.conversation_id, Message.position, Message.parent_id, Message.role,
-                    Message.content, Message.model, Message.tokens, Message.prompt_tokens, Message.completion_tokens,
+                    Message.content, Message.reasoning, Message.model, Message.tokens, Message.prompt_tokens,
+                    Message.completion_tokens,
                     Message.finish_reason, Message.created_at, Message.sources, Message.author)
 
 
@@ -193,7 +194,7 @@ class ConversationStore:
         return data, data.pop("messages")
 
     def add_message(self, conversation_id: int, role: str, content: str, **fields: Any) -> dict[str, Any]:
-        """Append a message (model, tokens, prompt_tokens, completion_tokens, finish_reason)."""
+        """Append a message (model, reasoning, tokens, prompt_tokens, completion_tokens, finish_reason)."""
         with self.db.session() as s:
             c = self._get(s, conversation_id)
             last = s.execute(select(Message.id, Message.position).where(Message.conversation_id == c.id)

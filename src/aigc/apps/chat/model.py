@@ -1,7 +1,8 @@
 """What the chat app needs from a model, whatever serves it (a local engine or a remote server).
 
 The server adapts each entry of its backends registry to `ChatModel` (server/app_models.py), so
-the app never sees HTTP, engines or tensors: it fits messages into the window and reads text.
+the app never sees HTTP, engines or tensors: it fits messages into the window and reads text (and
+a reasoning model's thinking, as `Reasoning` pieces).
 """
 
 from __future__ import annotations
@@ -55,14 +56,23 @@ class GenerationParams:
         return out
 
 
+@dataclass(frozen=True)
+class Reasoning:
+    """A piece of a reasoning model's thinking before its answer: streamed in order with the
+    reply's text, shown and stored apart from it, and never sent back as the reply's content."""
+
+    text: str
+
+
 class ReplyStream(Protocol):
-    """Text pieces of one reply. After the loop: `finish_reason`, token counts."""
+    """Text pieces of one reply (`Reasoning` pieces between them, from a reasoning model). After
+    the loop: `finish_reason`, token counts."""
 
     finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
 
-    def __aiter__(self) -> AsyncIterator[str]: ...
+    def __aiter__(self) -> AsyncIterator[str | Reasoning]: ...
 
     def cancel(self) -> None:
         """Stop generating (frees the model's slot); the loop then ends. Safe twice or after the end."""

@@ -11,6 +11,7 @@ user stops it or the client disconnects: the partial text is kept with finish_re
 
 Events (dicts; the server sends each as one SSE `data:` line):
   {"type": "start", "user_message": {...} | None, "context": {...}, "model": name}
+  {"type": "reasoning", "text": "..."}   a reasoning model's thinking, before its deltas
   {"type": "delta", "text": "..."}
   {"type": "done", "message": {...}, "context": {...}}
   {"type": "error", "error": {"message": ..., "type": ..., "code": ...}, "message": {...} | None}
@@ -26,7 +27,7 @@ from typing import Any
 
 from aigc.apps.chat.context import ContextOverflowError, FittedContext
 from aigc.apps.chat.conversations import ConversationStore, NotFoundError
-from aigc.apps.chat.model import ChatModel, GenerationParams, ReplyStream
+from aigc.apps.chat.model import ChatModel, GenerationParams, Reasoning, ReplyStream
 
 log = logging.getLogger("aigc.apps.chat")
 
@@ -119,7 +120,8 @@ def prompt_messages(conversation: dict[str, Any], messages: list[dict[str, Any]]
         out.append({"id": None, "role": "system", "content": conversation["system_prompt"]})
     for m in messages:
         if m["role"] == "assistant" and not m["content"]:
-            continue  # a reply stopped before its first token says nothing to the model
+            continue  # a reply stopped before its first token (or while thinking) says nothing to the model
+        # A reply's stored reasoning stays out: templates drop earlier turns' thinking anyway.
         out.append({"id": m["id"], "role": m["role"], "content": m["content"]})
     return out
 
@@ -262,6 +264,7 @@ class ChatReplies:
                   is_stopped: Callable[[], bool] = lambda: False) -> AsyncIterator[dict[str, Any]]:
         """Stream the reply's events; the reply is saved however the stream ends."""
         pieces: list[str] = []
+        thoughts: list[str] = []
         saved: dict[str, Any] | None = None
         ended = False  # done or error was reported
 
@@ -271,6 +274,7 @@ class ChatReplies:
                 try:
                     saved = self.store.add_message(
                         plan.conversation_id, "assistant", self._stored("".join(pieces)), model=plan.model.name,
+                        reasoning=self._stored("".join(thoughts)) or None,
                         tokens=stream.completion_tokens, prompt_tokens=plan.fitted.used,
                         completion_tokens=stream.completion_tokens, finish_reason=finish_reason,
                         sources=plan.sources)
@@ -281,7 +285,11 @@ class ChatReplies:
         try:
             yield {"type": "start", "user_message": user_message, "context": plan.context, "model": plan.model.name}
             async for piece in stream:
-                if piece:
+                if isinstance(piece, Reasoning):
+                    if piece.text:
+                        thoughts.append(piece.text)
+                        yield {"type": "reasoning", "text": piece.text}
+                elif piece:
                     pieces.append(piece)
                     yield {"type": "delta", "text": piece}
             finish = stream.finish_reason or "stop"
@@ -293,7 +301,7 @@ class ChatReplies:
             yield {"type": "done", "message": message, "context": {**plan.context, "used_tokens": used}}
         except Exception as e:  # the model failed mid-way: keep what came, tell the client
             log.warning("reply in conversation %s failed: %s: %s", plan.conversation_id, type(e).__name__, e)
-            message = save("error") if pieces else None
+            message = save("error") if pieces or thoughts else None
             ended = True
             yield {"type": "error", "message": message, "error": error_body(e)}
         finally:

@@ -16,7 +16,7 @@ from aigc.store import Conversation, Feedback, Message
 
 FORMAT = "aigc.conversation"
 ROLES = ("system", "user", "assistant")
-_MESSAGE_FIELDS = ("model", "tokens", "prompt_tokens", "completion_tokens", "finish_reason")
+_MESSAGE_FIELDS = ("reasoning", "model", "tokens", "prompt_tokens", "completion_tokens", "finish_reason")
 
 
 class TranscriptError(ValueError):
@@ -58,7 +58,10 @@ def export_markdown(conversation: dict[str, Any]) -> str:
         head = f"## {who}"
         if m["role"] == "assistant" and m.get("model"):
             head += f" ({m['model']})"
-        lines += [head, "", m["content"], ""]
+        lines += [head, ""]
+        if m.get("reasoning"):  # a reasoning model's thinking, quoted above its answer
+            lines += ["> *Thinking*", ">", *(f"> {line}".rstrip() for line in m["reasoning"].splitlines()), ""]
+        lines += [m["content"], ""]
         if m.get("finish_reason") == "stopped":
             lines += ["*(stopped)*", ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -109,6 +112,7 @@ def parse_import(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if m.get("role") not in ROLES:
             raise TranscriptError(f"{where}.role must be one of {', '.join(ROLES)}")
         out: dict[str, Any] = {"role": m["role"], "content": _str(m, "content", where)}
+        out["reasoning"] = _str(m, "reasoning", where) or None
         out["model"] = _str(m, "model", where) or None
         out["finish_reason"] = _str(m, "finish_reason", where)[:16] or None
         for key in ("tokens", "prompt_tokens", "completion_tokens"):

@@ -10,7 +10,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aigc.apps.chat.model import ReplyStream
+from aigc.apps.chat.model import Reasoning, ReplyStream
 from aigc.apps.chat.replies import error_body
 from aigc.apps.studio.catalog import StudioTemplate
 
@@ -32,6 +32,8 @@ async def studio_events(template: StudioTemplate, prompt: str, model: str, strea
         yield {"type": "start", "template": template.id, "version": template.version, "prompt": prompt,
                "system": template.system, "model": model, "context": context, "sources": sources}
         async for piece in stream:
+            if isinstance(piece, Reasoning):
+                continue  # a studio run's output is the answer; the studio does not show thinking
             if piece:
                 pieces.append(piece)
                 yield {"type": "delta", "text": piece}

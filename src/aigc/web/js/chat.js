@@ -169,15 +169,19 @@ async function runReply(path, body, { pendingUser = null } = {}) {
         state.context = event.context;
         updateMeter(event.context);
         markDropped(box, event.context.dropped_messages);
-      } else if (event.type === "delta") {
+      } else if (event.type === "delta" || event.type === "reasoning") {
         const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-        live.append(event.text);
+        if (event.type === "reasoning") live.think(event.text);
+        else live.append(event.text);
         if (atBottom) requestAnimationFrame(() => (box.scrollTop = box.scrollHeight));
       } else if (event.type === "done" || event.type === "error") {
         finished = true;
         if (event.message) {
           c.messages.push(event.message);
-          live.node.replaceWith(messageNode(event.message, { actions }));
+          const node = messageNode(event.message, { actions });
+          const block = node.querySelector(".reasoning");
+          if (block && live.reasoning?.open) block.open = true; // as the user left it
+          live.node.replaceWith(node);
         } else live.node.remove();
         if (event.context) {
           state.context = event.context;

@@ -22,7 +22,9 @@ export function messageNode(m, { dropped = false, actions = {} } = {}) {
   if (dropped) head.append(h("span", { class: "badge warn dropped-badge", title: t("msg.dropped.title") }, t("msg.dropped")));
   const body = h("div", { class: "msg-body" });
   body.append(renderMarkdown(m.content, t("msg.copy")));
-  const main = h("div", { class: "msg-main" }, head, body);
+  const main = h("div", { class: "msg-main" }, head);
+  if (role === "assistant" && m.reasoning) main.append(reasoningBlock(m.reasoning));
+  main.append(body);
   // Blocked input (the refusal is the whole reply) or a reply cut mid-way: say which, plainly.
   if (filtered) main.append(h("p", { class: "moderation-note" }, t("msg.content_filter.note")));
   if (role === "assistant" && Array.isArray(m.sources) && m.sources.length) main.append(sourcesList(m.sources));
@@ -32,6 +34,13 @@ export function messageNode(m, { dropped = false, actions = {} } = {}) {
     if (m.feedback) ensureActions(node); // a rated reply shows its rating without a hover
   }
   return node;
+}
+
+// A reasoning model's thinking, collapsed above its answer (plain text: it is a draft, not the
+// answer). `live`: still thinking, the summary says so.
+function reasoningBlock(text, live = false) {
+  return h("details", { class: "reasoning" }, h("summary", {}, t(live ? "msg.thinking" : "msg.reasoning")),
+    h("div", { class: "reasoning-body" }, text));
 }
 
 // The knowledge-base passages a grounded reply cited: [n] file › heading; a click opens the
@@ -125,7 +134,8 @@ function feedbackForm(m, rating, bar, actions) {
   input.focus();
 }
 
-// The message being streamed: its body is re-rendered (throttled to frames) as text arrives.
+// The message being streamed: its body is re-rendered (throttled to frames) as text arrives; a
+// reasoning model's thinking grows in a collapsed block above it (opened or not, as the user left it).
 export class StreamingMessage {
   constructor(model) {
     this.text = "";
@@ -133,9 +143,19 @@ export class StreamingMessage {
     this.body = this.node.querySelector(".msg-body");
     this.body.classList.add("cursor");
     this.pending = false;
+    this.reasoning = null;
+  }
+
+  think(text) {
+    if (!this.reasoning) {
+      this.reasoning = reasoningBlock("", true);
+      this.body.before(this.reasoning);
+    }
+    this.reasoning.querySelector(".reasoning-body").append(text);
   }
 
   append(text) {
+    if (this.reasoning && !this.text) this.reasoning.querySelector("summary").textContent = t("msg.reasoning");
     this.text += text;
     if (this.pending) return;
     this.pending = true;
