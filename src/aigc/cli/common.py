@@ -10,8 +10,9 @@ from aigc.settings import Settings
 
 def add_model_args(p: argparse.ArgumentParser, *, default: str | None = "smollm2-135m-instruct") -> None:
     p.add_argument("--model", "-m", default=default,
-                   help="bundled alias, folder in --models-dir, local HF directory, .gguf file or hub id "
-                        "(default: %(default)s)")
+                   help="bundled alias, folder in --models-dir, local HF directory, .gguf file, hub id, "
+                        "hf:ORG/REPO[/FILE.gguf|:QUANT], ollama:NAME[:TAG] or lmstudio:PUBLISHER/REPO[/FILE] "
+                        "(see `aigc models`; default: %(default)s)")
     p.add_argument("--models-dir", type=Path, default=None,
                    help="folder of local models (default: AIGC_MODELS_DIR or the repo's models/)")
     add_weight_args(p)

@@ -13,8 +13,9 @@ from aigc.server.reasoning import REASONING_PARSERS
 def register(sub) -> None:
     p = sub.add_parser("serve", help="serve models over an OpenAI-compatible HTTP API")
     p.add_argument("--model", "-m", action="append", default=None,
-                   help="model to serve (repeatable; default: the bundled smollm2-135m-instruct plus every "
-                        "model in --models-dir, e.g. aigc-poet-zh)")
+                   help="model to serve, named as `aigc models` lists them (a path, hf:…, ollama:…, lmstudio:…; "
+                        "repeatable; default: the bundled smollm2-135m-instruct plus every model in --models-dir, "
+                        "e.g. aigc-poet-zh)")
     p.add_argument("--models-dir", type=Path, default=None)
     add_weight_args(p)
     p.add_argument("--host", default=None, help="bind address (default: 127.0.0.1)")
@@ -92,6 +93,11 @@ def run(args: argparse.Namespace) -> int:
     if args.insecure:
         overrides["insecure"] = True
     settings = Settings(**overrides)
+    if args.model:  # a model named on the command line that cannot load stops the start (exit 2)
+        from aigc.models.loader import check_model
+
+        for name in settings.models:
+            check_model(name, models_dir=settings.models_dir)
     if args.remote and not args.model:
         settings.models = []  # only remote models were asked for
     elif not args.model and "models" not in settings.model_fields_set:

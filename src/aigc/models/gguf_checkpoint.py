@@ -170,6 +170,23 @@ def read_gguf_config(path: str | Path) -> ModelConfig:
         buf.close()
 
 
+def check_gguf(path: str | Path) -> ModelConfig:
+    """Everything about a model file that can fail without reading its weights (~0.2 s): the header,
+    the architecture and config, every tensor inside the file (a truncated download), a tokenizer.
+    Raises GGUFError with one line; returns the config."""
+    buf, metadata, infos = _open(path)
+    try:
+        config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_freqs(buf, infos))
+        for info in infos:
+            if info.offset + info.n_bytes > len(buf):
+                raise GGUFError(f"{path}: tensor {info.name!r} extends past the end of the file (truncated download?)")
+    finally:
+        buf.close()
+    if not metadata.get("tokenizer.ggml.model") or not metadata.get("tokenizer.ggml.tokens"):
+        raise GGUFError(f"{path}: the file has no tokenizer (tokenizer.ggml.model / tokenizer.ggml.tokens)")
+    return config
+
+
 def _tensor_array(buf: Any, info: GGUFTensorInfo) -> np.ndarray:
     """Dequantize one tensor to a float32 array of its row-major shape (always a copy)."""
     if info.offset + info.n_bytes > len(buf):

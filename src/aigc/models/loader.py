@@ -10,10 +10,11 @@ import torch
 from aigc import kernels
 from aigc.models.adapters import ADAPTER_CONFIG, AdapterError, merge_peft_adapter, read_adapter_config
 from aigc.models.config import ModelConfig
-from aigc.models.gguf_checkpoint import read_gguf
+from aigc.models.gguf_checkpoint import check_gguf, read_gguf
 from aigc.models.hf_checkpoint import load_hf_dir, model_from_hf_state_dict, parse_dtype
 from aigc.models.quantized import check_scheme, model_from_packed_state, quantize_model
 from aigc.models.registry import resolve_model
+from aigc.models.sentence_encoder import is_encoder_dir
 from aigc.models.transformer import Transformer
 from aigc.tokenizer import Tokenizer
 
@@ -69,6 +70,19 @@ def load_model(name: str, *, models_dir: Path | None = None, dtype: str | torch.
         quantize_model(model, scheme)
     model.requires_grad_(False)
     return LoadedModel(resolved.name, model, tokenizer, cfg, resolved.path)
+
+
+def check_model(name: str, *, models_dir: Path | None = None, offline: bool | None = None) -> None:
+    """Fail now, with one line, for a model that cannot load: unknown name, unreadable or truncated
+    GGUF, unsupported architecture, no tokenizer (a server checks before it starts, not in the
+    background). Reads headers and configs only."""
+    if (Path(name) / ADAPTER_CONFIG).is_file() and not (Path(name) / "config.json").is_file():
+        return  # its base is resolved when it loads
+    resolved = resolve_model(name, models_dir=models_dir, offline=offline)
+    if resolved.kind == "gguf":
+        check_gguf(resolved.path)
+    elif not is_encoder_dir(resolved.path):
+        ModelConfig.from_json_file(resolved.path / "config.json")
 
 
 def load_with_adapter(adapter_dir: str | Path, *, base: str | None = None, models_dir: Path | None = None,
