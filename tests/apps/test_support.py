@@ -212,3 +212,35 @@ def test_the_queue_is_for_staff_and_the_sites_owner(tmp_path):
             assert agent.get("/api/support/queue").json()["data"] == []
     finally:
         server.stop()
+
+
+def test_visitors_see_answers_not_a_reasoning_models_thinking(tmp_path):
+    from app_harness import ScriptedEngine
+    from server_harness import ServerThread, byte_tokenizer
+
+    from aigc.server.app import create_app
+    from aigc.server.backends import ModelBackends
+    from aigc.server.local_backend import LocalBackend
+    from aigc.settings import Settings
+
+    engine = ScriptedEngine(words=["<think>", "They want ", "the hours.", "</think>", "We open ", "at nine."], once=True)
+    backend = LocalBackend("thinker", engine, byte_tokenizer(), max_context=2048, reasoning_parser="think")
+    app = create_app(Settings(models=[], database_url=f"sqlite:///{tmp_path}/web.db"), ModelBackends([backend]))
+    server = ServerThread(app).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            made = http.post("/api/support/sites", json={"name": "shop", "origins": [SHOP], "model": "thinker",
+                                                          "handoff_on_no_source": False})
+            assert made.status_code == 201, made.text
+            key = made.json()["public_key"]
+            cid, token = open_visitor(server, key)
+            with closing(widget(server, key, token=token)) as w:
+                events = events_of(w.post(f"/conversations/{cid}/messages", json={"content": "When do you open?"}))
+            assert "reasoning" not in {e["type"] for e in events}
+            done = events[-1]["message"]
+            assert done["content"] == "We open at nine." and "reasoning" not in done
+            assert "the hours" not in str(events)
+            staff_view = http.get(f"/api/support/conversations/{cid}").json()
+            assert any(m.get("reasoning") == "They want the hours." for m in staff_view["messages"])
+    finally:
+        server.stop()

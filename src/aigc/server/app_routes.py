@@ -15,6 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -276,10 +277,11 @@ async def _resolve(request: Request, store: ConversationStore, cid: int, body: R
 
 async def start_reply(request: Request, replies: ChatReplies, cid: int,
                       plan_of: Callable[[ChatModel, GenerationParams], ReplyPlan],
-                      body: ReplyIn) -> EventStreamResponse:
+                      body: ReplyIn, show_reasoning: bool = True) -> EventStreamResponse:
     """Plan, start the model (or the canned reply), store the user's side, stream the events: the
     one way from an HTTP request to a reply in a conversation (the app's chat and the support
-    widget). `replies.store` decides whose conversation it is."""
+    widget). `replies.store` decides whose conversation it is. show_reasoning=False: a reasoning
+    model's thinking is stored but not sent (a shop's visitors see answers only)."""
     web = _web(request)
     store = replies.store
     await run_in_threadpool(store.get_meta, cid)  # 404 before 409: nothing leaks
@@ -309,9 +311,19 @@ async def start_reply(request: Request, replies: ChatReplies, cid: int,
         if web.active.get(cid) is active:
             del web.active[cid]
 
+    async def visible(events: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        async for event in events:
+            if show_reasoning:
+                yield event
+            elif event["type"] == "done":
+                yield {**event, "message": {k: v for k, v in event["message"].items() if k != "reasoning"}}
+            elif event["type"] != "reasoning":
+                yield event
+
     async def events() -> AsyncIterator[bytes]:
         try:
-            async for chunk in as_sse(replies.run(plan, stream, user_message, is_stopped=lambda: active.stopped)):
+            run = replies.run(plan, stream, user_message, is_stopped=lambda: active.stopped)
+            async for chunk in as_sse(visible(run)):
                 yield chunk
         finally:  # before the response's last byte: a client that saw "done" may send the next message
             finished()

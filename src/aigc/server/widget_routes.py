@@ -248,7 +248,7 @@ async def visitor_message(key: str, conversation_id: str, request: Request) -> E
         plan.commit = commit_and_queue
         return plan
 
-    return await start_reply(request, replies, cid, plan_of, ReplyIn())
+    return await start_reply(request, replies, cid, plan_of, ReplyIn(), show_reasoning=False)
 
 
 async def _held(message: dict[str, Any], state: str) -> AsyncIterator[bytes]:
