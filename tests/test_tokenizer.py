@@ -287,9 +287,9 @@ def test_add_bos_token_matches_transformers(tiny_backend, tmp_path):
 
 
 def test_from_gguf_unsupported_and_unknown(tiny_backend, tmp_path):
-    _write_gguf(tmp_path / "spm.gguf", tiny_backend, model="llama")
-    with pytest.raises(TokenizerError, match="unsupported GGUF tokenizer model 'llama'"):
-        Tokenizer.from_gguf(tmp_path / "spm.gguf")
+    _write_gguf(tmp_path / "t5.gguf", tiny_backend, model="t5")
+    with pytest.raises(TokenizerError, match="unsupported GGUF tokenizer model 't5'"):
+        Tokenizer.from_gguf(tmp_path / "t5.gguf")
     _write_gguf(tmp_path / "odd.gguf", tiny_backend, pre="some-new-model")
     with pytest.warns(UserWarning, match="some-new-model"):
         tok = Tokenizer.from_gguf(tmp_path / "odd.gguf")

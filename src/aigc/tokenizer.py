@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +35,96 @@ END_OF_TURN_TOKENS = (
     "<end_of_turn>", "<|end|>", "</s>", "<eos>",
 )
 
-# GGUF `tokenizer.ggml.pre` names -> how llama.cpp splits text before BPE (facts from llama.cpp).
-_GPT2_DIGITS = ("smollm", "starcoder", "refact", "command-r", "codeshell", "exaone", "minerva-7b")
-_GPT2 = ("gpt-2", "gpt2", "phi-2", "mpt", "olmo", "jais", "roberta-bpe", "default")
-_QWEN2 = ("qwen2", "deepseek-r1-qwen", "stablelm2")
-_LLAMA3 = ("llama-bpe", "llama3", "smaug-bpe", "falcon3")
+# GGUF token types (llama.cpp's `llama_token_type`).
+_TOKEN_TYPE_NORMAL, _TOKEN_TYPE_UNKNOWN, _TOKEN_TYPE_CONTROL = 1, 2, 3
+_TOKEN_TYPE_USER_DEFINED, _TOKEN_TYPE_UNUSED, _TOKEN_TYPE_BYTE = 4, 5, 6
+
+# `tokenizer.ggml.model` values we can build, named for error messages.
+_GGUF_MODELS = {"llama": "SentencePiece", "gpt2": "byte-level BPE", "gemma4": "Gemma 4 BPE"}
+_SPACE = "\u2581"  # SentencePiece's visible space, "▁"
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
 _QWEN2_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _LLAMA3_REGEX = _QWEN2_REGEX.replace(r"|\p{N}|", r"|\p{N}{1,3}|")
+_QWEN35_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_UPPER, _LOWER = r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]", r"[\p{Ll}\p{Lm}\p{Lo}\p{M}]"
+_TEKKEN_REGEX = (
+    rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*"
+    r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_CONTRACTION = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+_GPT4O_REGEX = (
+    rf"[^\r\n\p{{L}}\p{{N}}]?{_UPPER}*{_LOWER}+{_CONTRACTION}|[^\r\n\p{{L}}\p{{N}}]?{_UPPER}+{_LOWER}*{_CONTRACTION}"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# Families that llama.cpp splits with several regexes in turn (each splits the pieces of the last).
+_CJK = "[一-龥ࠀ-一가-\ud7ff]+"
+_DEEPSEEK_LLM_REGEXES = (
+    r"[\r\n]",
+    # (escaped: the characters that NFC would change, so that no editor normalizes them away)
+    r"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-"
+    "\u1f7d" r"ᾀ-ᾴᾶ-ᾼ" "\u1fbe" r"ῂ-ῄῆ-ῌῐ-" "\u1fd3" r"ῖ-" "\u1fdb" r"ῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤ" "\u2126" r"ℨ"
+    "\u212a" r"-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
+    r"\s?[!-/:-~！-／：-～‘-‟" "\u3000" r"-。]+",
+    r"\s+$",
+    _CJK,
+    r"\p{N}+",
+)
+_DEEPSEEK_CODER_REGEXES = (r"[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", _CJK, r"\p{N}")
+_DEEPSEEK3_REGEXES = (
+    r"\p{N}{1,3}",
+    "[一-龥\u3040-ゟ゠-ヿ]+",
+    r"""[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+"""
+    r"| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+)
+_FALCON_REGEXES = (
+    r"[\p{P}\$\+<=>\^~\|`]+",
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)",
+    r"[0-9][0-9][0-9]",
+)
 
-_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_USER_DEFINED = 3, 4
+
+@dataclass(frozen=True)
+class _PreTokenizer:
+    """How llama.cpp splits text before byte-level BPE for one family of `tokenizer.ggml.pre` names."""
+
+    regexes: tuple[str, ...] = ()  # split in turn by each; none: GPT-2's (the ByteLevel pre-tokenizer's own)
+    digits: bool = False  # every digit alone first (StarCoder, SmolLM, ...)
+    nfc: bool = False  # NFC first
+    ignore_merges: bool = False  # a word that is itself a token is taken whole (llama.cpp's ignore_merges)
+    add_bos: bool = False  # llama.cpp's default when the file has no tokenizer.ggml.add_bos_token
+
+
+def _pre_family(names: str, pre: _PreTokenizer) -> dict[str, _PreTokenizer]:
+    return dict.fromkeys(names.split(), pre)
+
+
+# `tokenizer.ggml.pre` -> splitting; the names, regexes and flags are llama.cpp's (llama-vocab.cpp).
+_PRE_TOKENIZERS: dict[str, _PreTokenizer] = {
+    **_pre_family("default gpt-2 gpt2 phi-2 mpt olmo jais trillion granite-docling roberta-bpe jina-es jina-de "
+                  "jina-v1-en jina-v2-es jina-v2-de jina-v2-code gigachat a.x-4.0 mellum modern-bert exaone4",
+                  _PreTokenizer()),
+    **_pre_family("starcoder refact command-r smollm codeshell exaone minerva-7b mellum2", _PreTokenizer(digits=True)),
+    **_pre_family("llama3 llama-v3 llama-bpe falcon3 falcon-h1 pixtral midm-2.0 lfm2 jina-v5-nano",
+                  _PreTokenizer((_LLAMA3_REGEX,), ignore_merges=True, add_bos=True)),
+    **_pre_family("dbrx smaug-bpe", _PreTokenizer((_LLAMA3_REGEX,))),
+    # NFC as Qwen2's tokenizer.json (llama.cpp has none: "e\u0301" stays two characters there).
+    "qwen2": _PreTokenizer((_QWEN2_REGEX,), nfc=True),
+    **_pre_family("deepseek-r1-qwen kormo f2llmv2 megrez stablelm2 hunyuan solar-open", _PreTokenizer((_QWEN2_REGEX,))),
+    "qwen35": _PreTokenizer((_QWEN35_REGEX,)),
+    "tekken": _PreTokenizer((_TEKKEN_REGEX,), ignore_merges=True, add_bos=True),
+    **_pre_family("gpt-4o llama4 kanana2 talkie minimax-m2", _PreTokenizer((_GPT4O_REGEX,))),
+    "deepseek-llm": _PreTokenizer(_DEEPSEEK_LLM_REGEXES),
+    "deepseek-coder": _PreTokenizer(_DEEPSEEK_CODER_REGEXES),
+    "deepseek-v3": _PreTokenizer(_DEEPSEEK3_REGEXES),
+    "falcon": _PreTokenizer(_FALCON_REGEXES),
+}
 
 
 class TokenizerError(ValueError):
@@ -98,6 +177,27 @@ def _mark_contents(message: dict[str, Any], contents: list[str]) -> dict[str, An
     return message
 
 
+def _content_spans(marked: str, contents: list[str], text: str) -> list[tuple[int, int]] | None:
+    """Where the contents are in `text`, the prompt `marked` rendered with markers for contents.
+
+    Templates often strip contents (`content.strip()`, `| trim`): that is recognised too. None
+    when the prompt cannot be rebuilt from the template's text and the contents."""
+    pieces = _MARKER.split(marked)  # template text, content index, template text, ...
+    if any(_MARKER_CHARS & set(p) for p in pieces[::2]) or any(int(i) >= len(contents) for i in pieces[1::2]):
+        return None
+    for variant in (contents, [c.strip() for c in contents]):
+        spans, parts, pos = [], [], 0
+        for i, piece in enumerate(pieces):
+            part = piece if i % 2 == 0 else variant[int(piece)]
+            if i % 2:
+                spans.append((pos, pos + len(part)))
+            parts.append(part)
+            pos += len(part)
+        if "".join(parts) == text:
+            return spans
+    return None
+
+
 class Tokenizer:
     """A fast tokenizer plus what a chat model needs around it.
 
@@ -108,9 +208,10 @@ class Tokenizer:
     as special tokens (as transformers does), so they encode as single ids and
     `decode(..., skip_special_tokens=True)` drops them.
 
-    BOS: `encode(text, add_special_tokens=True)` adds whatever the backend's post-processor adds.
-    With `add_bos_token=True` a post-processor that prepends BOS is installed if the backend lacks
-    one (this is what transformers' Llama tokenizer does), so both libraries agree.
+    BOS/EOS: `encode(text, add_special_tokens=True)` adds whatever the backend's post-processor
+    adds. With `add_bos_token=True` (`add_eos_token=True`) a post-processor that prepends BOS
+    (appends EOS) is installed if the backend lacks one (this is what transformers' Llama tokenizer
+    does), so both libraries agree.
     """
 
     def __init__(
@@ -122,6 +223,7 @@ class Tokenizer:
         pad_token: str | None = None,
         unk_token: str | None = None,
         add_bos_token: bool = False,
+        add_eos_token: bool = False,
         chat_template: str | Mapping[str, str] | None = None,
         extra_eos_token_ids: Iterable[int] = (),
         model_max_length: int | None = None,
@@ -129,7 +231,8 @@ class Tokenizer:
         self._backend = backend
         self._plain_backend: tokenizers.Tokenizer | None = None  # for encode_text, made on first use
         self.bos_token, self.eos_token, self.pad_token, self.unk_token = bos_token, eos_token, pad_token, unk_token
-        self.add_bos_token = add_bos_token
+        self.add_bos_token, self.add_eos_token = add_bos_token, add_eos_token
+        self._gguf_meta: dict[str, Any] | None = None  # the tokenizer.* keys of a GGUF this came from
         self.model_max_length = model_max_length
         if isinstance(chat_template, str):
             chat_template = {"default": chat_template}
@@ -138,14 +241,20 @@ class Tokenizer:
         known = [t for t in (bos_token, eos_token, pad_token, unk_token) if t is not None and self.token_to_id(t) is not None]
         if known:
             backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in known])
-        if add_bos_token and self.bos_token_id is not None and self.bos_token_id not in backend.encode("").ids:
-            bos = processors.TemplateProcessing(
-                single=f"{bos_token}:0 $A:0",
-                pair=f"{bos_token}:0 $A:0 {bos_token}:1 $B:1",
-                special_tokens=[(bos_token, self.bos_token_id)],
+        added = backend.encode("").ids  # what the post-processor already adds around a text
+        bos = bos_token if add_bos_token and self.bos_token_id is not None and self.bos_token_id not in added else None
+        eos = eos_token if add_eos_token and self.eos_token_id is not None and self.eos_token_id not in added else None
+        if bos is not None or eos is not None:
+            def wrap(seq: str, type_id: int) -> str:
+                return " ".join(f"{t}:{type_id}" for t in (bos, seq, eos) if t)
+
+            template = processors.TemplateProcessing(
+                single=wrap("$A", 0),
+                pair=f"{wrap('$A', 0)} {wrap('$B', 1)}",
+                special_tokens=[(t, self._id(t)) for t in dict.fromkeys(t for t in (bos, eos) if t)],
             )
             old = backend.post_processor
-            backend.post_processor = processors.Sequence([old, bos]) if old is not None else bos
+            backend.post_processor = processors.Sequence([old, template]) if old is not None else template
 
         self._special_ids = frozenset(
             i for i, tok in backend.get_added_tokens_decoder().items() if tok.special
@@ -169,7 +278,7 @@ class Tokenizer:
         """Load a HF tokenizer directory.
 
         Reads `tokenizer.json` (required) and, when present, `tokenizer_config.json` (special
-        tokens as strings or AddedToken dicts, `add_bos_token`, `model_max_length`,
+        tokens as strings or AddedToken dicts, `add_bos_token`/`add_eos_token`, `model_max_length`,
         `chat_template` as a string or a list of {name, template}), `special_tokens_map.json`
         (fallback for special tokens), `chat_template.jinja` (takes precedence over the config's
         template) and `generation_config.json` (`eos_token_id`, int or list: extra stop ids).
@@ -213,6 +322,7 @@ class Tokenizer:
             pad_token=special("pad_token"),
             unk_token=special("unk_token"),
             add_bos_token=bool(config.get("add_bos_token", False)),
+            add_eos_token=bool(config.get("add_eos_token", False)),
             chat_template=templates,
             extra_eos_token_ids=_as_id_list(generation.get("eos_token_id")),
             # transformers writes a huge sentinel (1e30) when the length is unknown
@@ -221,89 +331,100 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, source: Any) -> Tokenizer:
-        """Build a byte-level BPE tokenizer from GGUF metadata.
+        """Build the tokenizer a GGUF file's metadata describes, as llama.cpp runs it.
 
         `source` is a `.gguf` path, an open `gguf.GGUFReader`, or an already-parsed metadata
         mapping {key: value} (strings as str, arrays as lists), e.g. from a faster header parser.
 
-        Supports `tokenizer.ggml.model == "gpt2"`. The pre-tokenizer follows
-        `tokenizer.ggml.pre` as llama.cpp does: "smollm"/"starcoder"/... = each digit alone, then
-        the GPT-2 regex; "gpt-2" = GPT-2 regex; "qwen2" = Qwen2 regex (+ NFC, as its HF file);
-        "llama-bpe" = Llama-3 regex. Unknown names fall back to GPT-2 with a warning. Control
-        tokens (token_type 3) become special added tokens, user-defined ones (4) plain added tokens.
-        Opening a `GGUFReader` costs seconds for a large vocabulary: share an open reader or
-        pass parsed metadata when you have them.
+        Three `tokenizer.ggml.model`s are supported:
+
+        - "llama": SentencePiece (Llama 2, Mistral, Gemma, Phi-3 files). A BPE whose merge order
+          is the merged token's score (llama.cpp merges the best-scoring adjacent pair first),
+          byte fallback to the `<0xXX>` tokens, spaces written as "▁", and a "▁" put before the
+          text and after every special token when `tokenizer.ggml.add_space_prefix` (default
+          true; Gemma's files say false). BOS is added by default, as llama.cpp does.
+        - "gpt2": byte-level BPE on the file's merges, split as llama.cpp does for
+          `tokenizer.ggml.pre` (see `_PRE_TOKENIZERS`: "smollm"/"starcoder" digits, "gpt-2",
+          "qwen2"/"qwen35" (+ NFC, as their tokenizer.json), "llama-bpe" (Llama 3; words that
+          are tokens are taken whole), "tekken", "gpt-4o", "deepseek-v3", ...). Unknown names
+          fall back to GPT-2 splitting with a warning.
+        - "gemma4": BPE on the file's merges over characters, spaces as "▁", byte fallback.
+
+        Control (type 3) and unknown (2) tokens become special added tokens and user-defined
+        ones (4) plain added tokens, so both are matched whole in text. `add_bos_token` and
+        `add_eos_token` are honoured by `encode(..., add_special_tokens=True)`; eot/eom ids are
+        stop ids; `tokenizer.chat_template` (and `tokenizer.chat_template.NAME`) are the templates.
+        Missing or malformed metadata raises `TokenizerError`. Opening a `GGUFReader` costs
+        seconds for a large vocabulary: share an open reader or pass parsed metadata when you can.
         """
         if isinstance(source, Mapping):
             meta = dict(source)
         else:
-            import gguf  # imported here: only GGUF users pay for it
-
-            reader = source if isinstance(source, gguf.GGUFReader) else None
-            if reader is None:
-                path = Path(source)
-                if not path.is_file():
-                    raise TokenizerError(f"GGUF file not found: {path}")
-                reader = gguf.GGUFReader(path)
-            meta = _gguf_metadata(reader)
+            meta = _read_gguf_tokenizer_metadata(source)
 
         kind = meta.get("tokenizer.ggml.model")
-        if kind != "gpt2":
-            raise TokenizerError(
-                f"unsupported GGUF tokenizer model {kind!r}: only byte-level BPE ('gpt2') is supported"
-            )
-        tokens: list[str] = meta.get("tokenizer.ggml.tokens") or []
-        if not tokens:
-            raise TokenizerError("GGUF file has no tokenizer.ggml.tokens")
-        merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges") or []]
-        types: list[int] = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
-        pre = str(meta.get("tokenizer.ggml.pre", "default"))
+        supported = ", ".join(f"{k!r} ({v})" for k, v in _GGUF_MODELS.items())
+        if kind is None:
+            raise TokenizerError(f"GGUF metadata has no tokenizer (no tokenizer.ggml.model); supported: {supported}")
+        if kind not in _GGUF_MODELS:
+            raise TokenizerError(f"unsupported GGUF tokenizer model {kind!r}; supported: {supported}")
+        tokens, types = _gguf_vocab(meta)
 
-        model = models.BPE(
-            vocab={t: i for i, t in enumerate(tokens)}, merges=merges, ignore_merges=pre in _LLAMA3
-        )
-        backend = tokenizers.Tokenizer(model)
-        byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-        if pre in _GPT2_DIGITS:
-            backend.pre_tokenizer = pre_tokenizers.Sequence(
-                [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-            )
-        elif pre in _QWEN2 or pre in _LLAMA3:
-            regex = tokenizers.Regex(_QWEN2_REGEX if pre in _QWEN2 else _LLAMA3_REGEX)
-            backend.pre_tokenizer = pre_tokenizers.Sequence(
-                [pre_tokenizers.Split(regex, behavior="isolated"), byte_level]
-            )
-            if pre == "qwen2":
-                backend.normalizer = normalizers.NFC()
+        def meta_id(key: str, default: int | None = None) -> int | None:
+            value = meta.get(f"tokenizer.ggml.{key}", default)
+            return value if isinstance(value, int) and 0 <= value < len(tokens) else None
+
+        if kind == "llama":
+            # llama.cpp's SentencePiece defaults: <unk>=0, <s>=1, </s>=2, BOS added, space prefix.
+            unk_id, bos_id, eos_id = meta_id("unknown_token_id", 0), meta_id("bos_token_id", 1), meta_id("eos_token_id", 2)
+            add_bos_default = True
+            backend = _spm_backend(meta, tokens, types, unk_id)
+        elif kind == "gemma4":
+            unk_id, bos_id, eos_id = meta_id("unknown_token_id"), meta_id("bos_token_id"), meta_id("eos_token_id")
+            add_bos_default = True
+            backend = _gemma4_backend(meta, tokens)
         else:
-            if pre not in _GPT2:
-                warnings.warn(f"unknown GGUF pre-tokenizer {pre!r}; using GPT-2 splitting", stacklevel=2)
-            backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        backend.decoder = decoders.ByteLevel()
-        backend.post_processor = processors.ByteLevel(trim_offsets=False)
-        backend.add_special_tokens(
-            [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types, strict=False) if k == _TOKEN_TYPE_CONTROL]
-        )
-        backend.add_tokens(
-            [AddedToken(t, special=False, normalized=False) for t, k in zip(tokens, types, strict=False) if k == _TOKEN_TYPE_USER_DEFINED]
-        )
+            unk_id, bos_id, eos_id = meta_id("unknown_token_id"), meta_id("bos_token_id"), meta_id("eos_token_id")
+            pre_name = str(meta.get("tokenizer.ggml.pre", "default"))
+            pre = _PRE_TOKENIZERS.get(pre_name)
+            if pre is None:
+                warnings.warn(f"unknown GGUF pre-tokenizer {pre_name!r}; using GPT-2 splitting", stacklevel=2)
+                pre = _PreTokenizer()
+            add_bos_default = pre.add_bos
+            backend = _byte_level_backend(meta, tokens, pre)
 
-        def token_at(key: str) -> str | None:
-            i = meta.get(key)
-            return tokens[i] if isinstance(i, int) and 0 <= i < len(tokens) else None
+        # Control and unknown tokens are matched in text only as special tokens (llama.cpp's
+        # parse_special); user-defined ones always, and they are ordinary text when decoded.
+        specials = [t for t, k in zip(tokens, types, strict=False) if k in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_UNKNOWN)]
+        backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+        backend.add_tokens([AddedToken(t, special=False, normalized=False)
+                            for t, k in zip(tokens, types, strict=False) if k == _TOKEN_TYPE_USER_DEFINED])
 
+        templates: dict[str, str] = {}
+        for key, value in meta.items():
+            if isinstance(value, str) and key.startswith("tokenizer.chat_template."):
+                templates[key.removeprefix("tokenizer.chat_template.")] = value
+        if isinstance(meta.get("tokenizer.chat_template"), str):
+            templates["default"] = meta["tokenizer.chat_template"]
         arch = meta.get("general.architecture")
-        extra_eos = [meta[k] for k in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id") if isinstance(meta.get(k), int)]
+        context = meta.get(f"{arch}.context_length") if arch else None
+        extra_eos = [i for i in (meta_id("eot_token_id"), meta_id("eom_token_id")) if i is not None]
+
+        def token(i: int | None) -> str | None:
+            return None if i is None else tokens[i]
+
         tok = cls(
             backend,
-            bos_token=token_at("tokenizer.ggml.bos_token_id"),
-            eos_token=token_at("tokenizer.ggml.eos_token_id"),
-            pad_token=token_at("tokenizer.ggml.padding_token_id"),
-            unk_token=token_at("tokenizer.ggml.unknown_token_id"),
-            add_bos_token=bool(meta.get("tokenizer.ggml.add_bos_token", False)),
-            chat_template=meta.get("tokenizer.chat_template"),
+            bos_token=token(bos_id),
+            eos_token=token(eos_id),
+            pad_token=token(meta_id("padding_token_id")),
+            unk_token=token(unk_id),
+            # llama.cpp always adds BOS for Gemma 4, whatever the file says (ggml-org/llama.cpp#21500).
+            add_bos_token=kind == "gemma4" or bool(meta.get("tokenizer.ggml.add_bos_token", add_bos_default)),
+            add_eos_token=bool(meta.get("tokenizer.ggml.add_eos_token", False)),
+            chat_template=templates,
             extra_eos_token_ids=extra_eos,
-            model_max_length=meta.get(f"{arch}.context_length") if arch else None,
+            model_max_length=context if isinstance(context, int) else None,
         )
         tok._gguf_meta = {k: v for k, v in meta.items() if k.startswith("tokenizer.")}
         return tok
@@ -313,15 +434,17 @@ class Tokenizer:
     def gguf_metadata(self) -> dict[str, Any]:
         """The `tokenizer.*` keys a GGUF file needs for this tokenizer (llama.cpp reads them).
 
-        A tokenizer read from GGUF gives its own keys back; one from a HF directory is described
-        from its byte-level BPE model (tokens by id, merges, control/user-defined token types, the
-        pre-tokenizer name llama.cpp knows, special ids, chat template)."""
-        if getattr(self, "_gguf_meta", None):
+        A tokenizer read from GGUF gives its own keys back. One from a HF directory is described
+        from its BPE model: a byte-level one as "gpt2" (tokens by id, merges, the pre-tokenizer
+        name llama.cpp knows), a SentencePiece-style one (byte fallback, "▁" for spaces) as
+        "llama" (scores from the merge order: llama.cpp joins the best-scoring pair first), both
+        with token types, special ids, add_bos/add_eos and the chat template."""
+        if self._gguf_meta:
             return dict(self._gguf_meta)
         spec = json.loads(self._backend.to_str())
         model = spec.get("model") or {}
         if model.get("type") != "BPE":
-            raise TokenizerError(f"only byte-level BPE tokenizers can be written to GGUF, not {model.get('type')!r}")
+            raise TokenizerError(f"only BPE tokenizers can be written to GGUF, not {model.get('type')!r}")
         vocab: dict[str, int] = dict(model.get("vocab") or {})
         added = {t["id"]: t for t in spec.get("added_tokens") or []}
         for i, t in added.items():
@@ -331,28 +454,66 @@ class Tokenizer:
         for t, i in vocab.items():
             tokens[i] = t
         types = [_TOKEN_TYPE_CONTROL if i in added and added[i].get("special") else
-                 _TOKEN_TYPE_USER_DEFINED if i in added else 1 for i in range(size)]
+                 _TOKEN_TYPE_USER_DEFINED if i in added else _TOKEN_TYPE_NORMAL for i in range(size)]
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges") or []]
-        pre_spec = json.dumps(spec.get("pre_tokenizer") or {})
-        if '"individual_digits": true' in pre_spec:
-            pre = "smollm"
-        elif "\\p{N}{1,3}" in pre_spec or "p{N}{1,3}" in pre_spec:
-            pre = "llama-bpe"
-        elif "Split" in pre_spec:
-            pre = "qwen2"
+        meta: dict[str, Any] = {"tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types}
+        if model.get("byte_fallback"):  # SentencePiece-style; byte-level BPE needs no fallback
+            meta.update(self._spm_gguf_metadata(spec, tokens, types, model.get("merges") or [], self.unk_token_id))
         else:
-            pre = "gpt-2"
-        meta: dict[str, Any] = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre,
-                                "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
-                                "tokenizer.ggml.merges": merges, "tokenizer.ggml.add_bos_token": self.add_bos_token}
+            pre_spec = json.dumps(spec.get("pre_tokenizer") or {})
+            if '"individual_digits": true' in pre_spec:
+                pre = "smollm"
+            elif "\\p{N}{1,3}" in pre_spec or "p{N}{1,3}" in pre_spec:
+                pre = "llama-bpe"
+            elif "Split" in pre_spec:
+                pre = "qwen2"
+            else:
+                pre = "gpt-2"
+            meta.update({"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.merges": merges})
+        meta["tokenizer.ggml.add_bos_token"] = self.add_bos_token
+        meta["tokenizer.ggml.add_eos_token"] = self.add_eos_token
         for key, value in (("bos_token_id", self.bos_token_id), ("eos_token_id", self.eos_token_id),
                            ("padding_token_id", self.pad_token_id), ("unknown_token_id", self.unk_token_id)):
             if value is not None:
                 meta[f"tokenizer.ggml.{key}"] = int(value)
-        template = self.chat_templates.get("default")
-        if template:
-            meta["tokenizer.chat_template"] = template
+        for name, template in self.chat_templates.items():
+            meta["tokenizer.chat_template" if name == "default" else f"tokenizer.chat_template.{name}"] = template
         return meta
+
+    @staticmethod
+    def _spm_gguf_metadata(spec: Mapping[str, Any], tokens: list[str], types: list[int], merges: list[Any],
+                           unk_id: int | None) -> dict[str, Any]:
+        """The "llama" keys of a SentencePiece-style BPE (byte fallback, "▁" for spaces).
+
+        llama.cpp joins the adjacent pair that makes the best-scoring token, so a token's score is
+        minus the rank of the first merge that makes it; tokens no merge makes (characters, bytes,
+        specials) get the lowest score, so llama.cpp forms them only when nothing else fits."""
+        ids, lowest = {t: i for i, t in enumerate(tokens)}, -1e9
+        scores = [lowest] * len(tokens)
+        for rank, m in enumerate(merges):
+            left, right = m.split(" ", 1) if isinstance(m, str) else m
+            i = ids.get(left + right)
+            if i is not None and scores[i] == lowest:
+                scores[i] = -float(rank)
+        # As llama.cpp's converter types a SentencePiece vocabulary: <unk> and the <0xXX> bytes too.
+        types = [_TOKEN_TYPE_UNKNOWN if i == unk_id else
+                 _TOKEN_TYPE_BYTE if k == _TOKEN_TYPE_NORMAL and _BYTE_TOKEN.fullmatch(t) else k
+                 for i, (t, k) in enumerate(zip(tokens, types, strict=True))]
+
+        def parts(component: Mapping[str, Any] | None, key: str) -> list[Mapping[str, Any]]:
+            return list(component.get(key) or [component]) if component else []
+
+        def prepends(p: Mapping[str, Any]) -> bool:  # older files say add_prefix_space, newer prepend_scheme
+            scheme = p.get("prepend_scheme") or ("always" if p.get("add_prefix_space", True) else "never")
+            return p.get("type") == "Metaspace" and scheme != "never"
+
+        # The space prefix is a Prepend("▁") normalizer or a Metaspace pre-tokenizer that prepends
+        # (llama.cpp's prefix also follows special tokens, Metaspace's "first" scheme does not).
+        prefix = any(n.get("type") == "Prepend" and n.get("prepend") == _SPACE
+                     for n in parts(spec.get("normalizer"), "normalizers"))
+        prefix |= any(prepends(p) for p in parts(spec.get("pre_tokenizer"), "pretokenizers"))
+        return {"tokenizer.ggml.model": "llama", "tokenizer.ggml.scores": scores, "tokenizer.ggml.token_type": types,
+                "tokenizer.ggml.add_space_prefix": prefix}
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write `tokenizer.json`, `tokenizer_config.json` and `special_tokens_map.json`.
@@ -375,7 +536,7 @@ class Tokenizer:
             "tokenizer_class": "PreTrainedTokenizerFast",
             **specials,
             "add_bos_token": self.add_bos_token,
-            "add_eos_token": False,
+            "add_eos_token": self.add_eos_token,
             "clean_up_tokenization_spaces": False,
         }
         if self.model_max_length is not None:
@@ -505,21 +666,39 @@ class Tokenizer:
         if not tokenize:
             return render(messages)
         # Message text is text: "<|im_end|>" typed by a user must not become the control token
-        # (OpenAI's behaviour). Contents are rendered as markers, and the text between markers (the
-        # template's own markup) is encoded with special tokens, each content without them.
+        # (OpenAI's behaviour). Rendering contents as markers tells where they are in the prompt;
+        # the prompt is encoded whole (as llama.cpp encodes it: BPE merges and SentencePiece's
+        # "▁" prefix depend on the neighbouring text), and only if a special token was matched
+        # inside a content is it encoded again with those spelled as text.
+        text = render(messages)
         contents: list[str] = []
-        marked = [_mark_contents(m, contents) for m in messages]
-        rendered = render(marked)
-        pieces = _MARKER.split(rendered)
-        if len(pieces) // 2 < len(contents) or any(_MARKER_CHARS & set(p) for p in pieces[::2]):
-            return self.encode(render(messages), add_special_tokens=False)  # the template rewrote a content
+        spans = _content_spans(render([_mark_contents(m, contents) for m in messages]), contents, text)
+        if spans is None:  # the template rewrote a content beyond recognition: no protection possible
+            return self.encode(text, add_special_tokens=False)
+        return self._encode_with_text_spans(text, spans)
+
+    def _encode_with_text_spans(self, text: str, spans: list[tuple[int, int]]) -> list[int]:
+        """`encode(text)`, except that special tokens overlapping a span are spelled as text.
+
+        Special tokens outside the spans cut the text into fragments, each encoded as plain text,
+        which is what llama.cpp does around special tokens (also for SentencePiece's prefix)."""
+        encoding = self._backend.encode(text, add_special_tokens=False)
+        cuts, injected = [], False
+        for token_id, (start, end) in zip(encoding.ids, encoding.offsets, strict=True):
+            if token_id in self._special_ids:
+                if any(a < end and start < b for a, b in spans):
+                    injected = True
+                else:
+                    cuts.append((start, end, token_id))
+        if not injected:
+            return encoding.ids
         ids: list[int] = []
-        for i, piece in enumerate(pieces):
-            if i % 2 == 0:
-                ids += self.encode(piece, add_special_tokens=False) if piece else []
-            else:
-                ids += self.encode_text(contents[int(piece)])
-        return ids
+        pos = 0
+        for start, end, token_id in cuts:
+            ids += self.encode_text(text[pos:start])
+            ids.append(token_id)
+            pos = end
+        return ids + self.encode_text(text[pos:])
 
     def encode_text(self, text: str) -> list[int]:
         """Encode `text` as plain text: special-token strings in it are spelled with ordinary tokens."""
@@ -534,6 +713,170 @@ class Tokenizer:
             f"Tokenizer(vocab_size={self.vocab_size}, bos={self.bos_token!r}, eos={self.eos_token!r}, "
             f"chat_template={'own' if self.has_chat_template else 'default ChatML'})"
         )
+
+
+def _read_gguf_tokenizer_metadata(source: Any) -> dict[str, Any]:
+    """The tokenizer keys of a `.gguf` path or an open `gguf.GGUFReader`; unreadable files raise
+    `TokenizerError` with the reader's reason instead of its traceback."""
+    import gguf  # imported here: only GGUF users pay for it
+
+    if isinstance(source, gguf.GGUFReader):
+        reader = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise TokenizerError(f"GGUF file not found: {path}")
+        try:
+            reader = gguf.GGUFReader(path)
+        except Exception as e:  # the reader raises ValueError, struct/numpy errors, ... on a bad file
+            raise TokenizerError(f"{path}: cannot be read as GGUF ({type(e).__name__}: {e})") from e
+    try:
+        return _gguf_metadata(reader)
+    except Exception as e:  # e.g. a token that is not UTF-8
+        raise TokenizerError(f"GGUF tokenizer metadata cannot be decoded ({type(e).__name__}: {e})") from e
+
+
+def _as_list(value: Any) -> list[Any] | None:
+    """A GGUF array as a list (parsers give lists, tuples or numpy arrays); None if not an array."""
+    if hasattr(value, "tolist") and not isinstance(value, str):
+        value = value.tolist()
+    return list(value) if isinstance(value, Sequence) and not isinstance(value, str | bytes) else None
+
+
+def _gguf_vocab(meta: Mapping[str, Any]) -> tuple[list[str], list[int]]:
+    """`tokenizer.ggml.tokens` and `.token_type` checked as llama.cpp checks them."""
+    tokens = _as_list(meta.get("tokenizer.ggml.tokens"))
+    if not tokens:
+        raise TokenizerError("GGUF metadata has no tokenizer vocabulary (tokenizer.ggml.tokens is missing or empty)")
+    if not all(isinstance(t, str) for t in tokens):
+        raise TokenizerError("GGUF tokenizer.ggml.tokens must be an array of strings")
+    # llama.cpp names empty tokens so (an empty string cannot be a vocabulary entry).
+    tokens = [t or f"[EMPTY_{i}]" for i, t in enumerate(tokens)]
+    seen: dict[str, int] = {}
+    for i, t in enumerate(tokens):
+        if seen.setdefault(t, i) != i:  # llama.cpp refuses these too: one string cannot have two ids
+            raise TokenizerError(f"GGUF vocabulary has the token {t!r} twice (ids {seen[t]} and {i})")
+    raw_types = meta.get("tokenizer.ggml.token_type")
+    types = _as_list(raw_types) if raw_types is not None else [_TOKEN_TYPE_NORMAL] * len(tokens)
+    if types is None or len(types) < len(tokens):
+        raise TokenizerError(f"GGUF tokenizer.ggml.token_type has {len(types or [])} entries for {len(tokens)} tokens")
+    return tokens, [int(k) for k in types[: len(tokens)]]
+
+
+def _spm_merges(tokens: list[str], scores: list[float], types: list[int]) -> list[tuple[str, str]]:
+    """BPE merges that reproduce llama.cpp's SentencePiece tokenizer.
+
+    llama.cpp repeatedly joins the adjacent pair whose concatenation is the best-scoring token.
+    As BPE merges: every split (left, right) of every token into two tokens, best merged score
+    first. Equal scores are ordered longer-left first, then by token id (transformers' order, so
+    both give the same ids); llama.cpp breaks such ties by position instead, which only matters
+    for two different tokens with the same score competing for the same characters.
+
+    No merge makes a control or unknown token ("<s>" from "<" + "s>"): those are matched whole
+    as special tokens or not at all, so text spelled like one stays text (llama.cpp would merge).
+    """
+    vocab = {t: i for i, t in enumerate(tokens)}
+    merges: list[tuple[float, int, int, int, str, str]] = []
+    for i, token in enumerate(tokens):
+        if types[i] in (_TOKEN_TYPE_CONTROL, _TOKEN_TYPE_UNKNOWN):
+            continue
+        for cut in range(1, len(token)):
+            left, right = token[:cut], token[cut:]
+            if left in vocab and right in vocab:
+                merges.append((-scores[i], -cut, cut - len(token), i, left, right))
+    merges.sort()
+    return [(left, right) for *_, left, right in merges]
+
+
+def _spm_backend(
+    meta: Mapping[str, Any], tokens: list[str], types: list[int], unk_id: int | None
+) -> tokenizers.Tokenizer:
+    """llama.cpp's "llama" (SentencePiece) vocabulary as a `tokenizers` pipeline."""
+    scores = _as_list(meta.get("tokenizer.ggml.scores"))
+    if scores is None:  # without them there is no merge order at all
+        raise TokenizerError("GGUF SentencePiece vocabulary has no tokenizer.ggml.scores")
+    if len(scores) < len(tokens):
+        raise TokenizerError(f"GGUF tokenizer.ggml.scores has {len(scores)} entries for {len(tokens)} tokens")
+    try:
+        model = models.BPE(
+            vocab={t: i for i, t in enumerate(tokens)},
+            merges=_spm_merges(tokens, [float(x) for x in scores], types),
+            unk_token=tokens[unk_id] if unk_id is not None else None,
+            fuse_unk=True,
+            byte_fallback=True,  # characters that are not tokens become their <0xXX> byte tokens
+        )
+    except Exception as e:  # the Rust side raises plain Exceptions
+        raise TokenizerError(f"GGUF SentencePiece vocabulary cannot be built ({e})") from e
+    return _spm_text(tokenizers.Tokenizer(model), prefix=bool(meta.get("tokenizer.ggml.add_space_prefix", True)))
+
+
+def _spm_text(backend: tokenizers.Tokenizer, *, prefix: bool) -> tokenizers.Tokenizer:
+    """Spaces as "▁", optionally one "▁" put before the text, and the way back when decoding.
+
+    A normalizer, not the Metaspace pre-tokenizer: like llama.cpp (and SentencePiece) it puts
+    "▁" before every piece of text, also one that starts with a space (" hi" -> "▁▁hi"), and
+    after every special token (tokenizers normalizes each stretch between added tokens)."""
+    escape = normalizers.Replace(" ", _SPACE)
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend(_SPACE), escape]) if prefix else escape
+    steps = [decoders.Replace(_SPACE, " "), decoders.ByteFallback(), decoders.Fuse()]
+    if prefix:  # the prefix is not part of the text: drop one leading space of the decoded text
+        steps.append(decoders.Strip(content=" ", left=1, right=0))
+    backend.decoder = decoders.Sequence(steps)
+    return backend
+
+
+def _gguf_merges(meta: Mapping[str, Any], kind: str) -> list[tuple[str, str]]:
+    """`tokenizer.ggml.merges` as pairs, split as llama.cpp splits them: at the first space after
+    the first character."""
+    raw_merges = _as_list(meta.get("tokenizer.ggml.merges"))
+    if not raw_merges:
+        raise TokenizerError(f"GGUF {kind} vocabulary has no tokenizer.ggml.merges")
+    merges = []
+    for m in raw_merges:
+        cut = m.find(" ", 1) if isinstance(m, str) else -1
+        if cut < 0:
+            raise TokenizerError(f"GGUF tokenizer.ggml.merges has a malformed entry {m!r}")
+        merges.append((m[:cut], m[cut + 1:]))
+    return merges
+
+
+def _gemma4_backend(meta: Mapping[str, Any], tokens: list[str]) -> tokenizers.Tokenizer:
+    """llama.cpp's "gemma4" vocabulary: BPE on the file's merges over UTF-8 characters (not
+    bytes), spaces as "▁", lines and runs of newlines merged separately, byte fallback."""
+    try:
+        model = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=_gguf_merges(meta, "Gemma 4"),
+                           byte_fallback=True)
+    except Exception as e:  # the Rust side raises plain Exceptions (e.g. a merge of unknown tokens)
+        raise TokenizerError(f"GGUF Gemma 4 vocabulary cannot be built ({e})") from e
+    backend = _spm_text(tokenizers.Tokenizer(model), prefix=False)
+    backend.pre_tokenizer = pre_tokenizers.Split(tokenizers.Regex(r"[^\n]+|[\n]+"), behavior="isolated")
+    return backend
+
+
+def _byte_level_backend(meta: Mapping[str, Any], tokens: list[str], pre: _PreTokenizer) -> tokenizers.Tokenizer:
+    """llama.cpp's "gpt2" (byte-level BPE) vocabulary as a `tokenizers` pipeline."""
+    merges = _gguf_merges(meta, "byte-level BPE")
+    try:
+        model = models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, ignore_merges=pre.ignore_merges)
+    except Exception as e:  # the Rust side raises plain Exceptions (e.g. a merge of unknown tokens)
+        raise TokenizerError(f"GGUF byte-level BPE vocabulary cannot be built ({e})") from e
+    backend = tokenizers.Tokenizer(model)
+    if pre.regexes:
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            *(pre_tokenizers.Split(tokenizers.Regex(r), behavior="isolated") for r in pre.regexes),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    elif pre.digits:
+        backend.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        )
+    else:
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if pre.nfc:
+        backend.normalizer = normalizers.NFC()
+    backend.decoder = decoders.ByteLevel()
+    backend.post_processor = processors.ByteLevel(trim_offsets=False)
+    return backend
 
 
 def _gguf_metadata(reader: Any) -> dict[str, Any]:

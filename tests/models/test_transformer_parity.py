@@ -126,3 +126,31 @@ def test_bf16_model_runs_close_to_fp32():
         ref = ours(x)
         got = ours.to(torch.bfloat16)(x).float()
     assert (ref - got).abs().max() < 0.1
+
+
+def test_a_multimodal_gemma3_checkpoint_loads_its_text_model(tmp_path):
+    """gemma-3-4b-it and larger are Gemma3ForConditionalGeneration: the text model is ours to run,
+    the vision tower is left out; logits equal transformers' on text."""
+    text = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=32, sliding_window=8)
+    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=28,
+                  patch_size=14)
+    torch.manual_seed(0)
+    hf = transformers.Gemma3ForConditionalGeneration(
+        transformers.Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4)).eval()
+    hf.save_pretrained(tmp_path)
+    ours = load_hf_dir(tmp_path)
+    assert ours.config.family == "gemma3" and ours.config.sliding_window == 8
+    x = torch.randint(0, 256, (1, 20))
+    with torch.no_grad():
+        assert (hf(input_ids=x).logits - ours(x)).abs().max() < TOL
+
+
+def test_sharded_safetensors_load(tmp_path):
+    hf = tiny_hf("qwen3")
+    hf.save_pretrained(tmp_path, max_shard_size="60KB")
+    assert len(list(tmp_path.glob("model-*-of-*.safetensors"))) > 1
+    ours = load_hf_dir(tmp_path)
+    x = torch.randint(0, 128, (1, 16))
+    with torch.no_grad():
+        assert (hf(x).logits - ours(x)).abs().max() < TOL

@@ -133,6 +133,7 @@ class ModelConfig:
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        d = _text_part(d)
         archs = d.get("architectures") or []
         family = None
         for a in archs:
@@ -336,3 +337,23 @@ def _gated_family_config(cls: type[ModelConfig], family: str, d: dict[str, Any])
         "partial_rotary_factor",
     }
     return cfg, known
+
+
+# Multimodal checkpoints whose text model is one of ours: the wrapper's architecture -> the text one.
+MULTIMODAL_TEXT = {"Gemma3ForConditionalGeneration": "Gemma3ForCausalLM"}
+
+
+def _text_part(d: dict[str, Any]) -> dict[str, Any]:
+    """The text model's config of a multimodal checkpoint (e.g. gemma-3-4b-it); others unchanged.
+    Such files store only the text config's non-default values, so transformers' config class fills
+    in the rest (its defaults are the model's)."""
+    text_arch = next((MULTIMODAL_TEXT[a] for a in d.get("architectures") or [] if a in MULTIMODAL_TEXT), None)
+    if text_arch is None or not isinstance(d.get("text_config"), dict):
+        return d
+    import transformers
+
+    text = transformers.Gemma3TextConfig(**d["text_config"]).to_dict()
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id", "torch_dtype", "dtype"):
+        if d.get(key) is not None:
+            text[key] = d[key]
+    return {**text, "architectures": [text_arch], "model_type": "gemma3_text"}

@@ -64,7 +64,27 @@ def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(parts)
 
 
+# A multimodal checkpoint's text model (gemma-3-4b-it and larger): its prefixes, old and new; the
+# vision tower and projector are not ours to run and are left out.
+_TEXT_PREFIXES = ("language_model.model.", "model.language_model.")
+_VISION_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
+
+
+def _text_model_names(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if not any(k.startswith(_TEXT_PREFIXES) for k in sd):
+        return sd
+    out = {}
+    for k, v in sd.items():
+        if k.startswith(_VISION_PREFIXES):
+            continue
+        for prefix in _TEXT_PREFIXES:
+            k = "model." + k.removeprefix(prefix) if k.startswith(prefix) else k
+        out[k.removeprefix("language_model.")] = v  # language_model.lm_head -> lm_head
+    return out
+
+
 def _llama_to_native(cfg: ModelConfig, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    sd = _text_model_names(sd)
     sd = {k.removeprefix("model.") if k.startswith("model.") else k: v for k, v in sd.items()}
     out = {"tok_emb.weight": sd.pop("embed_tokens.weight"), "norm.weight": sd.pop("norm.weight")}
     if "lm_head.weight" in sd:
