@@ -8,7 +8,7 @@ import gguf
 import pytest
 import torch
 import transformers
-from tiny_hf import tiny_hf
+from tiny_hf import reference_greedy, tiny_hf
 
 from aigc.engine.offline import generate
 from aigc.generation.params import SamplingParams
@@ -74,16 +74,6 @@ def transformers_from_gguf(path):
 def greedy(model, prompt: list[int], n: int = 20) -> list[int]:
     params = SamplingParams(max_tokens=n, temperature=0.0, ignore_eos=True)
     return generate(model, [prompt], params)[0][0].token_ids
-
-
-@torch.no_grad()
-def reference_greedy(hf, prompt: list[int], n: int = 20) -> list[int]:
-    """transformers' greedy tokens, each from a full forward: its cached `generate` lets a sliding
-    layer see one key fewer than its own full forward does (and than the window says)."""
-    ids = list(prompt)
-    for _ in range(n):
-        ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
-    return ids[len(prompt):]
 
 
 IDS = torch.randint(0, VOCAB, (2, 24), generator=torch.Generator().manual_seed(3))

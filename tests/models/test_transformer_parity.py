@@ -3,7 +3,7 @@
 import pytest
 import torch
 import transformers
-from tiny_hf import tiny_hf
+from tiny_hf import reference_greedy, tiny_hf
 
 from aigc.models.config import ModelConfig
 from aigc.models.hf_checkpoint import load_hf_dir, model_from_hf_state_dict, save_hf_dir
@@ -154,3 +154,14 @@ def test_sharded_safetensors_load(tmp_path):
     x = torch.randint(0, 128, (1, 16))
     with torch.no_grad():
         assert (hf(x).logits - ours(x)).abs().max() < TOL
+
+
+@pytest.mark.parametrize(("family", "over"), FAMILIES, ids=IDS)
+def test_engine_greedy_matches_transformers_for_20_tokens(family, over):
+    from aigc.engine.offline import generate
+    from aigc.generation.params import SamplingParams
+
+    hf = tiny_hf(family, **over)
+    prompt = torch.randint(0, 128, (12,), generator=torch.Generator().manual_seed(7)).tolist()
+    params = SamplingParams(max_tokens=20, temperature=0.0, ignore_eos=True)
+    assert generate(ours_from(hf), [prompt], params)[0][0].token_ids == reference_greedy(hf, prompt)

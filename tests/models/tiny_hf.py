@@ -46,3 +46,13 @@ def tiny_hf(family: str, **over):
             elif "norm" in name:
                 p.add_(torch.randn_like(p) * 0.1)
     return model.eval()
+
+
+@torch.no_grad()
+def reference_greedy(hf, prompt: list[int], n: int = 20) -> list[int]:
+    """transformers' greedy tokens, each from a full forward: its cached `generate` lets a sliding
+    layer see one key fewer than its own full forward does (and than the window says)."""
+    ids = list(prompt)
+    for _ in range(n):
+        ids.append(int(hf(torch.tensor([ids])).logits[0, -1].argmax()))
+    return ids[len(prompt):]
