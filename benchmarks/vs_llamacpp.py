@@ -92,6 +92,38 @@ def big_model(cache: Path) -> Path:
     return path
 
 
+# Other architectures at realistic small sizes (random weights, SmolLM2's tokenizer): the shapes of
+# Qwen3-0.6B, Gemma-3-1B (sliding windows, 5 local : 1 global) and a small Phi-3.
+FAMILY_SHAPES = {
+    "Qwen3-0.6B shape": {"architectures": ["Qwen3ForCausalLM"], "hidden_size": 1024, "intermediate_size": 3072,
+                         "num_hidden_layers": 28, "num_attention_heads": 16, "num_key_value_heads": 8,
+                         "head_dim": 128, "tie_word_embeddings": True, "rope_theta": 1e6},
+    "Gemma3-1B shape": {"architectures": ["Gemma3ForCausalLM"], "hidden_size": 1152, "intermediate_size": 6912,
+                        "num_hidden_layers": 26, "num_attention_heads": 4, "num_key_value_heads": 1,
+                        "head_dim": 256, "sliding_window": 512, "query_pre_attn_scalar": 256},
+    "Phi3-0.4B shape": {"architectures": ["Phi3ForCausalLM"], "hidden_size": 1024, "intermediate_size": 4096,
+                        "num_hidden_layers": 20, "num_attention_heads": 16, "num_key_value_heads": 16},
+}
+
+
+def family_model(cache: Path, label: str) -> Path:
+    from aigc.models.hf_checkpoint import native_to_hf
+    from aigc.models.transformer import Transformer
+
+    path = cache / f"{label.split()[0].lower()}-random-F16.gguf"
+    if path.exists():
+        return path
+    meta = read_gguf_metadata(bundled_path("smollm2-135m-instruct"))
+    tok_meta = {k: v for k, v in meta.items() if k.startswith("tokenizer.")}
+    cfg = ModelConfig.from_hf_dict({"vocab_size": 49152, "max_position_embeddings": 8192, "bos_token_id": 1,
+                                    "eos_token_id": 2, **FAMILY_SHAPES[label]})
+    torch.manual_seed(0)
+    model = Transformer(cfg)
+    model.init_weights()
+    write_gguf(path, cfg, native_to_hf(cfg, model.state_dict()), tok_meta, quant="F16")
+    return path
+
+
 def llama_bench(bin_dir: Path, model: Path, threads: int) -> dict[str, float]:
     out = sh([str(bin_dir / "llama-bench"), "-m", str(model), "-p", "200", "-n", "128", "-t", str(threads),
               "-r", "3", "-o", "json"])
@@ -270,6 +302,9 @@ def main() -> int:
 
     ap.add_argument("--skip-files", action="store_true", help="skip the per-file decode/prefill table")
     ap.add_argument("--skip-server", action="store_true")
+    ap.add_argument("--families", action="store_true",
+                    help="also Qwen3-, Gemma3- and Phi3-shaped files (random weights) in Q8_0 and Q4_K_M")
+    ap.add_argument("--only-families", action="store_true", help="the --families files alone")
     args = ap.parse_args()
     os.environ["AIGC_SPECULATION"] = "0"  # plain decoding on both sides (the servers inherit it too)
     kernels.set_num_threads(args.threads)
@@ -290,6 +325,14 @@ def main() -> int:
         servers(bin_dir, files["SmolLM2-135M Q8_0"], args.threads)
     if args.skip_files:
         files = {}
+    if args.only_families:
+        files, args.families = {}, True
+    if args.families:
+        for label in FAMILY_SHAPES:
+            src = family_model(args.cache, label)
+            for kind in ("Q8_0", "Q4_K_M"):
+                files[f"{label} {kind}"] = quantized_copy(bin_dir, src, src.with_name(src.name.replace("F16", kind)),
+                                                          kind)
     print("| file | decode ours | decode llama.cpp | ratio | of roofline | prefill ours | prefill llama.cpp | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for name, path in files.items():
