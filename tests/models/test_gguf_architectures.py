@@ -11,6 +11,7 @@ import transformers
 from tiny_hf import reference_greedy, tiny_hf
 
 from aigc.engine.offline import generate
+from aigc.generation.prefill import ContextLengthError
 from aigc.generation.params import SamplingParams
 from aigc.models.config import ModelConfig
 from aigc.models.gguf_checkpoint import (
@@ -47,6 +48,9 @@ CASES = {
                                               "full_attention": {"rope_type": "default", "rope_theta": 1e6}}}),
     "phi3": ("phi3", {}),
 }
+LONGROPE = {"max_position_embeddings": 256, "original_max_position_embeddings": 64,
+            "rope_scaling": {"rope_type": "longrope", "short_factor": [1.0 + 0.05 * i for i in range(16)],
+                             "long_factor": [2.0 + 0.1 * i for i in range(16)]}}
 # transformers reads these files as the same model (a Mistral window it cannot read from a llama file)
 TRANSFORMERS_READS = set(CASES) - {"mistral-swa"}
 
@@ -148,13 +152,23 @@ def test_unknown_architecture_names_the_supported_ones(tmp_path):
         read_gguf(path)
 
 
-def test_longrope_phi3_is_refused(tmp_path):
-    _, _, path = write_case(tmp_path, "phi3")
-    meta = read_gguf_metadata(path)
-    shapes = {t.name: tuple(reversed(t.shape.tolist())) for t in gguf.GGUFReader(path).tensors}
-    shapes["rope_factors_long.weight"] = (64,)
-    with pytest.raises(GGUFError, match="LongRoPE"):
-        config_from_gguf_metadata(meta, shapes)
+def test_longrope_phi3_round_trips_and_matches_transformers(tmp_path):
+    """Phi-3.5 / Phi-3-128k files: LongRoPE factors as llama.cpp stores them (rope_factors_short/long),
+    run with the short factors, exact up to the original context, which is then the limit."""
+    hf = tiny_hf("phi3", **GGUF_SIZES, **LONGROPE)
+    config = ModelConfig.from_hf_dict(hf.config.to_dict())
+    assert config.context_length == 64 and config.max_position_embeddings == 256
+    path = tmp_path / "phi3-long.gguf"
+    write_gguf(path, config, hf.state_dict(), TOKENS)
+    got = read_gguf_config(path)
+    assert got.rope_scaling["rope_type"] == "longrope" and got.context_length == 64
+    assert abs(got.query_scale - config.query_scale) < 1e-6
+    ours = ours_from_gguf(path)
+    with torch.no_grad():
+        assert (ours(IDS) - hf(IDS).logits).abs().max().item() < TOL
+    assert greedy(ours, PROMPT, 20) == reference_greedy(hf, PROMPT)
+    with pytest.raises(ContextLengthError, match="context window is 64"):
+        greedy(ours, list(range(70)), 1)
 
 
 def test_a_q4_k_m_mix_holds_several_types_and_loads_packed(tmp_path):

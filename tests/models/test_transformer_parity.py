@@ -32,10 +32,13 @@ FAMILIES = [
     ("gemma3", {}),
     ("phi3", {}),
     ("phi3", {"sliding_window": 7}),
+    ("phi3", {"max_position_embeddings": 256, "original_max_position_embeddings": 64,
+              "rope_scaling": {"rope_type": "longrope", "short_factor": [1.0 + 0.05 * i for i in range(8)],
+                               "long_factor": [2.0 + 0.1 * i for i in range(8)]}}),
     ("gpt2", {}),
 ]
 IDS = ["llama", "llama-bias-tied", "llama-linear-rope", "llama3-rope", "qwen2", "qwen3", "mistral", "mistral-swa",
-       "gemma2", "gemma3", "phi3", "phi3-swa", "gpt2"]
+       "gemma2", "gemma3", "phi3", "phi3-swa", "phi3-longrope", "gpt2"]
 
 
 @pytest.mark.parametrize(("family", "over"), FAMILIES, ids=IDS)

@@ -56,7 +56,7 @@ class Engine:
             raise ValueError("max_concurrency, prefill_chunk must be >= 1, max_queue >= 0, max_context >= 2")
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.max_concurrency, self.max_queue, self.prefill_chunk = max_concurrency, max_queue, prefill_chunk
-        self.max_context = min(max_context, model.config.max_position_embeddings)
+        self.max_context = min(max_context, model.config.context_length)
         self.request_timeout_s = request_timeout_s
         self.on_finish = on_finish
         self._cond = threading.Condition()

@@ -84,7 +84,7 @@ def _eos(model: Transformer, tokenizer: Any, eos_token_ids) -> list[int]:
 
 def _core(model: Transformer, tokenizer: Any, prompts: list[list[int]], params: SamplingParams,
           prefill_chunk: int) -> EngineCore:
-    window = model.config.max_position_embeddings
+    window = model.config.context_length
     longest = max(len(p) for p in prompts)
     need = window if params.max_tokens is None else min(window, longest + params.max_tokens)
     return EngineCore(model.eval(), tokenizer, max_concurrency=len(prompts) * slots_wanted(params),

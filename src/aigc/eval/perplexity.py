@@ -112,7 +112,7 @@ def _data_dir_tokens(path: Path, tokenizer: Tokenizer) -> EvalTokens:
 def evaluate_perplexity(model: torch.nn.Module, tokens: EvalTokens, *, block_size: int | None = None,
                         stride: int | None = None, batch_size: int = 8) -> PerplexityResult:
     """Score `tokens` with `model` (our Transformer: `hidden_states` + `lm_head`)."""
-    ctx = model.config.max_position_embeddings
+    ctx = model.config.context_length
     block = min(block_size or min(ctx, 1024), ctx)
     stride = stride or block
     if block < 1 or not 1 <= stride <= block:

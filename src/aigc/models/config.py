@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,16 @@ class ModelConfig:
         if self.layer_types is None or self.layer_types[layer] == SLIDING:
             return int(self.sliding_window)
         return None
+
+    @property
+    def context_length(self) -> int:
+        """Positions a sequence may use. LongRoPE models run with their short-context factors, which
+        are exact up to original_max_position_embeddings (beyond it transformers switches factors,
+        which would invalidate every cached key): longer contexts are refused, not degraded."""
+        s = self.rope_scaling
+        if s and s.get("rope_type") == "longrope":
+            return min(self.max_position_embeddings, int(s["original_max_position_embeddings"]))
+        return self.max_position_embeddings
 
     @property
     def has_sliding_layers(self) -> bool:
@@ -217,6 +228,8 @@ class ModelConfig:
                 d["attn_logit_softcapping"] = self.attn_softcap
             if self.family == "gemma3":
                 d["rope_local_base_freq"] = self.rope_local_theta
+            if self.rope_scaling and self.rope_scaling.get("rope_type") == "longrope":
+                d["original_max_position_embeddings"] = self.rope_scaling["original_max_position_embeddings"]
         d.update(bos_token_id=self.bos_token_id, eos_token_id=self.eos_token_id,
                  torch_dtype=self.torch_dtype)
         if self.pad_token_id is not None:
@@ -258,8 +271,17 @@ def _rope_settings(d: dict[str, Any], layer_type: str) -> tuple[float | None, di
         kind = scaling.get("rope_type", scaling.get("type", "default"))
         if kind == "default":
             scaling = None
+        elif kind in ("longrope", "su"):  # Phi-3's LongRoPE ("su" in older configs)
+            orig = scaling.get("original_max_position_embeddings", d.get("original_max_position_embeddings"))
+            if orig is None or not scaling.get("short_factor"):
+                raise ConfigError("longrope scaling needs short_factor and original_max_position_embeddings")
+            scaling = {"rope_type": "longrope", "short_factor": [float(x) for x in scaling["short_factor"]],
+                       "long_factor": [float(x) for x in scaling.get("long_factor") or scaling["short_factor"]],
+                       "original_max_position_embeddings": int(orig),
+                       **({"attention_factor": float(scaling["attention_factor"])}
+                          if scaling.get("attention_factor") is not None else {})}
         elif kind not in ("linear", "llama3"):
-            raise ConfigError(f"unsupported rope scaling {kind!r} (supported: linear, llama3)")
+            raise ConfigError(f"unsupported rope scaling {kind!r} (supported: linear, llama3, longrope)")
     return (None if theta is None else float(theta)), scaling
 
 
@@ -321,7 +343,8 @@ def _gated_family_config(cls: type[ModelConfig], family: str, d: dict[str, Any])
         sandwich_norm=gemma,
         hidden_act=ACTIVATIONS[act],
         embed_scale=float(hidden) ** 0.5 if gemma else None,
-        query_scale=float(d.get("query_pre_attn_scalar", head_dim)) ** -0.5 if gemma else None,
+        query_scale=float(d.get("query_pre_attn_scalar", head_dim)) ** -0.5 if gemma
+        else longrope_query_scale(scaling, d.get("max_position_embeddings", 2048), head_dim),
         attn_softcap=d.get("attn_logit_softcapping") if family == "gemma2" else None,
         final_softcap=d.get("final_logit_softcapping") if gemma else None,
         rope_local_theta=local_theta,
@@ -334,9 +357,21 @@ def _gated_family_config(cls: type[ModelConfig], family: str, d: dict[str, Any])
         "tie_word_embeddings", "sliding_window", "use_sliding_window", "layer_types", "hidden_act",
         "hidden_activation", "query_pre_attn_scalar", "attn_logit_softcapping", "final_logit_softcapping",
         "rope_local_base_freq", "sliding_window_pattern", "_sliding_window_pattern", "max_window_layers",
-        "partial_rotary_factor",
+        "partial_rotary_factor", "original_max_position_embeddings",
     }
     return cfg, known
+
+
+def longrope_query_scale(scaling: dict[str, Any] | None, max_positions: int, head_dim: int) -> float | None:
+    """LongRoPE multiplies cos and sin by an attention factor; rotating q and k both scales their dot
+    products by its square, which the attention scale can carry (no separate rotary factor needed)."""
+    if not scaling or scaling.get("rope_type") != "longrope":
+        return None
+    factor = scaling.get("attention_factor")
+    if factor is None:
+        ratio = max_positions / scaling["original_max_position_embeddings"]
+        factor = 1.0 if ratio <= 1.0 else math.sqrt(1 + math.log(ratio) / math.log(scaling["original_max_position_embeddings"]))
+    return float(factor) ** 2 * head_dim ** -0.5
 
 
 # Multimodal checkpoints whose text model is one of ours: the wrapper's architecture -> the text one.

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from aigc.kernels.formats import K_FALLBACK
-from aigc.models.config import FULL, SLIDING, ModelConfig
+from aigc.models.config import FULL, SLIDING, ModelConfig, longrope_query_scale
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -164,7 +164,7 @@ def read_gguf_config(path: str | Path) -> ModelConfig:
     """The model config, without dequantizing any weights (cheap: reads the header only)."""
     buf, metadata, infos = _open(path)
     try:
-        freqs = _rope_freqs(buf, infos)
+        freqs = _rope_tensors(buf, infos)
         return config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, freqs)
     finally:
         buf.close()
@@ -176,7 +176,7 @@ def check_gguf(path: str | Path) -> ModelConfig:
     Raises GGUFError with one line; returns the config."""
     buf, metadata, infos = _open(path)
     try:
-        config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_freqs(buf, infos))
+        config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_tensors(buf, infos))
         for info in infos:
             if info.offset + info.n_bytes > len(buf):
                 raise GGUFError(f"{path}: tensor {info.name!r} extends past the end of the file (truncated download?)")
@@ -205,11 +205,13 @@ def _tensor_array(buf: Any, info: GGUFTensorInfo) -> np.ndarray:
         ) from None
 
 
-def _rope_freqs(buf: Any, infos: list[GGUFTensorInfo]) -> np.ndarray | None:
-    for info in infos:
-        if info.name == "rope_freqs.weight":
-            return _tensor_array(buf, info)
-    return None
+# Rotary tables some files carry, folded into config.rope_scaling: Llama 3's per-frequency divisors,
+# Phi-3's LongRoPE factors.
+ROPE_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
+
+
+def _rope_tensors(buf: Any, infos: list[GGUFTensorInfo]) -> dict[str, np.ndarray]:
+    return {info.name: _tensor_array(buf, info) for info in infos if info.name in ROPE_TENSORS}
 
 
 # ---- config -----------------------------------------------------------------------------------
@@ -224,7 +226,8 @@ _GEMMA_27B_LAYERS = {"gemma2": 46, "gemma3": 62}
 
 
 def config_from_gguf_metadata(
-    metadata: dict[str, Any], tensor_shapes: dict[str, tuple[int, ...]], rope_freqs: np.ndarray | None = None
+    metadata: dict[str, Any], tensor_shapes: dict[str, tuple[int, ...]],
+    rope_tensors: dict[str, np.ndarray] | None = None,
 ) -> ModelConfig:
     arch = metadata.get("general.architecture")
     if arch not in ARCHITECTURES:
@@ -243,8 +246,10 @@ def config_from_gguf_metadata(
             value = value[0]
         return value
 
-    if "rope_factors_long.weight" in tensor_shapes or "rope_factors_short.weight" in tensor_shapes:
-        raise GGUFError("long-context rope scaling (LongRoPE, rope_factors_long/short) is not supported")
+    rope_tensors = rope_tensors or {}
+    if ("rope_factors_long.weight" in tensor_shapes or "rope_factors_short.weight" in tensor_shapes) \
+            and "rope_factors_short.weight" not in rope_tensors:
+        raise GGUFError("LongRoPE factors (rope_factors_long/short) were not read")
     hidden, n_heads = get("embedding_length"), get("attention.head_count")
     head_dim = get("attention.key_length", hidden // n_heads)
     if get("rope.dimension_count", head_dim) != head_dim:
@@ -271,7 +276,8 @@ def config_from_gguf_metadata(
     if family == "llama" and window:
         family = "mistral"  # a llama file with a window is Mistral 7B v0.1 (HF calls it so)
     gemma = family in ("gemma2", "gemma3")
-    scale = None
+    rope_scaling = _rope_scaling(get, rope_tensors, head_dim, rope_theta)
+    scale = longrope_query_scale(rope_scaling, get("context_length", 2048), head_dim)
     if gemma:
         scalar = hidden / n_heads if n_layers == _GEMMA_27B_LAYERS[family] else head_dim
         scale = float(scalar) ** -0.5
@@ -287,7 +293,7 @@ def config_from_gguf_metadata(
         max_position_embeddings=get("context_length", 2048),
         norm_eps=_f32(get("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=rope_theta,
-        rope_scaling=_rope_scaling(get, rope_freqs, head_dim, rope_theta),
+        rope_scaling=rope_scaling,
         qkv_bias="blk.0.attn_q.bias" in tensor_shapes or "blk.0.attn_qkv.bias" in tensor_shapes,
         out_bias="blk.0.attn_output.bias" in tensor_shapes,
         mlp_bias="blk.0.ffn_down.bias" in tensor_shapes,
@@ -333,11 +339,22 @@ def _f32(x: Any) -> Any:
 _LLAMA3_ROPE = {"low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
 
-def _rope_scaling(get: Any, rope_freqs: np.ndarray | None, head_dim: int, theta: float) -> dict | None:
+def _rope_scaling(get: Any, rope_tensors: dict[str, np.ndarray], head_dim: int, theta: float) -> dict | None:
     kind = get("rope.scaling.type", None)
     factor = get("rope.scaling.factor", None)
     if kind is None and get("rope.scale_linear", None) is not None:  # older files
         kind, factor = "linear", get("rope.scale_linear")
+    if "rope_factors_short.weight" in rope_tensors:  # Phi-3 LongRoPE
+        short = rope_tensors["rope_factors_short.weight"]
+        long = rope_tensors.get("rope_factors_long.weight", short)
+        orig = get("rope.scaling.original_context_length", None) or get("context_length")
+        scaling = {"rope_type": "longrope", "short_factor": [_f32(x) for x in short],
+                   "long_factor": [_f32(x) for x in long], "original_max_position_embeddings": int(orig)}
+        attn_factor = get("rope.scaling.attn_factor", None)
+        if attn_factor is not None:
+            scaling["attention_factor"] = _f32(attn_factor)
+        return scaling
+    rope_freqs = rope_tensors.get("rope_freqs.weight")
     if rope_freqs is not None:
         scaling = {"rope_type": "llama3", "factor": float(rope_freqs.max()), **_LLAMA3_ROPE}
         if not np.allclose(llama3_rope_freq_factors(scaling, head_dim, theta), rope_freqs, rtol=1e-4):
@@ -469,10 +486,10 @@ def read_gguf(path: str | Path, packed: bool = False) -> tuple[ModelConfig, dict
         return _read_gguf_packed(Path(path))
     buf, metadata, infos = _open(path)
     try:
-        config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_freqs(buf, infos))
+        config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_tensors(buf, infos))
         state: dict[str, torch.Tensor] = {}
         for info in infos:
-            if info.name == "rope_freqs.weight":  # folded into config.rope_scaling
+            if info.name in ROPE_TENSORS:  # folded into config.rope_scaling
                 continue
             w = _tensor_array(buf, info)
             n_heads = _rotary_heads(info.name, config)
@@ -494,10 +511,10 @@ def _read_gguf_packed(path: Path) -> tuple[ModelConfig, dict[str, Any], dict[str
 
     # a copy-on-write map: torch wants writable memory; we never write it
     cow, metadata, infos = _open(path, access=mmap.ACCESS_COPY)
-    config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_freqs(cow, infos))
+    config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_tensors(cow, infos))
     state: dict[str, Any] = {}
     for info in infos:
-        if info.name == "rope_freqs.weight":
+        if info.name in ROPE_TENSORS:
             continue
         if info.offset + info.n_bytes > len(cow):
             raise GGUFError(f"tensor {info.name!r} extends past the end of the file (truncated download?)")
@@ -606,6 +623,12 @@ def write_gguf(
         writer.add_rope_scaling_factor(float(scaling["factor"]))  # type: ignore[index]
     elif kind == "llama3":
         writer.add_tensor("rope_freqs.weight", llama3_rope_freq_factors(scaling, head_dim, config.rope_theta))
+    elif kind == "longrope":  # as llama.cpp's Phi-3 converter stores it
+        writer.add_tensor("rope_factors_long.weight", np.asarray(scaling["long_factor"], dtype=np.float32))
+        writer.add_tensor("rope_factors_short.weight", np.asarray(scaling["short_factor"], dtype=np.float32))
+        writer.add_rope_scaling_orig_ctx_len(int(scaling["original_max_position_embeddings"]))
+        if "attention_factor" in scaling:
+            writer.add_rope_scaling_attn_factors(float(scaling["attention_factor"]))
     elif kind is not None:
         raise GGUFError(f"cannot write rope scaling {kind!r} to GGUF")
 

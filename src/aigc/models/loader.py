@@ -29,7 +29,7 @@ class LoadedModel:
 
     @property
     def context_window(self) -> int:
-        return self.config.max_position_embeddings
+        return self.config.context_length
 
     @property
     def eos_token_ids(self) -> list[int]:

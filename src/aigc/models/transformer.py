@@ -60,6 +60,8 @@ def rope_inv_freq(cfg: ModelConfig, local: bool = False) -> torch.Tensor:
     if not s:
         return inv_freq
     kind = s.get("rope_type", s.get("type"))
+    if kind == "longrope":  # short-context factors per frequency (see ModelConfig.context_length)
+        return inv_freq / torch.tensor(s["short_factor"], dtype=torch.float32, device="cpu")
     factor = float(s["factor"])
     if kind == "linear":
         return inv_freq / factor
@@ -310,7 +312,7 @@ class Transformer(nn.Module):
         return self.norm.weight.dtype
 
     def new_cache(self, slots: int, max_len: int | None = None) -> KVCache:
-        return KVCache.allocate(self.config, slots, max_len or self.config.max_position_embeddings,
+        return KVCache.allocate(self.config, slots, max_len or self.config.context_length,
                                 self.dtype, self.device)
 
     # ---- forward ------------------------------------------------------------------------------
