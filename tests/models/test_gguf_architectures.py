@@ -11,15 +11,13 @@ import transformers
 from tiny_hf import reference_greedy, tiny_hf
 
 from aigc.engine.offline import generate
-from aigc.generation.prefill import ContextLengthError
 from aigc.generation.params import SamplingParams
+from aigc.generation.prefill import ContextLengthError
 from aigc.models.config import ModelConfig
 from aigc.models.gguf_checkpoint import (
     GGUFError,
-    config_from_gguf_metadata,
     read_gguf,
     read_gguf_config,
-    read_gguf_metadata,
     write_gguf,
 )
 from aigc.models.hf_checkpoint import model_from_hf_state_dict
