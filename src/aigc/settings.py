@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     remotes: list[str] = Field(default_factory=list)  # NAME=URL[,key=ENV_VAR]
     database_url: str = "sqlite:///aigc.db"
     response_store_days: float = 30.0  # how long /v1/responses results stay retrievable (previous_response_id)
+    metrics_history_days: float = 30.0  # the dashboard's history (server/history.py); 0: none kept
     # Studio: preferred model per template id (e.g. {"poem": "aigc-poet-zh"}); used when served.
     studio_models: dict[str, str] = Field(default_factory=dict)
     log_level: str = "info"

@@ -92,7 +92,7 @@ def test_params_and_model_are_remembered(http, app_server):
     assert engine.requests[-1].params.seed == 7  # the stored params are used when none are sent
 
 
-def test_regenerate_replaces_the_last_reply(http):
+def test_regenerate_answers_again(http):
     c = new_conversation(http)
     send(http, c["id"], "one")
     before = http.get(f"/api/conversations/{c['id']}").json()["messages"]
@@ -102,17 +102,18 @@ def test_regenerate_replaces_the_last_reply(http):
     assert len(after) == 2 and after[0] == before[0] and after[1]["id"] != before[1]["id"]
 
 
-def test_edit_truncates_and_regenerates(http):
+def test_edit_answers_the_new_text(http):
     c = new_conversation(http)
     send(http, c["id"], "first question")
     send(http, c["id"], "second question")
     first = http.get(f"/api/conversations/{c['id']}").json()["messages"][0]
     events = events_of(http.post(f"/api/conversations/{c['id']}/messages/{first['id']}/edit",
                                  json={"content": "first, edited", "params": FAST}))
-    assert events[0]["user_message"]["id"] == first["id"] and events[0]["user_message"]["content"] == "first, edited"
+    # The edit is a sibling of the first question (test_branching.py: the old branch stays).
+    assert events[0]["user_message"]["content"] == "first, edited" and events[0]["user_message"]["parent_id"] is None
     messages = http.get(f"/api/conversations/{c['id']}").json()["messages"]
     assert [(m["role"], m["content"]) for m in messages] == [("user", "first, edited"), ("assistant", "word0 word1 word2 ")]
-    assert [m["position"] for m in messages] == [0, 1]
+    assert [m["position"] for m in messages] == [4, 5]
 
 
 def test_edit_rejects_assistant_messages_and_unknown_ids(http):

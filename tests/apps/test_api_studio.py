@@ -39,8 +39,8 @@ def test_render_shows_the_prompt(http):
     r = http.post("/api/templates/poem/render", json={"values": {"form": "五言律诗", "theme": "秋夜思乡"}})
     assert r.status_code == 200
     body = r.json()
-    assert "秋夜思乡" in body["prompt"] and "五言律诗" in body["prompt"] and "八句" in body["prompt"]
-    assert body["system"] and body["model"] == SCRIPTED and body["params"]["max_tokens"] == 160
+    assert body["prompt"] == "写一首五言律诗，主题：秋夜思乡"  # the poet model's own instruction form
+    assert body["system"] == "" and body["model"] == SCRIPTED and body["params"]["max_tokens"] == 160
     ci = http.post("/api/templates/poem/render", json={"values": {"form": "词", "cipai": "浣溪沙", "theme": "春"}}).json()
     assert "浣溪沙" in ci["prompt"]
     error_of(http.post("/api/templates/poem/render", json={"values": {}}), 422, "invalid_template")  # theme required
@@ -59,7 +59,7 @@ def test_run_streams_the_output(http, app_server):
     assert engine.requests[-1].params.temperature == 0.2  # the template's own params
     events_of(http.post("/api/templates/poem/run", json={"values": {"theme": "月"}, "params": {"max_tokens": 1}}))
     prompt = byte_tokenizer().decode(engine.requests[-1].prompt_token_ids)
-    assert "你是一位精通格律的中国古典诗人" in prompt and "月" in prompt  # system prompt + rendered body
+    assert "写一首七言绝句，主题：月" in prompt and "system" not in prompt  # the rendered body, no system prompt
 
 
 def test_json_output_mode_decodes_under_the_templates_schema(http, app_server):

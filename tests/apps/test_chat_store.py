@@ -58,13 +58,15 @@ def test_list_is_newest_first_with_counts(store):
     assert store.list()[0]["title"] == "b2"
 
 
-def test_truncate_and_set_content(store):
+def test_siblings_and_the_active_path(store):
     c = store.create()
     ids = [store.add_message(c["id"], r, t)["id"] for r, t in [("user", "1"), ("assistant", "2"), ("user", "3")]]
-    assert store.truncate_after(c["id"], 0) == 2
-    store.set_content(c["id"], ids[0], "one", tokens=3)
-    assert [(m["content"], m["tokens"]) for m in store.get(c["id"])["messages"]] == [("one", 3)]
-    assert store.add_message(c["id"], "assistant", "again")["position"] == 1
+    again = store.add_message(c["id"], "assistant", "2 again", parent_id=ids[0])  # a regenerated reply
+    assert again["position"] == 3 and again["siblings"] == [ids[1], again["id"]]
+    assert [m["content"] for m in store.get(c["id"])["messages"]] == ["1", "2 again"]
+    assert [m["content"] for m in store.switch_branch(c["id"], ids[1])["messages"]] == ["1", "2", "3"]
+    assert len(store.get(c["id"], every_branch=True)["messages"]) == 4
+    assert store.add_message(c["id"], "assistant", "4")["parent_id"] == ids[2]  # after the active path
 
 
 def test_feedback(store):

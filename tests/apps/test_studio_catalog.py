@@ -25,7 +25,8 @@ def sample_values(t: StudioTemplate) -> dict:
 def test_every_builtin_template_loads_and_renders_in_both_languages():
     assert list(BUILTIN) == list(FEATURED)
     for t in BUILTIN.values():
-        assert t.builtin and t.version == 1 and t.name["zh"] and t.name["en"] and t.description["en"]
+        assert t.builtin and t.version == (2 if t.id == "poem" else 1) and t.name["zh"] and t.name["en"]
+        assert t.description["en"]
         values = sample_values(t)
         prompts = set()
         for language in ("zh", "en"):
@@ -39,13 +40,15 @@ def test_every_builtin_template_loads_and_renders_in_both_languages():
             assert len(prompts) == 2, t.id
 
 
-@pytest.mark.parametrize("form, expect", [
-    ("五言绝句", "四句，每句五字"), ("七言绝句", "四句，每句七字"), ("五言律诗", "八句，每句五字"), ("七言律诗", "八句，每句七字"),
-    ("词", "按词牌《水调歌头》填一首词"),
+# The instructions aigc-poet-zh was tuned on (training/poet.py); its eval set gates the forms.
+@pytest.mark.parametrize("values, expect", [
+    ({"form": "五言绝句"}, "写一首五言绝句，主题：江南春"), ({"form": "七言绝句"}, "写一首七言绝句，主题：江南春"),
+    ({"form": "五言律诗"}, "写一首五言律诗，主题：江南春"), ({"form": "七言律诗", "title": "春游"}, "写一首七言律诗，主题：江南春，题目：春游"),
+    ({"form": "词"}, "填一首词，词牌：水调歌头，主题：江南春"), ({"form": "词", "cipai": "浣溪沙"}, "填一首词，词牌：浣溪沙，主题：江南春"),
 ])
-def test_poem_forms(form, expect):
-    prompt = BUILTIN["poem"].render({"form": form, "theme": "江南春"})
-    assert expect in prompt and "江南春" in prompt
+def test_poem_prompts_are_the_poet_models_instructions(values, expect):
+    assert BUILTIN["poem"].render({"theme": "江南春", **values}) == expect
+    assert BUILTIN["poem"].system == ""  # the poet model was tuned without a system prompt
 
 
 def test_translation_directions():

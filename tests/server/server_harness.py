@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import tempfile
 import threading
 import time
 
@@ -94,6 +95,8 @@ def tiny_app(*, max_concurrency: int = 8, max_queue: int = 16, ctx: int = 512, r
     engine = tiny_engine(tokenizer, max_concurrency=max_concurrency, max_queue=max_queue, ctx=ctx)
     engine.start()
     backends = ModelBackends([LocalBackend(TINY, engine, tokenizer, max_context=engine.max_context), *(remotes or [])])
+    if "database_url" not in settings:  # the app database (metrics history, ...) in a fresh folder, not ./aigc.db
+        settings["database_url"] = f"sqlite:///{tempfile.mkdtemp(prefix='aigc-test-')}/web.db"
     return create_app(Settings(models=[], **settings), backends)
 
 

@@ -102,10 +102,10 @@ def test_stop_mid_stream_then_regenerate_and_edit(page, live_server):
         messages = api.get(f"/api/conversations/{cid}").json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"] and messages[1]["finish_reason"] != "stopped"
 
-    # Edit (truncation): the user message gets new text and a new reply.
+    # Edit: the user message's new text (a sibling of the old one, test_branching_ui.py) gets a new reply.
     page.hover(".msg.user")
     page.click(".msg.user .edit-btn")
-    assert "deleted" in page.locator(".edit-note").inner_text()
+    assert "original stays" in page.locator(".edit-note").inner_text()
     page.fill(".edit-box textarea", "Say hello in French.")
     page.click(".edit-save")
     page.wait_for_function("() => { const a = document.querySelectorAll('.msg.assistant');"

@@ -7,11 +7,12 @@ from pathlib import Path
 
 
 def add_finetune_args(p: argparse.ArgumentParser, *, lr_help: str) -> None:
-    """Options shared by `train sft` and `train classify`."""
+    """Options shared by `train sft`, `train dpo`, `train kto` and `train classify`."""
     p.add_argument("--base", required=True, help="model to start from: bundled alias, HF directory or .gguf")
     p.add_argument("--data", required=True, type=Path, help=".jsonl or .jsonl.gz file")
     p.add_argument("--out", required=True, type=Path, help="output directory (appears only when training is done)")
     g = p.add_argument_group("LoRA (PEFT format)")
+    g.add_argument("--lora", action="store_true", help="train a LoRA adapter (rank 16 unless --lora-r says)")
     g.add_argument("--lora-r", type=int, default=0, help="LoRA rank; 0 = full fine-tuning (default)")
     g.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (default: %(default)s)")
     g.add_argument("--lora-dropout", type=float, default=0.05, help="(default: %(default)s)")
@@ -48,7 +49,8 @@ def common_config(args: argparse.Namespace) -> dict:
     if args.val_fraction is not None and not 0 <= args.val_fraction < 1:
         raise ValueError("--val-fraction must be in [0, 1)")
     return dict(
-        base=args.base, data=args.data, out=args.out, lora_r=args.lora_r, lora_alpha=args.lora_alpha,
+        base=args.base, data=args.data, out=args.out, lora_r=args.lora_r or (16 if args.lora else 0),
+        lora_alpha=args.lora_alpha,
         lora_dropout=args.lora_dropout, lora_targets=args.lora_targets.split(","),
         freeze_embeddings=args.freeze_embeddings, freeze_layers=args.freeze_layers, dropout=args.dropout,
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,

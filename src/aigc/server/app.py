@@ -7,6 +7,7 @@ server starts, so `/health` answers 503 meanwhile) and remotes; tests and embedd
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -21,13 +22,22 @@ from starlette.concurrency import run_in_threadpool
 
 from aigc.knowledge.embedder import E5_NAME, default_embedder
 from aigc.safety.events import ModerationLog
-from aigc.server import classify_routes, embeddings_routes, moderation_routes, openai_routes, responses_routes
+from aigc.server import (
+    classify_routes,
+    dashboard_routes,
+    embeddings_routes,
+    eval_routes,
+    moderation_routes,
+    openai_routes,
+    responses_routes,
+)
 from aigc.server.app_http import BodyLimitMiddleware, SecurityHeadersMiddleware
 from aigc.server.app_routes import install_app
 from aigc.server.auth import AccessGate, AuthMiddleware
 from aigc.server.backends import ClassifierBackend, ModelBackends
 from aigc.server.embedding_backend import EmbeddingBackend, KnowledgeEmbeddingBackend
 from aigc.server.errors import APIError, install_error_handlers
+from aigc.server.history import MetricsHistory
 from aigc.server.local_backend import LocalBackend
 from aigc.server.metrics import ServerMetrics
 from aigc.server.moderation_guard import ModerationGuard, ModerationPolicy
@@ -91,14 +101,20 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
                environ: Mapping[str, str] | None = None) -> FastAPI:
     if backends is None:
         backends = backends_from_settings(settings, environ or {})
-    metrics = ServerMetrics(backends.stats)
+    # The dashboard's history lives in the app database (opened on the first write).
+    history = MetricsHistory(lambda: web.db, backends.stats, settings.metrics_history_days)
+    metrics = ServerMetrics(backends.stats, history)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         backends.start_loading()
         if app.state.gate.database_exists():  # documents a previous run left half-indexed
             await run_in_threadpool(app.state.webapp.indexer.resume)
+        recording = asyncio.create_task(history.run())
         yield
+        recording.cancel()
+        await asyncio.gather(recording, return_exceptions=True)
+        await run_in_threadpool(history.flush)  # the slices being filled
         for b in backends.all():
             aclose = getattr(b, "aclose", None)  # remotes: their HTTP clients live in this loop
             if aclose is not None:
@@ -118,6 +134,8 @@ def create_app(settings: Settings, backends: ModelBackends | None = None, *,
     app.include_router(embeddings_routes.router)
     app.include_router(responses_routes.router)
     app.include_router(moderation_routes.router)
+    app.include_router(dashboard_routes.router)
+    app.include_router(eval_routes.router)
     web = install_app(app, settings, backends)  # the web app: /api, /, /static (app_routes.py)
     gate = app.state.gate = AccessGate(settings, lambda: web.db)
     policy = ModerationPolicy.load(settings.moderation, settings.moderation_config)

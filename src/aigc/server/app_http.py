@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from aigc.apps.arena.battles import AlreadyVotedError, ArenaError
 from aigc.apps.chat.conversations import NotFoundError
 from aigc.apps.chat.replies import ReplyError
 from aigc.apps.chat.transcript import TranscriptError
@@ -188,3 +189,5 @@ def install_app_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TemplateSpecError, handler(422, "invalid_template"))
     app.add_exception_handler(ReadOnlyTemplateError, handler(403, "read_only_template"))
     app.add_exception_handler(SupportError, handler(400, "invalid_value"))
+    app.add_exception_handler(AlreadyVotedError, handler(409, "already_voted"))
+    app.add_exception_handler(ArenaError, handler(400, "invalid_value"))

@@ -20,6 +20,7 @@ from aigc.apps.chat.model import ApproxTokenizer, ChatModel, GenerationParams, R
 from aigc.server.backends import ModelBackends
 from aigc.server.errors import APIError, from_validation_errors
 from aigc.server.generation import GenerationStream, GenerativeBackend
+from aigc.server.request_log import RequestRecord
 from aigc.server.schemas import ChatCompletionRequest
 
 
@@ -35,17 +36,23 @@ def chat_request(name: str, messages: list[dict[str, Any]], params: GenerationPa
 
 class BackendReplyStream:
     """A backend's generation stream as the app reads it: the text of the reply (choice 0), and
-    the reasoning before it (local and remote models alike: both deltas carry `reasoning`)."""
+    the reasoning before it (local and remote models alike: both deltas carry `reasoning`). With
+    the request's `record`, token arrivals and counts go to its log line and metrics, as the
+    OpenAI routes' do (serving.py)."""
 
-    def __init__(self, stream: GenerationStream, prompt_tokens: int):
+    def __init__(self, stream: GenerationStream, prompt_tokens: int, record: RequestRecord | None = None):
         self._stream = stream
+        self._record = record
         self.finish_reason: str | None = None
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
 
     async def __aiter__(self) -> AsyncIterator[str | Reasoning]:
+        record = self._record
         try:
             async for delta in self._stream:
+                if record is not None and delta.tokens:
+                    record.tokens_arrived(delta.index, delta.tokens)
                 if delta.finish_reason is not None:
                     self.finish_reason = delta.finish_reason
                 if delta.reasoning:
@@ -55,6 +62,9 @@ class BackendReplyStream:
         finally:
             self.completion_tokens = self._stream.completion_tokens
             self.prompt_tokens = self._stream.prompt_tokens or self.prompt_tokens
+            if record is not None:
+                record.prompt_tokens, record.completion_tokens = self.prompt_tokens, self.completion_tokens
+                record.cached_tokens = self._stream.cached_tokens
 
     def cancel(self) -> None:
         self._stream.cancel()
@@ -65,8 +75,9 @@ class BackendChatModel:
     """Any generative backend as the app's ChatModel. A local model counts tokens with its own
     tokenizer and chat template (exact); a remote one is estimated against `window`."""
 
-    def __init__(self, backend: GenerativeBackend, window: int):
+    def __init__(self, backend: GenerativeBackend, window: int, record: RequestRecord | None = None):
         self.name = backend.name
+        self._record = record  # the request this model answers (its tokens are counted there)
         self.exact_tokens = backend.exact_tokens
         self.window = backend.max_context or window
         self._backend = backend
@@ -90,11 +101,12 @@ class BackendChatModel:
         except ValidationError as e:
             raise from_validation_errors(e.errors()) from None
         stream = await self._backend.chat(req, f"app-{secrets.token_hex(8)}")
-        return BackendReplyStream(stream, fitted.used)
+        return BackendReplyStream(stream, fitted.used, self._record)
 
 
-def chat_model(backends: ModelBackends, name: str, remote_window: int) -> ChatModel:
-    return BackendChatModel(backends.generative(name), remote_window)  # 404 unknown, 503 loading, 400 classifier
+def chat_model(backends: ModelBackends, name: str, remote_window: int, record: RequestRecord | None = None) -> ChatModel:
+    # 404 unknown, 503 loading, 400 classifier
+    return BackendChatModel(backends.generative(name), remote_window, record)
 
 
 def pick_model_name(backends: ModelBackends, requested: str | None, *fallbacks: str | None) -> str:

@@ -30,7 +30,15 @@ from aigc.apps.studio.library import TemplateLibrary
 from aigc.knowledge.indexer import Indexer
 from aigc.knowledge.store import KnowledgeStore
 from aigc.safety.pii import redact
-from aigc.server import app_studio, auth_routes, kb_routes, support_routes, widget_routes
+from aigc.server import (
+    app_studio,
+    arena_routes,
+    auth_routes,
+    feedback_routes,
+    kb_routes,
+    support_routes,
+    widget_routes,
+)
 from aigc.server.app_http import (
     as_sse,
     install_app_error_handlers,
@@ -43,7 +51,7 @@ from aigc.server.app_schemas import ConversationIn, FeedbackIn, MessageIn, Reply
 from aigc.server.auth import principal_of
 from aigc.server.backends import ModelBackends
 from aigc.server.errors import APIError
-from aigc.server.request_log import request_record
+from aigc.server.request_log import RequestRecord, request_record
 from aigc.server.sse import EventStreamResponse
 from aigc.settings import Settings
 from aigc.store import Database
@@ -128,8 +136,9 @@ class WebApp:
         for active in list(self.active.values()):
             active.stop()
 
-    def model(self, name: str) -> ChatModel:
-        return chat_model(self.backends, name, self.settings.max_context)
+    def model(self, name: str, record: RequestRecord | None = None) -> ChatModel:
+        """The model `name`; with `record`, the request whose tokens its replies count."""
+        return chat_model(self.backends, name, self.settings.max_context, record)
 
 
 def _web(request: Request) -> WebApp:
@@ -236,12 +245,14 @@ async def delete_conversation(conversation_id: str, request: Request) -> Respons
 @router.get("/conversations/{conversation_id}/export", response_model=None)
 async def export_conversation(conversation_id: str, request: Request, format: str = "json") -> Response:
     cid = path_id(conversation_id, "conversation")
-    conv = await run_in_threadpool(_conversations(request).get, cid)
-    if format in ("markdown", "md"):
+    if format not in ("json", "markdown", "md"):
+        raise APIError(422, "format must be json or markdown", param="format", code="invalid_value")
+    store = _conversations(request)
+    if format != "json":  # to read: the branch on screen
+        conv = await run_in_threadpool(store.get, cid)
         return Response(export_markdown(conv), media_type="text/markdown; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="conversation-{cid}.md"'})
-    if format != "json":
-        raise APIError(422, "format must be json or markdown", param="format", code="invalid_value")
+    conv = await run_in_threadpool(lambda: store.get(cid, every_branch=True))  # to keep: the whole tree
     return JSONResponse(export_json(conv),
                         headers={"Content-Disposition": f'attachment; filename="conversation-{cid}.json"'})
 
@@ -267,7 +278,7 @@ async def _resolve(request: Request, store: ConversationStore, cid: int, body: R
     web = _web(request)
     meta = await run_in_threadpool(store.get_meta, cid)
     name = pick_model_name(web.backends, body.model, meta["model"])
-    chat = web.model(name)
+    chat = web.model(name, request_record(request))
     params = merged_params(meta["params"], body.params)
     if body.model or body.params:
         await run_in_threadpool(lambda: store.update(
@@ -349,12 +360,37 @@ async def regenerate(conversation_id: str, request: Request) -> EventStreamRespo
 
 @router.post("/conversations/{conversation_id}/messages/{message_id}/edit", response_model=None)
 async def edit_message(conversation_id: str, message_id: str, request: Request) -> EventStreamResponse:
-    """Truncation: message k gets the new text, every later message is deleted, k is answered again."""
+    """The new text becomes a sibling of message k (k and its replies stay), answered after k's parent."""
     cid = path_id(conversation_id, "conversation")
     mid = path_id(message_id, "message")
     body = await read_body(request, MessageIn)
     replies = _replies(request)
     return await start_reply(request, replies, cid, lambda m, p: replies.plan_edit(cid, mid, body.content, m, p), body)
+
+
+@router.post("/conversations/{conversation_id}/messages/{message_id}/switch")
+async def switch_branch(conversation_id: str, message_id: str, request: Request) -> JSONResponse:
+    """Show another branch (‹ 2/3 ›, a search hit): the path through the message and, below it, the
+    branch as it was left. Returns the conversation as GET does."""
+    cid = path_id(conversation_id, "conversation")
+    mid = path_id(message_id, "message")
+    web = _web(request)
+    store = _conversations(request)
+    await run_in_threadpool(store.get_meta, cid)  # 404 before 409: nothing leaks
+    if cid in web.active:  # the reply being written follows the path it was asked on
+        raise APIError(409, "A reply is being generated in this conversation; stop it first.",
+                       code="reply_in_progress")
+    conv = await run_in_threadpool(store.switch_branch, cid, mid)
+    conv["generating"] = False
+    return JSONResponse(conv)
+
+
+@router.post("/conversations/{conversation_id}/messages/{message_id}/fork", status_code=201)
+async def fork_conversation(conversation_id: str, message_id: str, request: Request) -> JSONResponse:
+    """A new conversation holding the path up to the message (this one is left as it is)."""
+    cid = path_id(conversation_id, "conversation")
+    mid = path_id(message_id, "message")
+    return JSONResponse(await run_in_threadpool(_conversations(request).fork, cid, mid), status_code=201)
 
 
 @router.post("/conversations/{conversation_id}/stop")
@@ -403,6 +439,8 @@ def install_app(app: FastAPI, settings: Settings, backends: ModelBackends, *, db
     app.include_router(app_studio.router)
     app.include_router(auth_routes.router)
     app.include_router(kb_routes.router)
+    app.include_router(feedback_routes.router)  # admins: rated replies as training data
+    app.include_router(arena_routes.router)  # compare two models, blind battles, the leaderboard
     app.include_router(support_routes.router)
     app.include_router(widget_routes.router)
     app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")

@@ -9,6 +9,8 @@
     DELETE /api/templates/{id}            delete a user template (built-in: 403)
     POST   /api/templates/{id}/render     {values} -> the prompt, model and params it would use
     POST   /api/templates/{id}/run        {values, model?, params?} -> SSE (see apps/studio/runner.py)
+    PUT    /api/templates/runs/{run_id}/feedback   {rating: 1 | -1, comment?}: 👍/👎 on a run's output
+    DELETE /api/templates/runs/{run_id}/feedback   take the rating back
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from aigc.apps.chat.context import ContextOverflowError
 from aigc.apps.chat.model import GenerationParams
 from aigc.apps.chat.replies import CannedReply, ReplyError, context_report, ground
 from aigc.apps.studio.catalog import StudioTemplate, choose_model
-from aigc.apps.studio.runner import studio_events, studio_messages
+from aigc.apps.studio.runner import NoJSONModeError, plan_run, studio_events, studio_messages
+from aigc.apps.studio.runs import StudioRuns
 from aigc.server import kb_routes
 from aigc.server.app_http import as_sse, read_body, read_json
 from aigc.server.app_models import pick_model_name
-from aigc.server.app_schemas import TemplateRunIn
+from aigc.server.app_schemas import FeedbackIn, TemplateRunIn
 from aigc.server.auth import principal_of
 from aigc.server.errors import APIError
-from aigc.server.request_log import request_record
+from aigc.server.request_log import RequestRecord, request_record
 from aigc.server.sse import EventStreamResponse
 
 router = APIRouter(prefix="/api/templates")
@@ -51,22 +54,16 @@ def _card(web: Any, t: StudioTemplate) -> dict[str, Any]:
     return {**t.to_dict(), "resolved_model": choose_model(t, served, web.settings.studio_models)}
 
 
-# The model writes better JSON when asked for it; the schema itself is enforced while decoding.
-JSON_INSTRUCTION = "\n\nAnswer with JSON only."
-
-
-def _plan(web: Any, t: StudioTemplate, body: TemplateRunIn) -> tuple[str, Any, GenerationParams]:
-    prompt = t.render(body.values)
+def _plan(web: Any, t: StudioTemplate, body: TemplateRunIn, record: RequestRecord | None = None
+          ) -> tuple[str, Any, GenerationParams]:
+    """The prompt, the model (counting its tokens into `record`, the run's request) and parameters."""
+    try:  # the eval runner (apps/evals) plans its studio runs with the same function
+        prompt, params = plan_run(t, body.values, body.params.model_dump(exclude_unset=True) if body.params else None,
+                                  body.output)
+    except NoJSONModeError as e:
+        raise APIError(400, str(e), param="output", code="invalid_value") from None
     name = body.model or choose_model(t, web.backends.names(), web.settings.studio_models)
-    name = pick_model_name(web.backends, name)
-    params = GenerationParams.from_dict({**t.params, **(body.params.model_dump(exclude_unset=True) if body.params else {})})
-    if body.output == "json":
-        if t.output_schema is None:
-            raise APIError(400, f"template {t.id!r} declares no output_schema, so it has no JSON output mode",
-                           param="output", code="invalid_value")
-        params.json_schema = t.output_schema
-        prompt += JSON_INSTRUCTION
-    return prompt, web.model(name), params
+    return prompt, web.model(pick_model_name(web.backends, name), record), params
 
 
 @router.get("")
@@ -133,7 +130,7 @@ async def run_template(template_id: str, request: Request) -> EventStreamRespons
     web = _web(request)
     body = await read_body(request, TemplateRunIn)
     t = await run_in_threadpool(_templates(request).get, template_id)
-    prompt, chat, params = await run_in_threadpool(_plan, web, t, body)  # renders off the event loop
+    prompt, chat, params = await run_in_threadpool(_plan, web, t, body, request_record(request))  # off the loop
     if params.max_tokens >= chat.window:
         raise APIError(400, f"max_tokens must be smaller than the model's window ({chat.window})",
                        param="params.max_tokens", code="invalid_value")
@@ -147,6 +144,28 @@ async def run_template(template_id: str, request: Request) -> EventStreamRespons
     record = request_record(request)
     record.model, record.prompt_tokens = chat.name, fitted.used
     stream = CannedReply(canned, fitted.used) if canned is not None else await chat.stream(fitted, params)
+    try:
+        await run_in_threadpool(_runs(request).add, record.id, t.id, t.version, chat.name)
+    except BaseException:
+        stream.cancel()
+        raise
     events = studio_events(t, prompt, chat.name, stream, context_report(chat, fitted, params.max_tokens),
-                           sources=sources)
+                           sources=sources, run_id=record.id)
     return EventStreamResponse(as_sse(events), record, on_close=stream.cancel)
+
+
+def _runs(request: Request) -> StudioRuns:
+    """The request's principal's studio runs (another user's are not found)."""
+    return StudioRuns(_web(request).db, principal_of(request).owner)
+
+
+@router.put("/runs/{run_id}/feedback")
+async def rate_run(run_id: str, request: Request) -> JSONResponse:
+    body = await read_body(request, FeedbackIn)
+    return JSONResponse(await run_in_threadpool(_runs(request).rate, run_id[:64], body.rating, body.comment))
+
+
+@router.delete("/runs/{run_id}/feedback", status_code=204)
+async def unrate_run(run_id: str, request: Request) -> Response:
+    await run_in_threadpool(_runs(request).clear, run_id[:64])
+    return Response(status_code=204)

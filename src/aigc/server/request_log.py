@@ -7,6 +7,7 @@ full, which for a stream is after `[DONE]` or the client's disconnect.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from aigc.server.metrics import ServerMetrics
+from aigc.server.metrics import CLIENT_CLOSED, ServerMetrics
 
 log = logging.getLogger("aigc.server.requests")
 
@@ -39,6 +40,7 @@ class RequestRecord:
     total_s: float = 0.0
     disconnected: bool = False
     error: str | None = None
+    error_code: str | None = None  # the error body's `code` (or `type`): what the dashboard groups errors by
     itl_samples: list[float] = field(default_factory=list)
     _last_token_at: dict[int, float] = field(default_factory=dict)
 
@@ -54,6 +56,24 @@ class RequestRecord:
             # Several tokens in one delta (a stop-string hold-back released) share the gap.
             self.itl_samples.extend([(now - last) / count] * count)
         self._last_token_at[index] = now
+
+    @property
+    def final_status(self) -> int:
+        """The status as counted: a client that went away is a 499 whatever was sent before."""
+        return CLIENT_CLOSED if self.disconnected else self.status
+
+    def note_error_body(self, body: bytes) -> None:
+        """Read the error's code from a JSON error body (the OpenAI shape; one place for every error,
+        whether a route, a handler or a middleware answered it)."""
+        if self.error_code is not None or not body.startswith(b"{") or len(body) > 65536:
+            return
+        try:
+            error = json.loads(body).get("error")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(error, dict):
+            code = error.get("code") or error.get("type")
+            self.error_code = str(code)[:64] if code else None
 
     def line(self) -> str:
         fields = {
@@ -104,6 +124,8 @@ class RequestLogMiddleware:
                 record.status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", record.id.encode())]
+            elif message["type"] == "http.response.body" and record.status >= 400:
+                record.note_error_body(message.get("body", b""))
             await send(message)
 
         try:
@@ -111,6 +133,7 @@ class RequestLogMiddleware:
         except Exception as e:
             record.status = record.status or 500
             record.error = record.error or f"{type(e).__name__}: {e}"
+            record.error_code = record.error_code or "internal_error"
             raise
         finally:
             record.total_s = time.perf_counter() - record.start

@@ -117,10 +117,10 @@ async def guarded_events(events: AsyncIterator[bytes], record: RequestRecord) ->
         async for chunk in events:
             yield chunk
     except APIError as error:
-        record.error = error.message
+        record.error, record.error_code = error.message, error.code or error.type
         yield chunk_bytes(error.body())
     except Exception as e:
-        record.error = f"{type(e).__name__}: {e}"
+        record.error, record.error_code = f"{type(e).__name__}: {e}", "internal_error"
         yield chunk_bytes(APIError(500, "Internal error while generating.", code="internal_error").body())
     yield b"data: [DONE]\n\n"
 

@@ -1,6 +1,7 @@
 """The tables: accounts (users, their API keys, login sessions, daily usage), conversations, their
 messages, feedback on messages, user templates, and responses of the OpenAI Responses API kept for
-`previous_response_id`, and knowledge bases (documents, chunks; vectors in `kb_vectors`).
+`previous_response_id`, and knowledge bases (documents, chunks; vectors in `kb_vectors`); the
+dashboard's metric history (`metric_slices`) and studio runs' metadata and ratings.
 
 Every resource a person makes has an owner (`user_id`); NULL is the single-user room of a server
 without accounts (and what the first admin inherits, see accounts/users.py). The schema is made
@@ -18,8 +19,10 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -124,11 +127,17 @@ class Conversation(Base):
     handoff_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)  # asked | no_source | assistant
     handoff_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     agent_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the staff member answering
+    # Messages form a tree (edits and regenerations add siblings). The branch on screen, and so
+    # the model's context, starts at this first message and follows each one's `active_child_id`.
+    # use_alter: conversations and messages refer to each other.
+    active_root_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL", use_alter=True, name="fk_conversations_active_root_id_messages"),
+        nullable=True)
 
     # passive_deletes: the database's ON DELETE CASCADE removes the rows (no per-message SELECT).
     messages: Mapped[list[Message]] = relationship(
         back_populates="conversation", order_by="Message.position", cascade="all, delete-orphan",
-        passive_deletes=True)
+        passive_deletes=True, foreign_keys="Message.conversation_id")
 
 
 class Message(Base):
@@ -138,10 +147,15 @@ class Message(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
-    # Order within the conversation. Edits truncate (later messages are deleted), so positions
-    # stay 0..n-1; `parent_id` names the message this one answers or follows (None for the first).
+    # Order of creation within the conversation (0..n-1 over every branch). `parent_id` names the
+    # message this one answers or follows (None for a first message); siblings share a parent.
     position: Mapped[int] = mapped_column(Integer)
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), nullable=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="SET NULL"), nullable=True,
+                                                  index=True)
+    # The child the branch on screen continues with (None: the newest), so a branch switched
+    # away from comes back as it was left.
+    active_child_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL", name="fk_messages_active_child_id_messages"), nullable=True)
     role: Mapped[str] = mapped_column(String(16))  # user | assistant | system
     content: Mapped[str] = mapped_column(Text, default="")
     # assistant: a reasoning model's thinking before `content` (shown collapsed, not sent back to it)
@@ -156,7 +170,7 @@ class Message(Base):
     author: Mapped[str | None] = mapped_column(String(64), nullable=True)  # assistant: a staff member's name
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    conversation: Mapped[Conversation] = relationship(back_populates="messages")
+    conversation: Mapped[Conversation] = relationship(back_populates="messages", foreign_keys=[conversation_id])
     feedback: Mapped[Feedback | None] = relationship(back_populates="message", cascade="all, delete-orphan",
                                                      passive_deletes=True, uselist=False)
 
@@ -300,3 +314,118 @@ class ModerationEvent(Base):
     categories: Mapped[list[str]] = mapped_column(JSON, default=list)
     scores: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
     text: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ArenaBattle(Base):
+    """One prompt answered by two models (apps/arena): side by side, or blind until the vote."""
+
+    __tablename__ = "arena_battles"
+    __table_args__ = _NO_REUSE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int | None] = _owner()
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    blind: Mapped[bool] = mapped_column(Boolean, default=False)  # names hidden until the vote
+    messages: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # the prompt conversation
+    model_a: Mapped[str] = mapped_column(String(200))
+    model_b: Mapped[str] = mapped_column(String(200))
+    reply_a: Mapped[str] = mapped_column(Text, default="")
+    reply_b: Mapped[str] = mapped_column(Text, default="")
+    finish_a: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    finish_b: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    winner: Mapped[str | None] = mapped_column(String(16), nullable=True)  # a | b | tie | both_bad
+    voted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+
+
+class EvalRun(Base):
+    """One run of an eval set on a model (apps/evals): what ran, how far it got, its pass rate.
+    Runs are kept per model over time, so a drop shows; each item's output is an `EvalResult`."""
+
+    __tablename__ = "eval_runs"
+    __table_args__ = _NO_REUSE
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    set_name: Mapped[str] = mapped_column(String(100), index=True)
+    set_digest: Mapped[str] = mapped_column(String(16), default="")  # of the set's file: which version ran
+    template: Mapped[str | None] = mapped_column(String(64), nullable=True)  # a template set's template
+    template_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    model: Mapped[str] = mapped_column(String(200), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | done | failed | interrupted
+    source: Mapped[str] = mapped_column(String(16), default="cli")  # cli | server
+    started_by: Mapped[str] = mapped_column(String(64), default="")  # a user's name ("" for the CLI)
+    total: Mapped[int] = mapped_column(Integer, default=0)  # items to run
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    passed: Mapped[int] = mapped_column(Integer, default=0)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # limit, gate, judges
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # per-check rates, once done
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class EvalResult(Base):
+    """One item of an eval run: the prompt the model got, its output, and each check's verdict."""
+
+    __tablename__ = "eval_results"
+    # The unique constraint is also the index that loads a run's results in order.
+    __table_args__ = (UniqueConstraint("run_id", "position"), _NO_REUSE)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("eval_runs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    item_id: Mapped[str] = mapped_column(String(100))
+    passed: Mapped[bool] = mapped_column(Boolean, default=False)
+    prompt: Mapped[str] = mapped_column(Text, default="")
+    output: Mapped[str] = mapped_column(Text, default="")
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # [{name, passed, score, detail, required}]
+    finish_reason: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class MetricSlice(Base):
+    """Ten seconds of one model's requests (server/history.py): counts, sums and latency sketches
+    (`*_buckets`: {bucket index: count}), and the engine's gauge maxima. The dashboard's history."""
+
+    __tablename__ = "metric_slices"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    start_ms: Mapped[int] = mapped_column(BigInteger, index=True)  # the slice's start, Unix time in ms
+    model: Mapped[str] = mapped_column(String(200), default="")  # "" for requests no model answered
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    rate_limited: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    generation_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    ttft_count: Mapped[int] = mapped_column(Integer, default=0)
+    ttft_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    ttft_buckets: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    itl_count: Mapped[int] = mapped_column(Integer, default=0)
+    itl_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    itl_buckets: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    e2e_count: Mapped[int] = mapped_column(Integer, default=0)
+    e2e_sum: Mapped[float] = mapped_column(Float, default=0.0)
+    e2e_buckets: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    statuses: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # "200" -> requests
+    error_types: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # "429 rate_limit_exceeded" -> requests
+    running_max: Mapped[int] = mapped_column(Integer, default=0)
+    waiting_max: Mapped[int] = mapped_column(Integer, default=0)
+    kv_usage_max: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class StudioRun(Base):
+    """A studio run, without its text (neither prompt nor output is kept): which template, version
+    and model, and the user's 👍/👎 on the output. The dashboard's feedback per template."""
+
+    __tablename__ = "studio_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the run's request id (x-request-id)
+    user_id: Mapped[int | None] = _owner()
+    template_id: Mapped[str] = mapped_column(String(100), index=True)
+    template_version: Mapped[int] = mapped_column(Integer, default=1)
+    model: Mapped[str] = mapped_column(String(200))
+    rating: Mapped[int | None] = mapped_column(Integer, nullable=True)  # +1, -1, or None (not rated)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    rated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -1,5 +1,7 @@
-"""What SFT and classifier fine-tuning share: reading JSONL, device and precision choice, freezing,
-dropout, a memory check, the optimisation loop and an output directory that only appears when complete.
+"""What SFT, DPO/KTO and classifier fine-tuning share: reading JSONL, device and precision choice,
+freezing, dropout, a memory check, the optimisation loop and an output directory that only appears
+when complete. A loss function may return metrics beside the loss (a preference objective's rewards);
+the loop logs their means with the loss.
 
 The loop is the usual one: AdamW and warmup + cosine decay (`optim`), gradient accumulation, gradient
 clipping, autocast (bf16 on CUDA and on CPUs with native bf16; fp32 otherwise, where emulated bf16
@@ -13,7 +15,7 @@ import gzip
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,8 +121,10 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in seen.values() if p.requires_grad), total
 
 
-def check_memory(model: nn.Module, device: torch.device, tokens_per_step: int, logits_width: int = 0) -> None:
-    """Refuse a run whose rough peak (weights, grads, AdamW state, activations) exceeds free memory."""
+def check_memory(model: nn.Module, device: torch.device, tokens_per_step: int, logits_width: int = 0,
+                 extra_bytes: int = 0) -> None:
+    """Refuse a run whose rough peak (weights, grads, AdamW state, activations, plus `extra_bytes`
+    such as a frozen reference model) exceeds free memory."""
     cfg = getattr(model, "config", None) or model.backbone.config
     params = {id(p): p for p in model.parameters()}.values()
     weights = sum(p.numel() * p.element_size() for p in params)
@@ -128,7 +132,7 @@ def check_memory(model: nn.Module, device: torch.device, tokens_per_step: int, l
     # About 17 values of width d per token and layer are kept for backward (the Megatron-LM estimate
     # with flash attention), plus the logits and their gradient; 4 bytes each.
     acts = tokens_per_step * (cfg.num_layers * 17 * cfg.hidden_size + 3 * logits_width) * 4
-    need = weights + trainable * 12 + acts
+    need = weights + trainable * 12 + acts + extra_bytes
     free = available_memory_bytes(device)
     if free is not None and need > free:
         raise ResourceError(
@@ -173,18 +177,51 @@ class LoopConfig:
     eval_every: int = 0  # optimizer steps; 0 = only at the end
 
 
-def train_loop(model: nn.Module, batches: Iterator[Any], loss_fn: Callable[[nn.Module, Any], torch.Tensor],
-               cfg: LoopConfig, device: torch.device, amp: torch.dtype | None, progress: TrainingProgress,
-               evaluate: Callable[[], dict[str, float]] | None = None) -> float:
-    """Run `cfg.max_steps` optimizer steps; `loss_fn(model, batch)` returns a scalar mean loss.
+LossOutput = torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]
 
-    Logs train loss/lr/grad norm every `log_every` steps and `evaluate()` (split "val") every
-    `eval_every` steps. Returns the last step's training loss.
+
+def split_loss(out: LossOutput) -> tuple[torch.Tensor, Mapping[str, float]]:
+    """(loss, metrics) from what a loss function returned (a bare loss has no metrics)."""
+    return out if isinstance(out, tuple) else (out, {})
+
+
+class MetricMeans:
+    """Running means of named metrics between two log lines. A key counts only the micro-batches
+    that reported it (a KTO batch without a 👎 reply has no rewards/rejected), as TRL averages."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: Mapping[str, float]) -> None:
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+            self.counts[k] = self.counts.get(k, 0) + 1
+
+    def means(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.counts[k] for k in self.sums}
+
+    def reset(self) -> None:
+        self.sums.clear()
+        self.counts.clear()
+
+
+def train_loop(model: nn.Module, batches: Iterator[Any], loss_fn: Callable[[nn.Module, Any], LossOutput],
+               cfg: LoopConfig, device: torch.device, amp: torch.dtype | None, progress: TrainingProgress,
+               evaluate: Callable[[], dict[str, float]] | None = None,
+               bar_metrics: tuple[str, ...] = ()) -> float:
+    """Run `cfg.max_steps` optimizer steps; `loss_fn(model, batch)` returns a scalar mean loss, or
+    (loss, metrics) with floats to log beside it (a preference objective's rewards and margins).
+
+    Logs train loss/lr/grad norm and the metrics' means since the previous line every `log_every`
+    steps, and `evaluate()` (split "val") every `eval_every` steps; `bar_metrics` are also shown on
+    the progress bar. Returns the last step's training loss.
     """
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, trainable_only=True)
     params = [p for g in optimizer.param_groups for p in g["params"]]
     model.train()
     t0, seen, total = time.perf_counter(), 0, float("nan")
+    window = MetricMeans()
     for step in range(cfg.max_steps):
         lr = lr_at(step, cfg.warmup_steps, cfg.max_steps, cfg.lr, cfg.min_lr)
         for g in optimizer.param_groups:
@@ -194,11 +231,12 @@ def train_loop(model: nn.Module, batches: Iterator[Any], loss_fn: Callable[[nn.M
             batch = next(batches)
             try:
                 with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                    loss = loss_fn(model, batch)
+                    loss, metrics = split_loss(loss_fn(model, batch))
                 (loss / cfg.grad_accum).backward()
             except torch.OutOfMemoryError as e:
                 raise ResourceError(f"out of memory on {device}; lower --batch-size or --max-length") from e
             total += loss.item() / cfg.grad_accum
+            window.add(metrics)
             seen += batch.num_items
         if not math.isfinite(total):
             raise ValueError(f"the loss became {total} at step {step + 1}; lower --lr")
@@ -207,12 +245,15 @@ def train_loop(model: nn.Module, batches: Iterator[Any], loss_fn: Callable[[nn.M
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
         rate = seen / (time.perf_counter() - t0)
+        means = window.means()
         if done % cfg.log_every == 0 or done == cfg.max_steps:
-            record = {"loss": total, "lr": lr, "examples_per_s": rate}
+            record = {"loss": total, "lr": lr, "examples_per_s": rate, **means}
             if norm is not None:
                 record["grad_norm"] = float(norm)
             progress.log(done, record)
-        progress.update(done, loss=total, examples_per_s=rate)
+            window.reset()
+        shown = {k.rsplit("/", 1)[-1]: means[k] for k in bar_metrics if k in means}
+        progress.update(done, loss=total, examples_per_s=rate, **shown)
         if evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.max_steps:
             scores = evaluate()
             progress.log(done, scores, split="val")

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +102,7 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.ParameterList(
             nn.Parameter(torch.zeros(rows, r, device=dev, dtype=dtype)) for rows, on in parts if on)
         self.drop = nn.Dropout(dropout)
+        self.disabled = False  # see `adapters_disabled`
 
     def full_B(self) -> torch.Tensor:
         blocks, trained = [], iter(self.lora_B)
@@ -111,6 +114,8 @@ class LoRALinear(nn.Module):
         return self.scaling * (self.full_B() @ self.lora_A)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.disabled:
+            return self.base(x)
         return self.base(x) + (self.drop(x) @ self.lora_A.t() @ self.full_B().t()) * self.scaling
 
 
@@ -142,6 +147,20 @@ def add_lora(model: nn.Module, cfg: ModelConfig, r: int, alpha: float, dropout: 
 
 def lora_layers(model: nn.Module) -> dict[str, LoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
+
+
+@contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[nn.Module]:
+    """The model as its base, LoRA off (PEFT's `disable_adapter`): a LoRA run's reference model for
+    DPO/KTO without a second copy of the weights."""
+    layers = list(lora_layers(model).values())
+    for m in layers:
+        m.disabled = True
+    try:
+        yield model
+    finally:
+        for m in layers:
+            m.disabled = False
 
 
 def freeze_for_lora(model: nn.Module, keep: tuple[str, ...] = ()) -> None:

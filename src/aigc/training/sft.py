@@ -62,14 +62,16 @@ def _turn_end_strings(tokenizer: Tokenizer) -> list[str]:
     return [s for s in strings if s]
 
 
-def assistant_spans(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(tokenizer: Tokenizer, messages: list[dict[str, Any]], first_trained: int = 0
+                    ) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans [start, end) of each assistant reply
-    (its content and the end-of-turn token)."""
+    (its content and the end-of-turn token) from message `first_trained` on (a preference
+    completion trains only the reply after its prompt, not the prompt's earlier replies)."""
     full = tokenizer.apply_chat_template(messages, add_generation_prompt=False)
     ends = _turn_end_strings(tokenizer)
     spans = []
     for i, message in enumerate(messages):
-        if message.get("role") != "assistant":
+        if message.get("role") != "assistant" or i < first_trained:
             continue
         if i == 0:
             raise TemplateError("the conversation starts with an assistant message; "
@@ -89,9 +91,11 @@ def assistant_spans(tokenizer: Tokenizer, messages: list[dict[str, Any]]) -> tup
     return full, spans
 
 
-def build_example(tokenizer: Tokenizer, messages: list[dict[str, Any]], max_length: int | None = None) -> SFTExample:
-    """Token ids of the rendered conversation (exactly `apply_chat_template(..., tokenize=True)`) and labels."""
-    text, spans = assistant_spans(tokenizer, messages)
+def build_example(tokenizer: Tokenizer, messages: list[dict[str, Any]], max_length: int | None = None,
+                  first_trained: int = 0) -> SFTExample:
+    """Token ids of the rendered conversation (exactly `apply_chat_template(..., tokenize=True)`) and
+    labels (assistant replies from message `first_trained` on)."""
+    text, spans = assistant_spans(tokenizer, messages, first_trained)
     enc = tokenizer.backend.encode(text, add_special_tokens=False)
     ids = list(enc.ids)
     labels = [IGNORE] * len(ids)
@@ -240,53 +244,103 @@ def prepare_examples(tokenizer: Tokenizer, conversations: list, max_length: int,
     return examples, dropped
 
 
-def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict[str, Any]:
-    """Fine-tune and write `cfg.out`; returns a summary (steps, losses, where things went)."""
-    from aigc.models.hf_checkpoint import parse_dtype, save_hf_dir
-    from aigc.models.loader import load_model
-    from aigc.training.lora import add_lora, freeze_for_lora, save_peft_adapter
+# ---- what every chat fine-tune (SFT, DPO, KTO) shares around the loop -------------------------
+
+def check_config(cfg: SFTConfig) -> torch.dtype:
+    """Fail before anything loads: an output in the way, impossible sizes. Returns the save dtype."""
+    from aigc.models.hf_checkpoint import parse_dtype
 
     check_output_dir(cfg.out, cfg.force)
     if cfg.lora_r < 0 or cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_length < 2:
         raise ValueError("--lora-r must be >= 0, --batch-size and --grad-accum >= 1, --max-length >= 2")
-    save_dtype = parse_dtype(cfg.save_dtype)
-    conversations = load_conversations(cfg.data, cfg.messages_field)
-    device = pick_device(cfg.device)
-    amp = autocast_dtype(cfg.precision, device)
-    torch.manual_seed(cfg.seed)
+    return parse_dtype(cfg.save_dtype)
 
-    loaded = load_model(cfg.base, models_dir=cfg.models_dir, dtype="float32")
-    model, tok = loaded.model, loaded.tokenizer
-    max_length = min(cfg.max_length, model.config.max_position_embeddings)
-    examples, dropped = prepare_examples(tok, conversations, max_length, model.config.vocab_size)
-    random.Random(cfg.seed).shuffle(examples)
-    n_val = int(len(examples) * cfg.val_fraction) if len(examples) >= 20 else 0
-    val, train = examples[:n_val], examples[n_val:]
+
+def load_base(cfg: SFTConfig):
+    """The base model in fp32 (trainable copy) and its tokenizer; seeds torch first."""
+    from aigc.models.loader import load_model
+
+    torch.manual_seed(cfg.seed)
+    return load_model(cfg.base, models_dir=cfg.models_dir, dtype="float32")
+
+
+def make_trainable(model, cfg: SFTConfig, device: torch.device) -> list[str] | None:
+    """Dropout, LoRA (returns its HF targets) or full training, frozen parts; moves to `device`."""
+    from aigc.training.lora import add_lora, freeze_for_lora
 
     set_dropout(model, cfg.dropout)
     model.requires_grad_(True)
+    targets = None
     if cfg.lora_r:
         targets = add_lora(model, model.config, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
         freeze_for_lora(model)
     freeze(model, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
     model.to(device)
+    return targets
+
+
+def split_validation(examples: list, cfg: SFTConfig) -> tuple[list, list]:
+    """(train, val): a shuffled `val_fraction` held out once there are at least 20 examples."""
+    random.Random(cfg.seed).shuffle(examples)
+    n_val = int(len(examples) * cfg.val_fraction) if len(examples) >= 20 else 0
+    return examples[n_val:], examples[:n_val]
+
+
+def loop_config(cfg: SFTConfig, n_train: int, default_lr: tuple[float, float]) -> LoopConfig:
+    """Steps from epochs (or --max-steps), the learning rate (default_lr = (LoRA, full)), warmup."""
+    per_epoch = math.ceil(n_train / (cfg.batch_size * cfg.grad_accum))
+    steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
+    lr = cfg.lr if cfg.lr is not None else (default_lr[0] if cfg.lora_r else default_lr[1])
+    return LoopConfig(max_steps=steps, lr=lr, min_lr=lr * cfg.min_lr_ratio,
+                      warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 20),
+                      weight_decay=cfg.weight_decay, grad_accum=cfg.grad_accum, clip=cfg.clip,
+                      log_every=cfg.log_every, eval_every=cfg.eval_every)
+
+
+def save_output(model, tokenizer: Tokenizer, tmp: Path, cfg: SFTConfig, save_dtype: torch.dtype,
+                summary: dict[str, Any], targets: list[str] | None) -> None:
+    """A Hugging Face directory (full) or a PEFT adapter naming `cfg.base` (LoRA), which `aigc serve
+    --model OUT` loads as it is; plus training_args.json and train_results.json."""
+    from aigc.models.hf_checkpoint import save_hf_dir
+    from aigc.training.lora import save_peft_adapter
+
+    model.to("cpu")
+    if cfg.lora_r:
+        save_peft_adapter(model, model.config, tmp, base_model=cfg.base)
+        tokenizer.save_pretrained(tmp)
+        summary["targets"] = targets
+    else:
+        save_hf_dir(model, tmp, tokenizer=tokenizer, dtype=save_dtype)
+    args = {k: v for k, v in asdict(cfg).items() if k != "extra"}
+    write_json(tmp / "training_args.json", {**args, **cfg.extra})
+    write_json(tmp / "train_results.json", summary)
+
+
+def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict[str, Any]:
+    """Fine-tune and write `cfg.out`; returns a summary (steps, losses, where things went)."""
+    save_dtype = check_config(cfg)
+    conversations = load_conversations(cfg.data, cfg.messages_field)
+    device = pick_device(cfg.device)
+    amp = autocast_dtype(cfg.precision, device)
+    loaded = load_base(cfg)
+    model, tok = loaded.model, loaded.tokenizer
+    max_length = min(cfg.max_length, model.config.max_position_embeddings)
+    examples, dropped = prepare_examples(tok, conversations, max_length, model.config.vocab_size)
+    train, val = split_validation(examples, cfg)
+
+    targets = make_trainable(model, cfg, device)
     trainable, total = count_parameters(model)
     longest = max(len(e.input_ids) for e in train)
     check_memory(model, device, cfg.batch_size * longest, logits_width=model.config.vocab_size)
 
-    per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
-    steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
-    lr = cfg.lr if cfg.lr is not None else (2e-4 if cfg.lora_r else 2e-5)
-    loop = LoopConfig(max_steps=steps, lr=lr, min_lr=lr * cfg.min_lr_ratio,
-                      warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 20),
-                      weight_decay=cfg.weight_decay, grad_accum=cfg.grad_accum, clip=cfg.clip,
-                      log_every=cfg.log_every, eval_every=cfg.eval_every)
+    loop = loop_config(cfg, len(train), default_lr=(2e-4, 2e-5))
+    steps = loop.max_steps
     batches = (_collate(b, device) for b in length_batches(train, cfg.batch_size, cfg.seed,
                                                               length=lambda e: len(e.input_ids)))
     summary: dict[str, Any] = {
         "base": cfg.base, "examples": len(train), "val_examples": len(val), "dropped": dropped, "steps": steps,
         "trainable_params": trainable, "total_params": total, "lora": bool(cfg.lora_r), "device": str(device),
-        "autocast": str(amp).replace("torch.", "") if amp else "fp32", "lr": lr,
+        "autocast": str(amp).replace("torch.", "") if amp else "fp32", "lr": loop.lr,
     }
     with atomic_directory(cfg.out) as tmp:
         with TrainingProgress(tmp, steps, description="sft", console=progress_console(quiet)) as progress:
@@ -298,15 +352,6 @@ def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict[str, Any]:
                 scores = evaluate_loss(model, val, cfg.batch_size, device, amp)
                 progress.log(steps, scores, split="val")
                 summary.update(val_loss=scores["loss"], val_ppl=scores["ppl"])
-        model.to("cpu")
-        if cfg.lora_r:
-            save_peft_adapter(model, model.config, tmp, base_model=cfg.base)
-            tok.save_pretrained(tmp)
-            summary["targets"] = targets
-        else:
-            save_hf_dir(model, tmp, tokenizer=tok, dtype=save_dtype)
-        args = {k: v for k, v in asdict(cfg).items() if k != "extra"}
-        write_json(tmp / "training_args.json", {**args, **cfg.extra})
-        write_json(tmp / "train_results.json", summary)
+        save_output(model, tok, tmp, cfg, save_dtype, summary, targets)
     summary["out"] = str(cfg.out)
     return summary

@@ -1,16 +1,25 @@
-"""Conversations and their messages: create, list, search, rename, delete, append, truncate, rate.
+"""Conversations and their messages: create, list, search, rename, delete, append, branch, fork, rate.
 
-Everything leaves as plain dicts (JSON-ready) so callers never hold a database session. Edits
-truncate: editing message k keeps messages 0..k (k with its new text) and deletes the rest; the
-reply is then generated again (see replies.py). Positions therefore stay 0..n-1.
+Everything leaves as plain dicts (JSON-ready) so callers never hold a database session.
+
+Messages form a tree: each names the message it follows (`parent_id`; None for a first message),
+and an edit or a regenerated reply is a new sibling, so nothing is ever deleted but with its
+conversation. The branch on screen, the active path, starts at the conversation's
+`active_root_id` and follows each message's `active_child_id` (the newest child where one is
+unset); that path is what the app shows and what the model is sent. Every pointer stays when
+another branch is shown, so a branch comes back as it was left. Positions number a
+conversation's messages in the order they were made (0..n-1 over every branch): a parent
+always comes before its children.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -49,10 +58,16 @@ def message_dict(m: Message, feedback: Feedback | None = None) -> dict[str, Any]
     }
 
 
-_MESSAGE_COLUMNS = (Message.id, Message.conversation_id, Message.position, Message.parent_id, Message.role,
+_MESSAGE_COLUMNS = (Message.id, Message.conversation_id, Message.position, Message.parent_id,
+                    Message.active_child_id, Message.role,
                     Message.content, Message.reasoning, Message.model, Message.tokens, Message.prompt_tokens,
                     Message.completion_tokens,
                     Message.finish_reason, Message.created_at, Message.sources, Message.author)
+
+
+# What a fork copies of a message (its id, place and rating are the copy's own).
+_COPIED_FIELDS = ("role", "content", "reasoning", "model", "tokens", "prompt_tokens", "completion_tokens",
+                  "finish_reason", "sources", "author")
 
 
 def _row_dict(r: Any) -> dict[str, Any]:
@@ -66,7 +81,7 @@ def conversation_dict(c: Conversation, *, count: int | None = None) -> dict[str,
     out: dict[str, Any] = {
         "id": c.id, "title": c.title, "system_prompt": c.system_prompt, "model": c.model,
         "params": dict(c.params or {}), "knowledge_base_ids": list(c.knowledge_base_ids or []),
-        "created_at": iso(c.created_at), "updated_at": iso(c.updated_at),
+        "active_root_id": c.active_root_id, "created_at": iso(c.created_at), "updated_at": iso(c.updated_at),
     }
     if c.site_id is not None:  # a support site's visitor conversation (apps/support)
         out |= {"site_id": c.site_id, "handoff": c.handoff, "handoff_reason": c.handoff_reason,
@@ -76,9 +91,69 @@ def conversation_dict(c: Conversation, *, count: int | None = None) -> dict[str,
     return out
 
 
+class At(Enum):
+    """Where `add_message` puts a message when no parent is named."""
+
+    END = "end"  # after the last message of the active path
+
+
+def with_siblings(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each message (dicts in position order, one conversation) gets `siblings`: the ids of the
+    messages with its parent, itself included, oldest first (the UI's ‹ 2/3 ›)."""
+    children: dict[int | None, list[int]] = {}
+    for m in messages:
+        children.setdefault(m["parent_id"], []).append(m["id"])
+    for m in messages:
+        m["siblings"] = children[m["parent_id"]]
+    return messages
+
+
+def lineage(messages: Sequence[dict[str, Any]], message_id: int) -> list[dict[str, Any]]:
+    """The message and its ancestors, first message first (`messages` in position order)."""
+    by_id = {m["id"]: m for m in messages}
+    out: list[dict[str, Any]] = []
+    m = by_id.get(message_id)
+    while m is not None and len(out) < len(by_id):  # the bound: a cycle cannot make it loop forever
+        out.append(m)
+        m = by_id.get(m["parent_id"]) if m["parent_id"] is not None else None
+    return out[::-1]
+
+
+def shown(messages: Sequence[dict[str, Any]], root_id: int | None) -> list[dict[str, Any]]:
+    """The active path as the API gives it: without `active_child_id`, which on the path is the
+    next message (the whole tree, `get(every_branch=True)`, keeps it)."""
+    return [{k: v for k, v in m.items() if k != "active_child_id"} for m in active_path(messages, root_id)]
+
+
+def active_path(messages: Sequence[dict[str, Any]], root_id: int | None) -> list[dict[str, Any]]:
+    """The branch on screen, first message first (`messages` in position order): the active root,
+    then each message's active child; where a pointer is unset or names no child, the newest."""
+    children: dict[int | None, list[dict[str, Any]]] = {}
+    for m in messages:
+        children.setdefault(m["parent_id"], []).append(m)
+    path: list[dict[str, Any]] = []
+    choice, level = root_id, children.get(None, [])
+    while level and len(path) < len(messages):  # the bound: a cycle cannot make it loop forever
+        m = next((c for c in level if c["id"] == choice), level[-1])
+        path.append(m)
+        choice, level = m["active_child_id"], children.get(m["id"], [])
+    return path
+
+
 def title_from(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
+
+
+def _show(s: Session, c: Conversation, rows: list[dict[str, Any]], message_id: int) -> None:
+    """Point the active path through `message_id`: its root becomes the conversation's active
+    root and each ancestor's active child the next one on the way (`rows` are updated too)."""
+    line = lineage(rows, message_id)
+    c.active_root_id = line[0]["id"]
+    for parent, child in zip(line, line[1:], strict=False):
+        if parent["active_child_id"] != child["id"]:
+            s.execute(update(Message).where(Message.id == parent["id"]).values(active_child_id=child["id"]))
+            parent["active_child_id"] = child["id"]
 
 
 class ConversationStore:
@@ -134,15 +209,22 @@ class ConversationStore:
                              .order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit))
             return [conversation_dict(c, count=n) for c, n in rows]
 
-    def get(self, conversation_id: int) -> dict[str, Any]:
-        """The conversation with its messages (and their feedback), in order."""
+    def _rows(self, s: Session, conversation_id: int) -> list[dict[str, Any]]:
+        """Every message of the conversation, every branch, in position order, with `siblings`."""
+        # Plain rows, not ORM objects: a 1,000-message conversation loads several times faster.
+        rows = s.execute(select(*_MESSAGE_COLUMNS, Feedback.rating, Feedback.comment)
+                         .outerjoin(Feedback, Feedback.message_id == Message.id)
+                         .where(Message.conversation_id == conversation_id).order_by(Message.position))
+        return with_siblings([_row_dict(r) for r in rows])
+
+    def get(self, conversation_id: int, *, every_branch: bool = False) -> dict[str, Any]:
+        """The conversation with the messages (and their feedback) of its active path, in order;
+        every_branch: every message of the tree instead, in position order (to export it)."""
         with self.db.session() as s:
-            out = conversation_dict(self._get(s, conversation_id))
-            # Plain rows, not ORM objects: a 1,000-message conversation loads several times faster.
-            rows = s.execute(select(*_MESSAGE_COLUMNS, Feedback.rating, Feedback.comment)
-                             .outerjoin(Feedback, Feedback.message_id == Message.id)
-                             .where(Message.conversation_id == conversation_id).order_by(Message.position))
-            out["messages"] = [_row_dict(r) for r in rows]
+            c = self._get(s, conversation_id)
+            out = conversation_dict(c)
+            rows = self._rows(s, conversation_id)
+            out["messages"] = rows if every_branch else shown(rows, c.active_root_id)
             out["message_count"] = len(out["messages"])
             return out
 
@@ -188,26 +270,86 @@ class ConversationStore:
 
     # ---------------------------------------------------------------- messages
 
-    def history(self, conversation_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The conversation and its messages (for building a prompt)."""
-        data = self.get(conversation_id)
-        return data, data.pop("messages")
-
-    def add_message(self, conversation_id: int, role: str, content: str, **fields: Any) -> dict[str, Any]:
-        """Append a message (model, reasoning, tokens, prompt_tokens, completion_tokens, finish_reason)."""
+    def history(self, conversation_id: int, through: int | None = None
+                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The conversation and the messages a prompt is built from: the active path, or (through)
+        the path from the first message to that one, on whichever branch it is."""
         with self.db.session() as s:
             c = self._get(s, conversation_id)
-            last = s.execute(select(Message.id, Message.position).where(Message.conversation_id == c.id)
-                             .order_by(Message.position.desc()).limit(1)).first()
+            rows = self._rows(s, conversation_id)
+            if through is None:
+                return conversation_dict(c), shown(rows, c.active_root_id)
+            if not any(m["id"] == through for m in rows):
+                raise NotFoundError("message", through)
+            return conversation_dict(c), lineage(rows, through)
+
+    def add_message(self, conversation_id: int, role: str, content: str, *, parent_id: int | None | At = At.END,
+                    **fields: Any) -> dict[str, Any]:
+        """Add a message (model, reasoning, tokens, prompt_tokens, completion_tokens, finish_reason)
+        after `parent_id` (None: a first message; an edit's sibling can be one), by default after
+        the last message of the active path. The active path then ends with the new message."""
+        with self.db.session() as s:
+            c = self._get(s, conversation_id)
+            rows = [{"id": r.id, "parent_id": r.parent_id, "active_child_id": r.active_child_id} for r in s.execute(
+                select(Message.id, Message.parent_id, Message.active_child_id)
+                .where(Message.conversation_id == c.id).order_by(Message.position))]
+            if parent_id is At.END:
+                path = active_path(rows, c.active_root_id)
+                parent_id = path[-1]["id"] if path else None
+            elif parent_id is not None and not any(r["id"] == parent_id for r in rows):
+                raise NotFoundError("message", parent_id)
+            last = s.scalar(select(func.max(Message.position)).where(Message.conversation_id == c.id))
             m = Message(conversation_id=c.id, role=role, content=content,
-                        position=0 if last is None else last.position + 1,
-                        parent_id=None if last is None else last.id, **fields)
+                        position=0 if last is None else last + 1, parent_id=parent_id, **fields)
             s.add(m)
             if role == "user" and not c.title:
                 c.title = title_from(content)
             c.updated_at = utcnow()
             s.flush()
-            return message_dict(m, feedback=None)
+            rows.append({"id": m.id, "parent_id": parent_id, "active_child_id": None})
+            _show(s, c, rows, m.id)
+            return {**message_dict(m, feedback=None),
+                    "siblings": [r["id"] for r in rows if r["parent_id"] == parent_id]}
+
+    def switch_branch(self, conversation_id: int, message_id: int) -> dict[str, Any]:
+        """Show the branch through `message_id` (a sibling picked with ‹ ›, or a search hit); below
+        it, the branch as it was left. Returns the conversation as `get` does."""
+        with self.db.session() as s:
+            c = self._get(s, conversation_id)
+            rows = self._rows(s, conversation_id)
+            if not any(m["id"] == message_id for m in rows):
+                raise NotFoundError("message", message_id)
+            _show(s, c, rows, message_id)
+            out = conversation_dict(c)
+            out["messages"] = shown(rows, c.active_root_id)
+            out["message_count"] = len(out["messages"])
+            return out
+
+    def fork(self, conversation_id: int, message_id: int) -> dict[str, Any]:
+        """A new conversation (same settings, same owner) holding the path from the first message
+        to `message_id`: copies without their ratings, which stay on the messages rated."""
+        with self.db.session() as s:
+            c = self._get(s, conversation_id)
+            rows = self._rows(s, conversation_id)
+            if not any(m["id"] == message_id for m in rows):
+                raise NotFoundError("message", message_id)
+            copy = Conversation(user_id=self.owner, title=c.title, system_prompt=c.system_prompt, model=c.model,
+                                params=dict(c.params or {}), knowledge_base_ids=c.knowledge_base_ids)
+            s.add(copy)
+            s.flush()
+            previous: Message | None = None
+            for position, m in enumerate(lineage(rows, message_id)):
+                row = Message(conversation_id=copy.id, position=position,
+                              parent_id=None if previous is None else previous.id, **{k: m[k] for k in _COPIED_FIELDS})
+                s.add(row)
+                s.flush()
+                if previous is None:
+                    copy.active_root_id = row.id
+                else:
+                    previous.active_child_id = row.id
+                previous = row
+            new_id = copy.id
+        return self.get(new_id)
 
     def get_message(self, conversation_id: int, message_id: int) -> dict[str, Any]:
         with self.db.session() as s:
@@ -215,24 +357,6 @@ class ConversationStore:
             m = s.get(Message, message_id)
             if m is None or m.conversation_id != conversation_id:
                 raise NotFoundError("message", message_id)
-            return message_dict(m)
-
-    def truncate_after(self, conversation_id: int, position: int) -> int:
-        """Delete every message after `position`; returns how many went."""
-        with self.db.session() as s:
-            c = self._get(s, conversation_id)
-            result = s.execute(delete(Message).where(Message.conversation_id == c.id, Message.position > position))
-            c.updated_at = utcnow()
-            return result.rowcount or 0
-
-    def set_content(self, conversation_id: int, message_id: int, content: str, tokens: int | None) -> dict[str, Any]:
-        with self.db.session() as s:
-            self._get(s, conversation_id)
-            m = s.get(Message, message_id)
-            if m is None or m.conversation_id != conversation_id:
-                raise NotFoundError("message", message_id)
-            m.content, m.tokens = content, tokens
-            s.flush()
             return message_dict(m)
 
     # ---------------------------------------------------------------- feedback

@@ -1,9 +1,10 @@
 """Generating an assistant reply: plan (fit the context), start the model, stream, persist.
 
 Three ways to ask for a reply, all ending in the same stream of events:
-- send: append a user message, answer it;
-- regenerate: delete the last assistant message, answer the same user message again;
-- edit (truncation): give user message k new text, delete every message after k, answer k.
+- send: add a user message at the end of the active path, answer it;
+- regenerate: answer the active path's last user message again; the old reply stays, a sibling
+  of the new one (conversations.py: messages form a tree);
+- edit: a user message's new text becomes its sibling, answered with the path above it.
 
 Nothing is written until the model has accepted the request (a busy model leaves the conversation
 as it was). Then the user's side is written at once, and the reply when it ends -- also when the
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigc.apps.chat.context import ContextOverflowError, FittedContext
-from aigc.apps.chat.conversations import ConversationStore, NotFoundError
+from aigc.apps.chat.conversations import At, ConversationStore, NotFoundError
 from aigc.apps.chat.model import ChatModel, GenerationParams, Reasoning, ReplyStream
 
 log = logging.getLogger("aigc.apps.chat")
@@ -46,7 +47,7 @@ class ReplyPlan:
     model: ChatModel
     params: GenerationParams
     fitted: FittedContext
-    # Database changes that make the conversation end at the message to answer; run once the model
+    # Database changes that make the active path end at the message to answer; run once the model
     # accepted the request. Returns the new user message (send/edit) or None (regenerate).
     commit: Callable[[], dict[str, Any] | None]
     context: dict[str, Any] = field(default_factory=dict)
@@ -55,6 +56,8 @@ class ReplyPlan:
     sources: list[dict[str, Any]] | None = None
     canned: str | None = None
     canned_reason: str = "no_source"  # the canned reply's finish_reason (support: "handoff")
+    # regenerate: the message answered (send and edit answer the user message `commit` returns)
+    reply_to: int | None = None
 
 
 # A knowledge-base search: (knowledge base ids, query) -> hits as dicts (knowledge/store.py Hit).
@@ -198,10 +201,13 @@ class ChatReplies:
         messages = prompt_messages(conversation, history) + gap + [{"id": None, "role": "user", "content": content}]
 
         def commit() -> dict[str, Any]:
+            parent = history[-1]["id"] if history else None  # the path the prompt was built from
             if orphan:
-                self.store.add_message(conversation_id, "assistant", "", finish_reason="stopped", tokens=0)
+                parent = self.store.add_message(conversation_id, "assistant", "", parent_id=parent,
+                                                finish_reason="stopped", tokens=0)["id"]
             saved = self._stored(content)
-            return self.store.add_message(conversation_id, "user", saved, tokens=model.count_tokens(saved))
+            return self.store.add_message(conversation_id, "user", saved, parent_id=parent,
+                                          tokens=model.count_tokens(saved))
 
         return self._plan(conversation_id, model, params, messages, commit, conversation)
 
@@ -211,31 +217,27 @@ class ChatReplies:
             history.pop()
         if not history or history[-1]["role"] != "user":
             raise ReplyError("there is no user message to answer", code="nothing_to_regenerate")
-        keep = history[-1]["position"]
-
-        def commit() -> None:
-            self.store.truncate_after(conversation_id, keep)
-
-        return self._plan(conversation_id, model, params, prompt_messages(conversation, history), commit, conversation)
+        # Nothing to store before the reply: it becomes the question's active child when saved,
+        # and until then (or if it fails) the old reply stays on screen.
+        plan = self._plan(conversation_id, model, params, prompt_messages(conversation, history), lambda: None,
+                          conversation)
+        plan.reply_to = history[-1]["id"]
+        return plan
 
     def plan_edit(self, conversation_id: int, message_id: int, content: str, model: ChatModel,
                   params: GenerationParams) -> ReplyPlan:
         if not content.strip():
             raise ReplyError("the message is empty", code="empty_message")
-        conversation, history = self.store.history(conversation_id)
-        index = next((i for i, m in enumerate(history) if m["id"] == message_id), None)
-        if index is None:
-            raise NotFoundError("message", message_id)
-        if history[index]["role"] != "user":
+        conversation, history = self.store.history(conversation_id, through=message_id)
+        edited = history[-1]
+        if edited["role"] != "user":
             raise ReplyError("only user messages can be edited", code="not_a_user_message")
-        history = history[: index + 1]
-        history[index] = {**history[index], "content": content}
-        position = history[index]["position"]
+        history = [*history[:-1], {**edited, "id": None, "content": content}]
 
         def commit() -> dict[str, Any]:
-            self.store.truncate_after(conversation_id, position)
             saved = self._stored(content)
-            return self.store.set_content(conversation_id, message_id, saved, model.count_tokens(saved))
+            return self.store.add_message(conversation_id, "user", saved, parent_id=edited["parent_id"],
+                                          tokens=model.count_tokens(saved))
 
         return self._plan(conversation_id, model, params, prompt_messages(conversation, history), commit, conversation)
 
@@ -268,12 +270,16 @@ class ChatReplies:
         saved: dict[str, Any] | None = None
         ended = False  # done or error was reported
 
+        # The reply follows the message it answers, wherever the active path went meanwhile.
+        reply_to = user_message["id"] if user_message is not None else plan.reply_to
+
         def save(finish_reason: str) -> dict[str, Any] | None:
             nonlocal saved
             if saved is None:
                 try:
                     saved = self.store.add_message(
-                        plan.conversation_id, "assistant", self._stored("".join(pieces)), model=plan.model.name,
+                        plan.conversation_id, "assistant", self._stored("".join(pieces)),
+                        parent_id=At.END if reply_to is None else reply_to, model=plan.model.name,
                         reasoning=self._stored("".join(thoughts)) or None,
                         tokens=stream.completion_tokens, prompt_tokens=plan.fitted.used,
                         completion_tokens=stream.completion_tokens, finish_reason=finish_reason,

@@ -1,7 +1,12 @@
 """Export a conversation as Markdown (to read) or JSON (to keep or move), and import that JSON.
 
 The JSON is self-describing (`"format": "aigc.conversation"`) and carries everything the app
-stores about a message except database ids, so an import creates a fresh conversation.
+stores about a message except database ids, so an import creates a fresh conversation. It keeps
+the whole tree (version 2): messages in the order they were made, each with `parent`, the index
+of the message it follows (null for a first message), and `active_child`, the index of the child
+the branch on screen continues with; `active_root` is the index of the first message it starts
+at (conversations.py). Null pointers mean the newest; a file without `parent` (version 1) is one
+linear branch. Markdown is for reading: the active path only.
 """
 
 from __future__ import annotations
@@ -24,14 +29,19 @@ class TranscriptError(ValueError):
 
 
 def export_json(conversation: dict[str, Any]) -> dict[str, Any]:
-    """`conversation`: ConversationStore.get(...)."""
+    """`conversation`: ConversationStore.get(..., every_branch=True) (the whole tree; `get` without
+    it gives the active path alone, one branch)."""
+    messages = conversation["messages"]
+    index = {m["id"]: i for i, m in enumerate(messages)}
     return {
-        "format": FORMAT, "version": 1,
+        "format": FORMAT, "version": 2,
         **{k: conversation[k] for k in ("title", "system_prompt", "model", "params", "created_at", "updated_at")},
         "messages": [
-            {k: m[k] for k in ("role", "content", *_MESSAGE_FIELDS, "created_at", "feedback")}
-            for m in conversation["messages"]
+            {**{k: m[k] for k in ("role", "content", *_MESSAGE_FIELDS, "created_at", "feedback")},
+             "parent": index.get(m["parent_id"]), "active_child": index.get(m.get("active_child_id"))}
+            for m in messages
         ],
+        "active_root": index.get(conversation["active_root_id"]),
     }
 
 
@@ -84,8 +94,27 @@ def _opt_int(value: Any, where: str) -> int | None:
     return value
 
 
+def _index(value: Any, where: str, below: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < below:
+        raise TranscriptError(f"{where} must be the index of an earlier message (0 to {below - 1})" if below
+                              else f"{where} must be null: there is no earlier message")
+    return value
+
+
+def _pointer(value: Any, where: str, messages: list[dict[str, Any]], parent: int | None) -> int | None:
+    """An `active_child` (or, parent None, the `active_root`): null, or the index of a child."""
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(messages)
+            or messages[value]["parent"] != parent):
+        raise TranscriptError(f"{where} must be null or the index of a message whose parent is "
+                              + ("null" if parent is None else str(parent)))
+    return value
+
+
 def parse_import(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Validate an exported conversation; returns (conversation fields, messages)."""
+    """Validate an exported conversation; returns (conversation fields, messages). Each message's
+    `parent` and `active_child` are indexes or None, and so is the fields' `active_root`."""
     if not isinstance(data, dict):
         raise TranscriptError("a conversation must be a JSON object")
     if data.get("format", FORMAT) != FORMAT:
@@ -112,6 +141,9 @@ def parse_import(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if m.get("role") not in ROLES:
             raise TranscriptError(f"{where}.role must be one of {', '.join(ROLES)}")
         out: dict[str, Any] = {"role": m["role"], "content": _str(m, "content", where)}
+        # No `parent` (version 1): the previous message, as in the linear conversations it held.
+        parent = m.get("parent", i - 1 if i else None)
+        out["parent"] = None if parent is None else _index(parent, f"{where}.parent", i)
         out["reasoning"] = _str(m, "reasoning", where) or None
         out["model"] = _str(m, "model", where) or None
         out["finish_reason"] = _str(m, "finish_reason", where)[:16] or None
@@ -123,6 +155,9 @@ def parse_import(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                 raise TranscriptError(f"{where}.feedback must be {{'rating': 1 or -1, 'comment': str}}")
             out["feedback"] = {"rating": fb["rating"], "comment": _str(fb, "comment", f"{where}.feedback")}
         messages.append(out)
+    for i, (m, out) in enumerate(zip(raw, messages, strict=True)):
+        out["active_child"] = _pointer(m.get("active_child"), f"messages[{i}].active_child", messages, i)
+    conv["active_root"] = _pointer(data.get("active_root"), "active_root", messages, None)
     if not conv["title"]:
         first = next((m["content"] for m in messages if m["role"] == "user"), "")
         conv["title"] = title_from(first) if first else "Imported conversation"
@@ -132,19 +167,26 @@ def parse_import(data: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 def import_json(store: ConversationStore, data: Any) -> dict[str, Any]:
     """Create a new conversation from exported JSON (one transaction: all or nothing)."""
     conv, messages = parse_import(data)
+    root = conv.pop("active_root")
+    children = [m.pop("active_child") for m in messages]
     with store.db.session() as s:
         c = Conversation(**conv, user_id=store.owner)
         s.add(c)
         s.flush()
-        previous: Message | None = None
+        rows: list[Message] = []
         for position, m in enumerate(messages):
             feedback = m.pop("feedback", None)
+            parent = m.pop("parent")
             row = Message(conversation_id=c.id, position=position,
-                          parent_id=previous.id if previous is not None else None, **m)
+                          parent_id=None if parent is None else rows[parent].id, **m)
             if feedback is not None:
                 row.feedback = Feedback(**feedback)
             s.add(row)
             s.flush()
-            previous = row
+            rows.append(row)
+        # Children come after their parents: the pointers are set once every row has its id.
+        for row, child in zip(rows, children, strict=True):
+            row.active_child_id = None if child is None else rows[child].id
+        c.active_root_id = None if root is None else rows[root].id
         conversation_id = c.id
     return store.get(conversation_id)

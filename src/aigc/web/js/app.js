@@ -9,6 +9,8 @@ import { initKnowledge, loadKnowledge } from "./knowledge.js";
 import { initStudio, loadTemplates } from "./studio.js";
 import { initModeration } from "./moderation.js";
 import { hideSupport, initSupport, loadSupport } from "./support.js";
+import { initCompare, loadCompare } from "./arena.js";
+import { hideDashboard, initDashboard, showDashboard } from "./dashboard.js";
 
 let studioLoaded = false;
 
@@ -18,6 +20,11 @@ function showTab(name) {
   $("#studio-view").hidden = name !== "studio";
   $("#knowledge-view").hidden = name !== "knowledge";
   $("#support-view").hidden = name !== "support";
+  $("#compare-view").hidden = name !== "compare";
+  $("#dashboard-view").hidden = name !== "dashboard";
+  if (name === "dashboard") showDashboard().catch(showError);
+  else hideDashboard();
+  if (name === "compare") loadCompare().catch(showError);
   if (name === "knowledge") loadKnowledge().catch(showError);
   if (name === "support") loadSupport().catch(showError);
   else hideSupport();
@@ -50,6 +57,8 @@ async function main() {
   initKnowledge();
   initSupport();
   initModeration();
+  initCompare();
+  initDashboard(me);
   await initChat();
   document.body.dataset.ready = "1";
 }

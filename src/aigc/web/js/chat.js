@@ -1,6 +1,7 @@
 // The chat tab: conversation list and search, the open conversation, streaming replies (send, stop,
-// regenerate, edit = truncate and regenerate), feedback, export/import. The open conversation's
-// id lives in the URL hash (#/c/12) so a reload comes back to it.
+// regenerate, edit), branches (an edit or a regenerated reply is a sibling: ‹ 2/3 › switches, "fork"
+// copies the path into a new conversation), feedback, export/import. The server sends the active
+// path only. The open conversation's id lives in the URL hash (#/c/12) so a reload comes back to it.
 
 import { api, download, pickJsonFile, stream } from "./api.js";
 import { $, h, highlighted, relativeTime, toast } from "./dom.js";
@@ -41,8 +42,9 @@ function renderList() {
       ? highlighted(c.match.snippet, query)
       : relativeTime(c.updated_at, lang()) + (c.message_count != null ? ` · ${c.message_count}` : "");
     const title = c.title || t("chat.untitled");
+    // A search hit may sit on a branch that is not on screen: opening it shows that branch.
     const item = h("li", { class: `conv-item${state.current?.id === c.id ? " active" : ""}`, dataset: { id: c.id },
-      onclick: () => openConversation(c.id) },
+      onclick: () => openConversation(c.id, query ? c.match?.message_id : null).catch(showError) },
       h("div", { class: "conv-main" }, h("div", { class: "conv-title" }, query ? highlighted(title, query) : title),
         h("div", { class: "conv-sub" }, sub)),
       h("div", { class: "conv-actions" },
@@ -84,13 +86,18 @@ export function newChat() {
   $("#prompt").focus();
 }
 
-export async function openConversation(id) {
+// `messageId`: a message to show (a search hit), switching to its branch when it is not on screen.
+export async function openConversation(id, messageId = null) {
   if (state.streaming) return;
   const started = performance.now();
   state.current = await api("GET", `/api/conversations/${id}`);
+  if (messageId != null && !state.current.messages.some((m) => m.id === messageId)) {
+    state.current = await api("POST", `/api/conversations/${id}/messages/${messageId}/switch`);
+  }
   const fetched = performance.now();
   if (location.hash !== `#/c/${id}`) history.replaceState(null, "", `#/c/${id}`);
   renderConversation();
+  if (messageId != null) messagesBox().querySelector(`.msg[data-id="${messageId}"]`)?.scrollIntoView({ block: "center" });
   window.aigcPerf = { fetchMs: fetched - started, renderMs: performance.now() - fetched, messages: state.current.messages.length };
   renderList();
   document.body.classList.remove("sidebar-open");
@@ -134,7 +141,30 @@ const actions = {
   onFeedback: async (m, rating, comment) => {
     m.feedback = await api("PUT", `/api/messages/${m.id}/feedback`, { rating, comment });
   },
+  onSwitch: (id) => switchBranch(id).catch(showError),
+  onFork: (m) => fork(m).catch(showError),
 };
+
+// ---------------------------------------------------------------- branches
+
+// Show the branch through message `id` (a sibling): the server answers with the new active path.
+async function switchBranch(id) {
+  const c = state.current;
+  if (!c || state.streaming) return;
+  state.current = await api("POST", `/api/conversations/${c.id}/messages/${id}/switch`);
+  renderConversation();
+  messagesBox().querySelector(`.msg[data-id="${id}"]`)?.scrollIntoView({ block: "nearest" });
+  loadContext();
+}
+
+async function fork(m) {
+  const c = state.current;
+  if (!c || state.streaming) return;
+  const created = await api("POST", `/api/conversations/${c.id}/messages/${m.id}/fork`);
+  toast(t("msg.fork.done"));
+  await refreshList();
+  await openConversation(created.id);
+}
 
 // ---------------------------------------------------------------- replies
 

@@ -14,6 +14,9 @@ const PATHS = {
   close: ["M6 6l12 12M18 6L6 18"],
   download: ["M12 4v11M7 10l5 5 5-5M5 20h14"],
   upload: ["M12 20V9M7 14l5-5 5 5M5 4h14"],
+  // fork from here: a trunk with a branch leaving it
+  fork: ["M8 5a2 2 0 1 1-4 0a2 2 0 1 1 4 0zM8 19a2 2 0 1 1-4 0a2 2 0 1 1 4 0zM20 5a2 2 0 1 1-4 0a2 2 0 1 1 4 0z",
+    "M6 7v10M18 7v1a4 4 0 0 1-4 4h-4a4 4 0 0 0-4 4"],
 };
 
 export function icon(name) {

@@ -6,7 +6,8 @@ import { formatNumber, t } from "./i18n.js";
 import { icon } from "./icons.js";
 import { renderMarkdown } from "./markdown.js";
 
-// actions: {onEdit(message, node), onRegenerate(), onFeedback(message, rating, comment)}
+// actions: {onEdit(message, node), onRegenerate(), onFeedback(message, rating, comment),
+//           onSwitch(messageId), onFork(message)}
 export function messageNode(m, { dropped = false, actions = {} } = {}) {
   const role = m.role === "user" ? "user" : m.role === "assistant" ? "assistant" : "system";
   const node = h("article", { class: `msg ${role}${dropped ? " dropped" : ""}`, dataset: { id: m.id ?? "", role } });
@@ -20,6 +21,7 @@ export function messageNode(m, { dropped = false, actions = {} } = {}) {
   const filtered = m.finish_reason === "content_filter";
   if (filtered) head.append(h("span", { class: "badge err content-filter" }, t("msg.content_filter")));
   if (dropped) head.append(h("span", { class: "badge warn dropped-badge", title: t("msg.dropped.title") }, t("msg.dropped")));
+  if (m.siblings?.length > 1 && actions.onSwitch) head.append(branchNav(m, actions));
   const body = h("div", { class: "msg-body" });
   body.append(renderMarkdown(m.content, t("msg.copy")));
   const main = h("div", { class: "msg-main" }, head);
@@ -34,6 +36,18 @@ export function messageNode(m, { dropped = false, actions = {} } = {}) {
     if (m.feedback) ensureActions(node); // a rated reply shows its rating without a hover
   }
   return node;
+}
+
+// ‹ 2/3 ›: the message has siblings (other versions of an edit, other replies); the arrows show
+// the branch through the previous or next one. Always visible, unlike the action bar.
+function branchNav(m, actions) {
+  const at = m.siblings.indexOf(m.id);
+  const step = (delta, label, glyph) => h("button", { type: "button", class: `icon-btn branch-${delta < 0 ? "prev" : "next"}`,
+    title: t(label), "aria-label": t(label), disabled: !m.siblings[at + delta],
+    onclick: () => actions.onSwitch(m.siblings[at + delta]) }, glyph);
+  return h("span", { class: "branch-nav" }, step(-1, "msg.branch.prev", "‹"),
+    h("span", { class: "branch-count", title: t("msg.branch.title") }, `${at + 1}/${m.siblings.length}`),
+    step(1, "msg.branch.next", "›"));
 }
 
 // A reasoning model's thinking, collapsed above its answer (plain text: it is a draft, not the
@@ -96,6 +110,10 @@ function actionBar(m, last, actions, node) {
     toast(t("msg.copied"));
   });
   bar.append(copy);
+  if (actions.onFork) {
+    bar.append(h("button", { type: "button", class: "icon-btn fork-btn", title: t("msg.fork"), "aria-label": t("msg.fork"),
+      onclick: () => actions.onFork(m) }, icon("fork")));
+  }
   if (m.role === "user" && actions.onEdit) {
     bar.append(h("button", { type: "button", class: "icon-btn edit-btn", title: t("msg.edit"), "aria-label": t("msg.edit"),
       onclick: () => actions.onEdit(m, node) }, icon("edit")));

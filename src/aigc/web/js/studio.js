@@ -5,6 +5,7 @@
 import { api, download, pickJsonFile, stream } from "./api.js";
 import { $, h, toast } from "./dom.js";
 import { pick, t } from "./i18n.js";
+import { icon } from "./icons.js";
 import { renderMarkdown } from "./markdown.js";
 import { modelNames } from "./settings.js";
 
@@ -108,7 +109,8 @@ function renderMain() {
       h("button", { type: "button", class: "btn ghost", id: "studio-preview", onclick: togglePrompt },
         t(state.prompt ? "studio.hide" : "studio.preview")),
       h("button", { type: "button", class: "btn ghost", id: "studio-save", disabled: running || !state.output,
-        onclick: saveToConversation }, t("studio.save"))),
+        onclick: saveToConversation }, t("studio.save")),
+      !running && state.output && state.lastRun?.id ? rateButtons(state.lastRun) : null),
     state.prompt ? h("div", {}, h("div", { class: "section-label" }, t("studio.prompt")),
       h("div", { class: "prompt-box", id: "studio-prompt" }, state.prompt)) : null,
     h("div", { class: "section-label" }, t("studio.output")),
@@ -180,6 +182,7 @@ async function run() {
         state.run.prompt = event.prompt;
         state.run.system = event.system;
         state.run.model = event.model;
+        state.run.id = event.run_id;
         state.sources = event.sources;
         if (state.prompt) state.prompt = (event.system ? `[system] ${event.system}\n\n` : "") + event.prompt;
       } else if (event.type === "delta") {
@@ -202,6 +205,25 @@ async function run() {
   }
   state.lastRun = { ...state.run, template: tpl };
   state.run = null;
+  renderMain();
+}
+
+// 👍/👎 on the last run's output (the dashboard counts them per template); the same again takes it back.
+function rateButtons(last) {
+  return h("span", { class: "studio-rate" },
+    ...[[1, "up", "studio.rate.up"], [-1, "down", "studio.rate.down"]].map(([value, glyph, key]) =>
+      h("button", { type: "button", class: `icon-btn fb-btn${last.rating === value ? " on" : ""}`, title: t(key),
+        "aria-label": t(key), "aria-pressed": String(last.rating === value), dataset: { rating: value },
+        onclick: () => rate(last, value) }, icon(glyph))));
+}
+
+async function rate(last, value) {
+  const path = `/api/templates/runs/${encodeURIComponent(last.id)}/feedback`;
+  const taken = last.rating === value;
+  const ok = await (taken ? api("DELETE", path) : api("PUT", path, { rating: value })).then(() => true).catch(fail);
+  if (!ok) return;
+  last.rating = taken ? null : value;
+  if (!taken) toast(t("studio.rated"));
   renderMain();
 }
 
