@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import time
 from contextlib import closing
 
 import httpx
 import pytest
 from app_harness import SCRIPTED, error_of, events_of, scripted_server
+from server_harness import metric
 
 from aigc.accounts import UserStore
 from aigc.safety.events import ModerationLog
@@ -23,13 +23,6 @@ PASSWORD = "correct horse battery"
 CHAT = {"model": SCRIPTED, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        m = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 def settled_metrics(http: httpx.Client, requests: int) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import tempfile
 import threading
@@ -126,3 +127,13 @@ def scripted_chat_upstream(pieces: list[str], seen: list[dict] | None = None):
         return StreamingResponse(events(), media_type="text/event-stream")
 
     return app
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of Prometheus metric `name` (in /metrics `text`) whose labels include `labels`."""
+    total = 0.0
+    for line in text.splitlines():
+        m = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
+        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
+            total += float(m.group(2))
+    return total

@@ -9,19 +9,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from server_harness import TINY, ServerThread, tiny_app
+from server_harness import TINY, ServerThread, metric, tiny_app
 
 PROMPT = "The same long prompt, twice, so that the second request finds it in the prefix cache. " * 3
 
 
-def metric(text: str, name: str, **labels: str) -> float:
-    """Sum of the samples of `name` whose labels include `labels`."""
-    total = 0.0
-    for line in text.splitlines():
-        m = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 def types(text: str) -> dict[str, str]:

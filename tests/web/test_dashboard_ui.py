@@ -5,20 +5,19 @@ what the API and /metrics count, in English and in Chinese, with nothing loaded 
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 import pytest
 from web_harness import MODEL, shot
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+
+from server_harness import metric  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        m = re.fullmatch(rf"{re.escape(name)}(?:\{{(.*)\}})? (\S+)", line)
-        if m and all(f'{k}="{v}"' in (m.group(1) or "") for k, v in labels.items()):
-            total += float(m.group(2))
-    return total
 
 
 def _traffic(live_server) -> None:
@@ -56,8 +55,8 @@ def test_dashboard_shows_the_servers_numbers(page, live_server):
         body = api.get("/api/dashboard", params={"window": "5m"}).json()
         metrics = api.get("/metrics").text
     mine = body["models"][MODEL]
-    assert mine["requests"] == _metric(metrics, "aigc_requests_total", model=MODEL) >= 3
-    assert mine["generation_tokens"] == _metric(metrics, "aigc:generation_tokens_total", model_name=MODEL)
+    assert mine["requests"] == metric(metrics, "aigc_requests_total", model=MODEL) >= 3
+    assert mine["generation_tokens"] == metric(metrics, "aigc:generation_tokens_total", model_name=MODEL)
 
     cards = page.locator("#dash-cards .dash-card")
     assert cards.count() == 9
