@@ -38,6 +38,10 @@ def add_finetune_args(p: argparse.ArgumentParser, *, lr_help: str) -> None:
                    help="autocast: auto = bf16 on CUDA and on CPUs with native bf16, else fp32")
     t.add_argument("--log-every", type=int, default=10, help="optimizer steps between log lines")
     t.add_argument("--eval-every", type=int, default=0, help="optimizer steps between evaluations (0: at the end)")
+    t.add_argument("--checkpoint-every", type=int, default=100, metavar="N",
+                   help="optimizer steps between resume checkpoints, kept next to --out until it is written "
+                        "(0: none; default: %(default)s)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--models-dir", type=Path, default=None, help="folder of local models")
     p.add_argument("--force", action="store_true", help="replace an existing output directory")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -56,6 +60,7 @@ def common_config(args: argparse.Namespace) -> dict:
         epochs=args.epochs, max_steps=args.max_steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
         lr=args.lr, warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, seed=args.seed,
         device=args.device, precision=args.precision, log_every=args.log_every, eval_every=args.eval_every,
+        checkpoint_every=args.checkpoint_every, resume=args.resume,
         force=args.force, models_dir=settings_from(args).models_dir,
     )
 

@@ -33,11 +33,13 @@ from aigc.training.finetune import (
     autocast_dtype,
     check_memory,
     check_output_dir,
+    clear_resume,
     count_parameters,
     freeze,
     pick_device,
     progress_console,
     read_jsonl,
+    resume_dir_for,
     set_dropout,
     train_loop,
     write_json,
@@ -145,6 +147,8 @@ class ClassifyConfig:
     save_dtype: str = "float32"
     log_every: int = 10
     eval_every: int = 0
+    checkpoint_every: int = 100  # optimizer steps between resume checkpoints (0: none)
+    resume: bool = False  # continue an interrupted run from its checkpoint
     force: bool = False
     models_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -279,7 +283,8 @@ def train_classifier(cfg: ClassifyConfig, quiet: bool = False
     loop = LoopConfig(max_steps=steps, lr=lr, min_lr=lr * cfg.min_lr_ratio,
                       warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 10),
                       weight_decay=cfg.weight_decay, grad_accum=cfg.grad_accum, clip=cfg.clip,
-                      log_every=cfg.log_every, eval_every=cfg.eval_every)
+                      log_every=cfg.log_every, eval_every=cfg.eval_every,
+                      checkpoint_every=cfg.checkpoint_every, resume_dir=resume_dir_for(cfg.out), resume=cfg.resume)
     t0 = time.perf_counter()
     probe = not any(p.requires_grad for p in backbone.parameters())
     if probe:  # only the head trains: the pooled features never change, so compute them once
@@ -338,5 +343,6 @@ def train_classifier(cfg: ClassifyConfig, quiet: bool = False
         args = {k: v for k, v in asdict(cfg).items() if k != "extra"}
         write_json(tmp / "training_args.json", {**args, **cfg.extra})
         write_json(tmp / "eval_results.json", summary)
+    clear_resume(loop)
     summary["out"] = str(cfg.out)
     return report, summary

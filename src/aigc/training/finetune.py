@@ -14,6 +14,8 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from aigc.training.checkpointing import capture_rng_state, restore_rng_state
 from aigc.training.optim import build_optimizer, lr_at
 from aigc.training.pretrain import available_memory_bytes
 from aigc.training.progress import TrainingProgress
@@ -175,6 +178,52 @@ class LoopConfig:
     clip: float = 1.0
     log_every: int = 10
     eval_every: int = 0  # optimizer steps; 0 = only at the end
+    checkpoint_every: int = 0  # optimizer steps between resume checkpoints in `resume_dir` (0: none)
+    resume_dir: Path | None = None  # where the run's resume checkpoint lives (next to the output)
+    resume: bool = False  # continue from the checkpoint there (without it, finding one is an error)
+
+
+RESUME_FILE = "resume.pt"
+
+
+def resume_dir_for(out: str | Path) -> Path:
+    """A run's resume checkpoints sit next to its output, which appears only when the run is done."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.resume")
+
+
+def clear_resume(cfg: LoopConfig) -> None:
+    """The run is published: its resume checkpoint is no longer needed."""
+    if cfg.resume_dir is not None:
+        shutil.rmtree(cfg.resume_dir, ignore_errors=True)
+
+
+def _fingerprint(cfg: LoopConfig, model: nn.Module) -> dict[str, Any]:
+    """What must be equal for a checkpoint to continue this run exactly."""
+    return {"max_steps": cfg.max_steps, "lr": cfg.lr, "min_lr": cfg.min_lr, "warmup_steps": cfg.warmup_steps,
+            "grad_accum": cfg.grad_accum, "weight_decay": cfg.weight_decay,
+            "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad)}
+
+
+def _save_resume(cfg: LoopConfig, state: dict[str, Any]) -> None:
+    assert cfg.resume_dir is not None
+    cfg.resume_dir.mkdir(parents=True, exist_ok=True)
+    partial = cfg.resume_dir / f"{RESUME_FILE}.partial"
+    torch.save(state, partial)
+    os.replace(partial, cfg.resume_dir / RESUME_FILE)  # a crash while saving keeps the previous one
+
+
+def _load_resume(cfg: LoopConfig, model: nn.Module) -> dict[str, Any] | None:
+    path = cfg.resume_dir / RESUME_FILE if cfg.resume_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    if not cfg.resume:
+        raise ValueError(f"{cfg.resume_dir} holds an unfinished run; pass --resume to continue it, or delete it")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state.get("fingerprint") != _fingerprint(cfg, model):
+        raise ValueError(f"{cfg.resume_dir} holds a run with other settings (steps, learning rate, batching or "
+                         f"trained parameters); resume with the same ones, or delete it")
+    return state
 
 
 LossOutput = torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]
@@ -219,10 +268,26 @@ def train_loop(model: nn.Module, batches: Iterator[Any], loss_fn: Callable[[nn.M
     """
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas, trainable_only=True)
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    start, seen = 0, 0
+    resumed = _load_resume(cfg, model)
+    if resumed is not None:
+        # Exact continuation: the trained weights, the optimizer's moments, the data order (the batch
+        # iterators are seeded, so skipping the consumed batches lands where the run stopped) and
+        # the RNG streams dropout draws from, restored after the skipping.
+        with torch.no_grad():
+            for name, value in resumed["params"].items():
+                trainable[name].copy_(value)
+        optimizer.load_state_dict(resumed["optimizer"])
+        for _ in range(resumed["step"] * cfg.grad_accum):
+            next(batches)
+        restore_rng_state(resumed["rng"])
+        start, seen = resumed["step"], resumed["seen"]
+        progress.print(f"resumed from step {start} ({cfg.resume_dir})")
     model.train()
-    t0, seen, total = time.perf_counter(), 0, float("nan")
+    t0, total = time.perf_counter(), float("nan")
     window = MetricMeans()
-    for step in range(cfg.max_steps):
+    for step in range(start, cfg.max_steps):
         lr = lr_at(step, cfg.warmup_steps, cfg.max_steps, cfg.lr, cfg.min_lr)
         for g in optimizer.param_groups:
             g["lr"] = lr
@@ -244,7 +309,7 @@ def train_loop(model: nn.Module, batches: Iterator[Any], loss_fn: Callable[[nn.M
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
-        rate = seen / (time.perf_counter() - t0)
+        rate = seen / max(time.perf_counter() - t0, 1e-9)
         means = window.means()
         if done % cfg.log_every == 0 or done == cfg.max_steps:
             record = {"loss": total, "lr": lr, "examples_per_s": rate, **means}
@@ -254,6 +319,11 @@ def train_loop(model: nn.Module, batches: Iterator[Any], loss_fn: Callable[[nn.M
             window.reset()
         shown = {k.rsplit("/", 1)[-1]: means[k] for k in bar_metrics if k in means}
         progress.update(done, loss=total, examples_per_s=rate, **shown)
+        if cfg.resume_dir is not None and cfg.checkpoint_every and done % cfg.checkpoint_every == 0 \
+                and done != cfg.max_steps:
+            _save_resume(cfg, {"step": done, "seen": seen, "fingerprint": _fingerprint(cfg, model),
+                               "params": {n: p.detach().cpu().clone() for n, p in trainable.items()},
+                               "optimizer": optimizer.state_dict(), "rng": capture_rng_state()})
         if evaluate is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.max_steps:
             scores = evaluate()
             progress.log(done, scores, split="val")

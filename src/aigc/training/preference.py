@@ -43,6 +43,7 @@ from aigc.training.finetune import (
     MetricMeans,
     autocast_dtype,
     check_memory,
+    clear_resume,
     count_parameters,
     pick_device,
     progress_console,
@@ -478,5 +479,6 @@ def train_preference(cfg: PreferenceConfig, quiet: bool = False) -> dict[str, An
                 progress.log(steps, scores, split="val")
                 summary["validation"] = scores
         save_output(model, tok, tmp, cfg, save_dtype, summary, targets)
+    clear_resume(loop)
     summary["out"] = str(cfg.out)
     return summary

@@ -33,11 +33,13 @@ from aigc.training.finetune import (
     autocast_dtype,
     check_memory,
     check_output_dir,
+    clear_resume,
     count_parameters,
     freeze,
     pick_device,
     progress_console,
     read_jsonl,
+    resume_dir_for,
     set_dropout,
     train_loop,
     write_json,
@@ -159,6 +161,8 @@ class SFTConfig:
     save_dtype: str = "float32"
     log_every: int = 10
     eval_every: int = 0
+    checkpoint_every: int = 100  # optimizer steps between resume checkpoints (0: none)
+    resume: bool = False  # continue an interrupted run from its checkpoint
     force: bool = False
     models_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -294,7 +298,8 @@ def loop_config(cfg: SFTConfig, n_train: int, default_lr: tuple[float, float]) -
     return LoopConfig(max_steps=steps, lr=lr, min_lr=lr * cfg.min_lr_ratio,
                       warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 20),
                       weight_decay=cfg.weight_decay, grad_accum=cfg.grad_accum, clip=cfg.clip,
-                      log_every=cfg.log_every, eval_every=cfg.eval_every)
+                      log_every=cfg.log_every, eval_every=cfg.eval_every,
+                      checkpoint_every=cfg.checkpoint_every, resume_dir=resume_dir_for(cfg.out), resume=cfg.resume)
 
 
 def save_output(model, tokenizer: Tokenizer, tmp: Path, cfg: SFTConfig, save_dtype: torch.dtype,
@@ -353,5 +358,6 @@ def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict[str, Any]:
                 progress.log(steps, scores, split="val")
                 summary.update(val_loss=scores["loss"], val_ppl=scores["ppl"])
         save_output(model, tok, tmp, cfg, save_dtype, summary, targets)
+    clear_resume(loop)
     summary["out"] = str(cfg.out)
     return summary
