@@ -21,9 +21,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from aigc.apps.chat.context import ContextOverflowError
 from aigc.apps.chat.model import GenerationParams
-from aigc.apps.chat.replies import CannedReply, ReplyError, context_report, ground
+from aigc.apps.chat.replies import CannedReply, context_report, fit_reply, ground
 from aigc.apps.studio.catalog import StudioTemplate, choose_model
 from aigc.apps.studio.runner import NoJSONModeError, plan_run, studio_events, studio_messages
 from aigc.apps.studio.runs import StudioRuns
@@ -131,16 +130,10 @@ async def run_template(template_id: str, request: Request) -> EventStreamRespons
     body = await read_body(request, TemplateRunIn)
     t = await run_in_threadpool(_templates(request).get, template_id)
     prompt, chat, params = await run_in_threadpool(_plan, web, t, body, request_record(request))  # off the loop
-    if params.max_tokens >= chat.window:
-        raise APIError(400, f"max_tokens must be smaller than the model's window ({chat.window})",
-                       param="params.max_tokens", code="invalid_value")
     kb_ids = await kb_routes.check_knowledge_ids(request, body.knowledge_base_ids) or []
     messages, sources, canned = await run_in_threadpool(
         ground, studio_messages(t, prompt), kb_ids, kb_routes.retriever_for(request))
-    try:
-        fitted = await run_in_threadpool(chat.fit, messages, chat.window - params.max_tokens)
-    except ContextOverflowError as e:
-        raise ReplyError(str(e), code="context_length_exceeded") from None
+    fitted = await run_in_threadpool(fit_reply, chat, params, messages)
     record = request_record(request)
     record.model, record.prompt_tokens = chat.name, fitted.used
     stream = CannedReply(canned, fitted.used) if canned is not None else await chat.stream(fitted, params)

@@ -28,9 +28,8 @@ from starlette.concurrency import run_in_threadpool
 
 from aigc.apps.arena.battles import ArenaStore
 from aigc.apps.arena.ratings import leaderboard
-from aigc.apps.chat.context import ContextOverflowError
 from aigc.apps.chat.model import ParamsIn, Reasoning, ReplyStream
-from aigc.apps.chat.replies import ReplyError
+from aigc.apps.chat.replies import fit_reply
 from aigc.server.app_http import as_sse, path_id, read_body
 from aigc.server.app_schemas import merged_params
 from aigc.server.auth import principal_of
@@ -96,13 +95,7 @@ async def _start(request: Request, name: str, messages: list[dict[str, str]], bo
     web = request.app.state.webapp
     chat = web.model(name, request_record(request))  # 404 unknown, 503 loading
     params = merged_params(None, body.params)
-    if params.max_tokens >= chat.window:
-        raise APIError(400, f"max_tokens must be smaller than {name}'s window ({chat.window})",
-                       param="params.max_tokens", code="invalid_value")
-    try:
-        fitted = await run_in_threadpool(chat.fit, messages, chat.window - params.max_tokens)
-    except ContextOverflowError as e:
-        raise ReplyError(str(e), code="context_length_exceeded") from None
+    fitted = await run_in_threadpool(fit_reply, chat, params, messages)
     return await chat.stream(fitted, params)
 
 

@@ -36,9 +36,21 @@ log = logging.getLogger("aigc.apps.chat")
 class ReplyError(ValueError):
     """A reply that cannot be asked for (nothing to answer, params that do not fit); API 400."""
 
-    def __init__(self, message: str, code: str = "invalid_request"):
+    def __init__(self, message: str, code: str = "invalid_request", param: str | None = None):
         super().__init__(message)
-        self.code = code
+        self.code, self.param = code, param
+
+
+def fit_reply(model: ChatModel, params: GenerationParams, messages: list[dict[str, Any]]) -> FittedContext:
+    """`messages` fitted into the model's window with room for `params.max_tokens` of reply: the one
+    check every way to a reply makes (chat, studio, arena, eval runs)."""
+    if params.max_tokens >= model.window:
+        raise ReplyError(f"max_tokens ({params.max_tokens}) must be smaller than the model's context "
+                         f"window ({model.window} tokens)", code="invalid_value", param="params.max_tokens")
+    try:
+        return model.fit(messages, model.window - params.max_tokens)
+    except ContextOverflowError as e:
+        raise ReplyError(str(e), code="context_length_exceeded") from None
 
 
 @dataclass
@@ -171,21 +183,12 @@ class ChatReplies:
 
     # ---------------------------------------------------------------- planning
 
-    def _fit(self, model: ChatModel, params: GenerationParams, messages: list[dict[str, Any]]) -> FittedContext:
-        if params.max_tokens >= model.window:
-            raise ReplyError(f"max_tokens ({params.max_tokens}) must be smaller than the model's context "
-                             f"window ({model.window} tokens)", code="invalid_value")
-        try:
-            return model.fit(messages, model.window - params.max_tokens)
-        except ContextOverflowError as e:
-            raise ReplyError(str(e), code="context_length_exceeded") from None
-
     def _plan(self, conversation_id: int, model: ChatModel, params: GenerationParams,
               messages: list[dict[str, Any]], commit: Callable[[], dict[str, Any] | None],
               conversation: dict[str, Any] | None = None) -> ReplyPlan:
         kb_ids = (conversation or {}).get("knowledge_base_ids") or []
         messages, sources, canned = ground(messages, kb_ids, self.retriever)
-        fitted = self._fit(model, params, messages)
+        fitted = fit_reply(model, params, messages)
         return ReplyPlan(conversation_id, model, params, fitted, commit, context_report(model, fitted, params.max_tokens),
                          sources, canned)
 
@@ -249,7 +252,7 @@ class ChatReplies:
             return {"used_tokens": 0, "window": model.window, "reserved_tokens": params.max_tokens,
                     "dropped_messages": [], "exact": model.exact_tokens}
         try:
-            return context_report(model, self._fit(model, params, messages), params.max_tokens)
+            return context_report(model, fit_reply(model, params, messages), params.max_tokens)
         except ReplyError as e:
             if e.code != "context_length_exceeded":
                 raise

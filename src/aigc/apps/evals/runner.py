@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigc.apps.chat.model import ChatModel, GenerationParams, Reasoning
+from aigc.apps.chat.replies import fit_reply
 from aigc.apps.evals.sets import EvalItem, EvalSet
 from aigc.apps.studio.catalog import StudioTemplate, load_builtin_templates
 from aigc.apps.studio.runner import plan_run, studio_events, studio_messages
@@ -111,9 +112,7 @@ async def _generate(model: ChatModel, messages: list[dict[str, Any]], params: Ge
                     template: StudioTemplate | None, prompt: str) -> tuple[str, str | None, int]:
     """(text, finish_reason, completion tokens) of one reply; a studio run goes through the
     studio's own event stream."""
-    if params.max_tokens >= model.window:
-        raise ValueError(f"max_tokens must be smaller than the model's window ({model.window})")
-    fitted = await asyncio.to_thread(model.fit, messages, model.window - params.max_tokens)
+    fitted = await asyncio.to_thread(fit_reply, model, params, messages)
     for attempt in range(BUSY_RETRIES + 1):
         try:
             stream = await model.stream(fitted, params)
