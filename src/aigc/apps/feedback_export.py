@@ -216,12 +216,14 @@ def _rated(s: Session, owner: Owner, model: str | None, *, only_positive: bool) 
     return list(s.execute(_scope(q, Message, owner, model).order_by(Message.id)))
 
 
-def _sibling_pairs(s: Session, owner: Owner, model: str | None) -> list[Any]:
-    """(chosen, rejected) rows: a 👍 assistant message and a 👎 one with the same parent."""
+def sibling_pairs(s: Session, owner: Owner, model: str | None) -> list[Any]:
+    """(chosen, rejected) rows: a 👍 assistant message and a 👎 one with the same parent (DPO pairs
+    here, and arena votes when two models wrote them)."""
     chosen, rejected = aliased(Message), aliased(Message)
     liked, disliked = aliased(Feedback), aliased(Feedback)
     q = (select(chosen.id.label("chosen_id"), rejected.id.label("rejected_id"), chosen.conversation_id,
                 chosen.content.label("chosen"), rejected.content.label("rejected"),
+                chosen.model.label("chosen_model"), rejected.model.label("rejected_model"),
                 chosen.finish_reason.label("chosen_finish"), chosen.sources.label("chosen_sources"),
                 rejected.finish_reason.label("rejected_finish"), rejected.sources.label("rejected_sources"))
          .join(liked, liked.message_id == chosen.id)
@@ -259,7 +261,7 @@ def export_feedback(db: Database, fmt: str, *, owner: Owner = ANY_OWNER, model: 
     with db.session() as s:
         prompts = _Prompts(s)
         if fmt == "dpo":
-            rows = _sibling_pairs(s, owner, model)
+            rows = sibling_pairs(s, owner, model)
             prompts.load(r.conversation_id for r in rows)
             for r in rows:
                 why = (_left_out(r.chosen_finish, r.chosen_sources)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, select
-from sqlalchemy.orm import aliased
+from sqlalchemy import select
 
 from aigc.apps.arena.ratings import OUTCOMES
 from aigc.apps.chat.conversations import NotFoundError, iso
+from aigc.apps.feedback_export import ANY_OWNER, sibling_pairs
 from aigc.store import Database
-from aigc.store.models import ArenaBattle, Feedback, Message, utcnow
+from aigc.store.models import ArenaBattle, utcnow
 
 SIDES = ("a", "b")
 
@@ -85,19 +85,11 @@ class ArenaStore:
 
     def sibling_votes(self) -> list[tuple[str, str, str]]:
         """Votes a chat's ratings make: a 👍 reply and a 👎 sibling (a regenerated answer to the same
-        message) written by two different models count as a win of the first (in rating order)."""
-        liked_msg, disliked_msg = aliased(Message), aliased(Message)
-        liked, disliked = aliased(Feedback), aliased(Feedback)
-        q = (select(liked_msg.model, disliked_msg.model)
-             .join(liked, liked.message_id == liked_msg.id)
-             .join(disliked_msg, and_(disliked_msg.parent_id == liked_msg.parent_id, disliked_msg.id != liked_msg.id))
-             .join(disliked, disliked.message_id == disliked_msg.id)
-             .where(liked_msg.parent_id.is_not(None), liked_msg.role == "assistant", disliked_msg.role == "assistant",
-                    liked.rating > 0, disliked.rating < 0, liked_msg.model.is_not(None),
-                    disliked_msg.model.is_not(None), liked_msg.model != disliked_msg.model)
-             .order_by(liked.id, disliked.id))
+        message, the pairs DPO exports too) written by two different models count as a win of the first."""
         with self.db.session() as s:
-            return [(a, b, "a") for a, b in s.execute(q)]
+            rows = sibling_pairs(s, ANY_OWNER, None)
+        return [(r.chosen_model, r.rejected_model, "a") for r in rows
+                if r.chosen_model and r.rejected_model and r.chosen_model != r.rejected_model]
 
 
 def battle_dict(b: ArenaBattle) -> dict[str, Any]:
