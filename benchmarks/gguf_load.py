@@ -24,45 +24,11 @@ import time
 from pathlib import Path
 
 import httpx
+from vs_llamacpp import random_model  # benchmarks/ is the script's folder, so on sys.path
 
-QWEN_SHAPE = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                  num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1e6,
-                  tie_word_embeddings=True)
-
-
-def make_qwen_file(cache: Path, quant: str) -> Path:
-    path = cache / f"qwen2-0.4b-random-{quant}.gguf"
-    if path.exists():
-        return path
-    import torch
-
-    from aigc.models.config import ModelConfig
-    from aigc.models.gguf_checkpoint import read_gguf_metadata, write_gguf
-    from aigc.models.registry import bundled_path
-
-    meta = read_gguf_metadata(bundled_path("smollm2-135m-instruct"))
-    tok = {k: v for k, v in meta.items() if k.startswith("tokenizer.")}
-    vocab = len(tok["tokenizer.ggml.tokens"])
-    cfg = ModelConfig.from_hf_dict({"architectures": ["Qwen2ForCausalLM"], "vocab_size": vocab, **QWEN_SHAPE})
-    g = torch.Generator().manual_seed(0)
-    d, f, hd = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
-    state = {"model.embed_tokens.weight": torch.randn(vocab, d, generator=g) * 0.02,
-             "model.norm.weight": torch.ones(d)}
-    for i in range(cfg.num_layers):
-        p = f"model.layers.{i}."
-        shapes = {"self_attn.q_proj": (cfg.num_heads * hd, d), "self_attn.k_proj": (cfg.num_kv_heads * hd, d),
-                  "self_attn.v_proj": (cfg.num_kv_heads * hd, d), "self_attn.o_proj": (d, cfg.num_heads * hd),
-                  "mlp.gate_proj": (f, d), "mlp.up_proj": (f, d), "mlp.down_proj": (d, f)}
-        for name, shape in shapes.items():
-            state[p + name + ".weight"] = torch.randn(*shape, generator=g) * 0.02
-        for n in "qkv":
-            state[p + f"self_attn.{n}_proj.bias"] = torch.randn(shapes[f"self_attn.{n}_proj"][0], generator=g) * 0.02
-        state[p + "input_layernorm.weight"] = torch.ones(d)
-        state[p + "post_attention_layernorm.weight"] = torch.ones(d)
-    partial = path.with_suffix(".partial")
-    write_gguf(partial, cfg, state, tok, quant=quant)
-    partial.replace(path)
-    return path
+QWEN_SHAPE = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 896, "intermediate_size": 4864,
+              "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+              "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1e6, "tie_word_embeddings": True}
 
 
 OURS = """
@@ -125,7 +91,7 @@ def main() -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     print(f"CPU: {cpu}")
-    files = [make_qwen_file(args.cache, "Q4_K_M"), make_qwen_file(args.cache, "Q8_0")]
+    files = [random_model(args.cache, "qwen2-0.4b", QWEN_SHAPE, quant) for quant in ("Q4_K_M", "Q8_0")]
     files += [p for p in (args.cache / "llama-0.5b-Q4_K_M.gguf", args.cache / "llama-0.5b-Q8_0.gguf") if p.exists()]
     bin_dir = next(args.cache.glob("llama_cpp_python-*/vendor/llama.cpp/build/bin"), Path("/nonexistent"))
     for path in files:

@@ -66,30 +66,34 @@ def quantized_copy(bin_dir: Path, src: Path, dst: Path, kind: str) -> Path:
     return dst
 
 
-def big_model(cache: Path) -> Path:
-    """~0.49B-parameter Llama shape, random weights, SmolLM2's tokenizer (llama.cpp needs a real one)."""
-    path = cache / "llama-0.5b-random-F16.gguf"
+def random_model(cache: Path, name: str, hf_config: dict, quant: str = "F16") -> Path:
+    """`cache/NAME-random-QUANT.gguf`: a random-weight model of an HF config's shape with SmolLM2's
+    tokenizer (llama.cpp needs a real one), written once by our GGUF writer."""
+    from aigc.models.hf_checkpoint import native_to_hf
+    from aigc.models.transformer import Transformer
+
+    path = cache / f"{name}-random-{quant}.gguf"
     if path.exists():
         return path
     meta = read_gguf_metadata(bundled_path("smollm2-135m-instruct"))
     tok_meta = {k: v for k, v in meta.items() if k.startswith("tokenizer.")}
-    cfg = ModelConfig(vocab_size=49152, hidden_size=1280, intermediate_size=3584, num_layers=24, num_heads=20,
-                      num_kv_heads=4, max_position_embeddings=8192, tie_word_embeddings=True, norm_eps=1e-5,
-                      rope_theta=100000.0, bos_token_id=1, eos_token_id=2)
+    cfg = ModelConfig.from_hf_dict({"vocab_size": 49152, "max_position_embeddings": 8192, "bos_token_id": 1,
+                                    "eos_token_id": 2, **hf_config})
     torch.manual_seed(0)
-    d, f, hd = cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
-    sd = {"model.embed_tokens.weight": torch.randn(cfg.vocab_size, d) * 0.02, "model.norm.weight": torch.ones(d)}
-    for i in range(cfg.num_layers):
-        p = f"model.layers.{i}."
-        shapes = {"self_attn.q_proj": (d, d), "self_attn.k_proj": (cfg.num_kv_heads * hd, d),
-                  "self_attn.v_proj": (cfg.num_kv_heads * hd, d), "self_attn.o_proj": (d, d),
-                  "mlp.gate_proj": (f, d), "mlp.up_proj": (f, d), "mlp.down_proj": (d, f)}
-        for name, shape in shapes.items():
-            sd[p + name + ".weight"] = torch.randn(shape) * 0.02
-        sd[p + "input_layernorm.weight"] = torch.ones(d)
-        sd[p + "post_attention_layernorm.weight"] = torch.ones(d)
-    write_gguf(path, cfg, sd, tok_meta, quant="F16")
+    model = Transformer(cfg)
+    model.init_weights()
+    partial = path.with_suffix(".partial")
+    write_gguf(partial, cfg, native_to_hf(cfg, model.state_dict()), tok_meta, quant=quant)
+    partial.replace(path)
     return path
+
+
+def big_model(cache: Path) -> Path:
+    """~0.49B-parameter Llama shape."""
+    return random_model(cache, "llama-0.5b", {
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 1280, "intermediate_size": 3584,
+        "num_hidden_layers": 24, "num_attention_heads": 20, "num_key_value_heads": 4, "tie_word_embeddings": True,
+        "rms_norm_eps": 1e-5, "rope_theta": 100000.0})
 
 
 # Other architectures at realistic small sizes (random weights, SmolLM2's tokenizer): the shapes of
@@ -107,21 +111,7 @@ FAMILY_SHAPES = {
 
 
 def family_model(cache: Path, label: str) -> Path:
-    from aigc.models.hf_checkpoint import native_to_hf
-    from aigc.models.transformer import Transformer
-
-    path = cache / f"{label.split()[0].lower()}-random-F16.gguf"
-    if path.exists():
-        return path
-    meta = read_gguf_metadata(bundled_path("smollm2-135m-instruct"))
-    tok_meta = {k: v for k, v in meta.items() if k.startswith("tokenizer.")}
-    cfg = ModelConfig.from_hf_dict({"vocab_size": 49152, "max_position_embeddings": 8192, "bos_token_id": 1,
-                                    "eos_token_id": 2, **FAMILY_SHAPES[label]})
-    torch.manual_seed(0)
-    model = Transformer(cfg)
-    model.init_weights()
-    write_gguf(path, cfg, native_to_hf(cfg, model.state_dict()), tok_meta, quant="F16")
-    return path
+    return random_model(cache, label.split()[0].lower(), FAMILY_SHAPES[label])
 
 
 def llama_bench(bin_dir: Path, model: Path, threads: int) -> dict[str, float]:
