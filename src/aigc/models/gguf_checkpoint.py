@@ -178,8 +178,7 @@ def check_gguf(path: str | Path) -> ModelConfig:
     try:
         config = config_from_gguf_metadata(metadata, {t.name: t.shape for t in infos}, _rope_tensors(buf, infos))
         for info in infos:
-            if info.offset + info.n_bytes > len(buf):
-                raise GGUFError(f"{path}: tensor {info.name!r} extends past the end of the file (truncated download?)")
+            _check_in_file(buf, info, f"{path}: ")
     finally:
         buf.close()
     if not metadata.get("tokenizer.ggml.model") or not metadata.get("tokenizer.ggml.tokens"):
@@ -187,10 +186,14 @@ def check_gguf(path: str | Path) -> ModelConfig:
     return config
 
 
+def _check_in_file(buf: Any, info: GGUFTensorInfo, where: str = "") -> None:
+    if info.offset + info.n_bytes > len(buf):
+        raise GGUFError(f"{where}tensor {info.name!r} extends past the end of the file (truncated download?)")
+
+
 def _tensor_array(buf: Any, info: GGUFTensorInfo) -> np.ndarray:
     """Dequantize one tensor to a float32 array of its row-major shape (always a copy)."""
-    if info.offset + info.n_bytes > len(buf):
-        raise GGUFError(f"tensor {info.name!r} extends past the end of the file (truncated download?)")
+    _check_in_file(buf, info)
     raw = np.frombuffer(buf, dtype=np.uint8, count=info.n_bytes, offset=info.offset)
     if info.ggml_type == gguf.GGMLQuantizationType.F32:
         return raw.view("<f4").reshape(info.shape).copy()
@@ -516,8 +519,7 @@ def _read_gguf_packed(path: Path) -> tuple[ModelConfig, dict[str, Any], dict[str
     for info in infos:
         if info.name in ROPE_TENSORS:
             continue
-        if info.offset + info.n_bytes > len(cow):
-            raise GGUFError(f"tensor {info.name!r} extends past the end of the file (truncated download?)")
+        _check_in_file(cow, info)
         n_heads = _rotary_heads(info.name, config)
         fmt = FORMATS.get(info.ggml_type.name)
         if len(info.shape) != 2 or fmt is None or fmt.name == "F32":
