@@ -29,7 +29,7 @@ class Classifier:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
-        self.max_length = max_length or model.config.max_position_embeddings
+        self.max_length = max_length or model.config.context_length
 
     @classmethod
     def load(cls, path: str | Path, *, dtype: str | torch.dtype = "float32", device: str = "cpu",

@@ -71,7 +71,7 @@ class Moderator:
         path = folder / "thresholds.json"
         self.thresholds = thresholds or (json.loads(path.read_text(encoding="utf-8")) if path.is_file()
                                          else {label: 0.5 for label in LABELS})
-        self.max_length = min(max_length, self.model.config.max_position_embeddings)
+        self.max_length = min(max_length, self.model.config.context_length)
         # Few threads: a check runs beside generation, whose cores it should not take (1 of 2 here).
         self.threads = threads or max(1, (os.cpu_count() or 2) // 4)
         self._lock = threading.Lock()

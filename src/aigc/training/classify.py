@@ -248,7 +248,7 @@ def train_classifier(cfg: ClassifyConfig, quiet: bool = False
 
     loaded = load_model(cfg.base, models_dir=cfg.models_dir, dtype="float32")
     tok, backbone = loaded.tokenizer, loaded.model
-    max_length = min(cfg.max_length, backbone.config.max_position_embeddings)
+    max_length = min(cfg.max_length, backbone.config.context_length)
     label_id = {lab: i for i, lab in enumerate(names)}
     rows = encode_texts(tok, [texts[i] for i in train_idx + val_idx], max_length)
     top = max(max(r) for r in rows)

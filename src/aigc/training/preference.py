@@ -420,7 +420,7 @@ def train_preference(cfg: PreferenceConfig, quiet: bool = False) -> dict[str, An
     amp = autocast_dtype(cfg.precision, device)
     loaded = load_base(cfg)
     model, tok = loaded.model, loaded.tokenizer
-    max_length = min(cfg.max_length, model.config.max_position_embeddings)
+    max_length = min(cfg.max_length, model.config.context_length)
     examples, dropped = encode_records(tok, records, cfg.objective, max_length, model.config.vocab_size)
     train, val = split_validation(examples, cfg)
 

@@ -329,7 +329,7 @@ def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict[str, Any]:
     amp = autocast_dtype(cfg.precision, device)
     loaded = load_base(cfg)
     model, tok = loaded.model, loaded.tokenizer
-    max_length = min(cfg.max_length, model.config.max_position_embeddings)
+    max_length = min(cfg.max_length, model.config.context_length)
     examples, dropped = prepare_examples(tok, conversations, max_length, model.config.vocab_size)
     train, val = split_validation(examples, cfg)
 
