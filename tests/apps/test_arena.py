@@ -135,3 +135,20 @@ def test_regenerated_replies_by_two_models_vote_and_arena_votes_export_as_dpo_pa
                       "chosen": [{"role": "assistant", "content": "Hello!"}],
                       "rejected": [{"role": "assistant", "content": "Go away."}]}]
     assert summary.arena == 1 and len(records) == 2  # the sibling pair and the arena pair
+
+
+def test_a_side_failing_with_any_error_ends_that_side_not_the_stream(arena, monkeypatch):
+    from aigc.apps.arena.battles import ArenaStore
+
+    real_finish = ArenaStore.finish
+
+    def finish(self, battle_id, side, text, finish_reason):
+        if side == "a":
+            raise RuntimeError("disk full")
+        return real_finish(self, battle_id, side, text, finish_reason)
+
+    monkeypatch.setattr(ArenaStore, "finish", finish)
+    events = events_of(arena.post("/api/compare", json={"prompt": "Hi", "models": ["alpha", "beta"]}, timeout=30))
+    ends = {e["side"]: e for e in events if e["type"] in ("done", "error")}
+    assert ends[0]["type"] == "error" and ends[0]["error"]["code"] == "model_error"
+    assert ends[1]["type"] == "done" and ends[1]["finish_reason"] == "stop"

@@ -17,6 +17,7 @@ battle too (not blind), so a side-by-side reading can be voted on as well.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator
 from typing import Any, Literal
@@ -38,6 +39,7 @@ from aigc.server.request_log import request_record
 from aigc.server.sse import EventStreamResponse
 
 router = APIRouter(prefix="/api", tags=["arena"])
+log = logging.getLogger("aigc.server")
 
 
 class ChatMessageIn(BaseModel):
@@ -131,9 +133,12 @@ async def _battle(request: Request, body: BattleIn, blind: bool) -> EventStreamR
                 await run_in_threadpool(store.finish, battle["id"], "ab"[side], "".join(text), stream.finish_reason)
                 await queue.put({"type": "done", "side": side, "finish_reason": stream.finish_reason,
                                  "completion_tokens": stream.completion_tokens})
-            except APIError as e:  # one side failing (a remote's error mid-stream) leaves the other
-                await run_in_threadpool(store.finish, battle["id"], "ab"[side], "".join(text), "error")
+            except Exception as e:  # one side failing (a remote's error mid-stream) leaves the other
+                if not isinstance(e, APIError):  # and must still end its side, or the stream would wait forever
+                    log.exception("arena side %s of battle %s failed", side, battle["id"])
+                    e = APIError(500, "the model failed while answering", code="model_error")
                 await queue.put({"type": "error", "side": side, "error": e.body()["error"]})
+                await run_in_threadpool(store.finish, battle["id"], "ab"[side], "".join(text), "error")
 
         tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
         try:
