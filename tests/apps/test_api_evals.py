@@ -1,20 +1,27 @@
 """Scheduled evaluations over HTTP (server/eval_routes.py) on the scripted model: the sets, a run in
-the background with its progress and results, runs per model, errors in the API's shape, runs a
-stopped server left behind, and administrators only."""
+the background with its progress and results, its replies counted in /metrics and the dashboard,
+runs per model, errors in the API's shape, runs a stopped server left behind, and administrators
+only."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextlib import closing
 
 import httpx
 import pytest
-from app_harness import SCRIPTED, byte_tokenizer, error_of, scripted_server
+from app_harness import SCRIPTED, ScriptedEngine, byte_tokenizer, error_of, scripted_server
+from server_harness import metric
 
 from aigc.accounts import UserStore
+from aigc.apps.chat.model import GenerationParams
 from aigc.apps.evals.sets import builtin_set_names, load_eval_set
 from aigc.apps.evals.store import EvalRunStore
 from aigc.apps.studio.catalog import load_builtin_templates
+from aigc.server.app_models import BackendChatModel
+from aigc.server.errors import APIError
+from aigc.server.local_backend import LocalBackend
 from aigc.store import Database
 
 PASSWORD = "correct horse battery"
@@ -73,6 +80,60 @@ def test_a_run_goes_in_the_background_and_keeps_every_result(http, server):
     listed = http.get("/api/evals/runs", params={"model": SCRIPTED}).json()["data"]
     assert listed[0]["id"] == run["id"] and all(x["model"] == SCRIPTED for x in listed)
     assert http.get("/api/evals/runs", params={"set": "poem"}).json()["data"] == []
+
+
+def test_a_runs_replies_count_in_the_metrics_and_the_dashboard(http):
+    """Each item's reply is a request of the model's in /metrics (and so on the dashboard's token
+    cards), as a chat reply is, though the run goes on after its POST was answered."""
+    def counts() -> tuple[float, float, float, dict]:
+        text = http.get("/metrics").text
+        mine = http.get("/api/dashboard", params={"window": "5m"}).json()["models"].get(SCRIPTED, {})
+        return (metric(text, "aigc:generation_tokens_total", model_name=SCRIPTED),
+                metric(text, "aigc_requests_total", model=SCRIPTED, endpoint="/api/evals/runs", status="200"),
+                metric(text, "aigc:prompt_tokens_total", model_name=SCRIPTED), mine)
+
+    tokens, requests, prompt, dash = counts()
+    r = http.post("/api/evals/runs", json={"set": "summary", "limit": 3})
+    assert r.status_code == 202, r.text
+    done = wait_done(http, r.json()["id"])
+    generated = sum(x["completion_tokens"] for x in done["results"])
+    assert done["status"] == "done" and generated > 0
+    tokens2, requests2, prompt2, dash2 = counts()  # a reply is counted before its item is done
+    assert tokens2 - tokens == generated and requests2 - requests == 3 and prompt2 > prompt
+    assert dash2["generation_tokens"] - dash.get("generation_tokens", 0) == generated
+    assert dash2["requests"] - dash.get("requests", 0) == 3
+
+
+def test_a_reply_with_a_record_of_its_own_is_observed_once_as_it_ends():
+    """The model a run uses: each reply is one record (the endpoint's, the model's), observed when
+    it ends: read to the end, cancelled unread, or refused at the start with its status."""
+    engine = ScriptedEngine()
+    seen: list = []
+    model = BackendChatModel(LocalBackend(SCRIPTED, engine, byte_tokenizer(), max_context=2048), 2048,
+                             observe=seen.append, endpoint="/api/evals/runs")
+    fitted = model.fit([{"role": "user", "content": "hi"}], 100)
+
+    async def replies() -> None:
+        stream = await model.stream(fitted, GenerationParams(max_tokens=3))
+        assert not seen  # not before it ends
+        assert "".join([piece async for piece in stream]) == "word0 word1 word2 "
+        stream.cancel()  # after the end: no second count
+        unread = await model.stream(fitted, GenerationParams(max_tokens=3))
+        unread.cancel()
+        unread.cancel()
+        engine.busy = True
+        try:
+            await model.stream(fitted, GenerationParams(max_tokens=3))
+        finally:
+            engine.busy = False
+
+    with pytest.raises(APIError):
+        asyncio.run(replies())
+    assert [(r.endpoint, r.model, r.status) for r in seen] == [("/api/evals/runs", SCRIPTED, 200)] * 2 + [
+        ("/api/evals/runs", SCRIPTED, 429)]
+    read, unread, refused = seen
+    assert read.completion_tokens == 3 and read.prompt_tokens > 0 and read.ttft_s is not None and read.total_s > 0
+    assert unread.completion_tokens == 0 and refused.error_code and refused.completion_tokens == 0
 
 
 def test_a_stopped_servers_runs_are_marked_interrupted(http):

@@ -112,7 +112,7 @@ def test_fork_starts_a_new_conversation_with_the_path(http):
     r = http.post(f"/api/conversations/{c['id']}/messages/{path[1]['id']}/fork")
     assert r.status_code == 201, r.text
     fork = r.json()
-    assert fork["id"] != c["id"] and fork["title"] == "Trip" and fork["system_prompt"] == "Be a guide."
+    assert fork["id"] != c["id"] and fork["title"] == "Trip (fork)" and fork["system_prompt"] == "Be a guide."
     assert fork["params"] == http.get(f"/api/conversations/{c['id']}").json()["params"]
     assert [(m["role"], m["content"]) for m in fork["messages"]] == [(m["role"], m["content"]) for m in path[:2]]
     assert fork["messages"][1]["parent_id"] == fork["messages"][0]["id"] and fork["messages"][1]["feedback"] is None
@@ -123,6 +123,37 @@ def test_fork_starts_a_new_conversation_with_the_path(http):
     # Someone else's message, or one of another conversation, is not found.
     error_of(http.post(f"/api/conversations/{fork['id']}/messages/{path[0]['id']}/fork"), 404, "not_found")
     error_of(http.post(f"/api/conversations/{fork['id']}/messages/{path[0]['id']}/switch"), 404, "not_found")
+
+
+def test_forks_get_titles_of_their_own(http):
+    """A fork's title says it is one, so the sidebar never shows two of the same; a fork of a fork
+    or a second fork is numbered instead of stacking suffixes."""
+    c = new_conversation(http, title="Journey")
+    send(http, c["id"], "where to go?")
+
+    def fork_of(cid: int) -> dict:
+        r = http.post(f"/api/conversations/{cid}/messages/{path_of(http, cid)[0]['id']}/fork")
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    one = fork_of(c["id"])
+    assert one["title"] == "Journey (fork)"
+    assert fork_of(c["id"])["title"] == "Journey (fork 2)"
+    assert fork_of(one["id"])["title"] == "Journey (fork 3)"  # not "(fork) (fork)"
+    titles = [x["title"] for x in http.get("/api/conversations").json()["data"] if x["title"].startswith("Journey")]
+    assert len(titles) == len(set(titles)) == 4
+    http.delete(f"/api/conversations/{one['id']}")
+    assert fork_of(c["id"])["title"] == "Journey (fork)"  # a free title again
+    # An untitled conversation's fork is named after its first question; a long title still fits.
+    untitled = new_conversation(http)
+    send(http, untitled["id"], "what is a fork?")
+    http.patch(f"/api/conversations/{untitled['id']}", json={"title": ""})
+    assert fork_of(untitled["id"])["title"] == "what is a fork? (fork)"
+    long = new_conversation(http, title="x" * 200)
+    send(http, long["id"], "hi")
+    titled = fork_of(long["id"])["title"]
+    assert len(titled) <= 200 and titled.endswith("… (fork)")
+    assert http.get(f"/api/conversations/{c['id']}").json()["title"] == "Journey"
 
 
 def test_export_and_import_keep_the_tree(http):

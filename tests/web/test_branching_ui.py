@@ -109,6 +109,10 @@ def test_regenerate_edit_switch_and_fork(page, scripted):
     assert page.locator(".msg.user .msg-body").inner_text() == "Name a colour"
     reply_is(page, "Reply one.")
     assert page.locator("#conv-list .conv-item.active").count() == 1
+    # The two are told apart in the sidebar: the fork's title says it is one.
+    titles = page.locator("#conv-list .conv-title").all_inner_texts()
+    assert page.locator("#conv-list .conv-item.active .conv-title").inner_text() == "Name a colour (fork)"
+    assert sorted(titles) == ["Name a colour", "Name a colour (fork)"]
     shot(page, "chat-branch-forked")
 
     # Search covers every branch: opening a hit on a branch not on screen shows that branch.

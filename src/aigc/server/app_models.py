@@ -5,12 +5,19 @@ a reply is a `ChatCompletionRequest` run by the backend's `chat()` (generation.p
 `/v1/models` lists -- loaded here or proxied with `--remote` -- can be picked in the UI, with the
 same validation and errors. A local model counts tokens with its own tokenizer and chat template
 (exact); a remote one is estimated (its tokenizer is elsewhere) against this server's `max_context`.
+
+Each reply's tokens are counted in a `RequestRecord`, which `ServerMetrics.observe` turns into
+/metrics and the dashboard's history: the HTTP request's own record for a reply a request streams
+(chat, studio, arena), or, for work that outlives its request (an eval run in the background), a
+record per reply, observed when that reply ends (`observe=`).
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -38,17 +45,26 @@ class BackendReplyStream:
     """A backend's generation stream as the app reads it: the text of the reply (choice 0), and
     the reasoning before it (local and remote models alike: both deltas carry `reasoning`). With
     the request's `record`, token arrivals and counts go to its log line and metrics, as the
-    OpenAI routes' do (serving.py)."""
+    OpenAI routes' do (serving.py); `on_end` runs once the reply has ended and the record is complete."""
 
-    def __init__(self, stream: GenerationStream, prompt_tokens: int, record: RequestRecord | None = None):
+    def __init__(self, stream: GenerationStream, prompt_tokens: int, record: RequestRecord | None = None,
+                 on_end: Callable[[], None] | None = None):
         self._stream = stream
         self._record = record
+        self._on_end = on_end  # called once, when the reply has ended (its record is complete)
+        self._iterated = False
         self.finish_reason: str | None = None
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = 0
 
+    def _ended(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
+
     async def __aiter__(self) -> AsyncIterator[str | Reasoning]:
         record = self._record
+        self._iterated = True
         try:
             async for delta in self._stream:
                 if record is not None and delta.tokens:
@@ -59,25 +75,43 @@ class BackendReplyStream:
                     yield Reasoning(delta.reasoning)
                 if delta.text:
                     yield delta.text
+        except Exception as e:
+            if record is not None and self._on_end is not None:  # a record of its own (an HTTP one: the route's)
+                record.error = record.error or f"{type(e).__name__}: {e}"
+                record.error_code = record.error_code or getattr(e, "code", None) or "internal_error"
+            raise
         finally:
             self.completion_tokens = self._stream.completion_tokens
             self.prompt_tokens = self._stream.prompt_tokens or self.prompt_tokens
             if record is not None:
                 record.prompt_tokens, record.completion_tokens = self.prompt_tokens, self.completion_tokens
                 record.cached_tokens = self._stream.cached_tokens
+            self._ended()
 
     def cancel(self) -> None:
         self._stream.cancel()
         self.finish_reason = self.finish_reason or "abort"
+        if not self._iterated:  # never read: it ends here (once read, the loop's end counts it)
+            self._ended()
+
+
+Observe = Callable[[RequestRecord], None]  # ServerMetrics.observe: a finished record into the metrics
 
 
 class BackendChatModel:
     """Any generative backend as the app's ChatModel. A local model counts tokens with its own
-    tokenizer and chat template (exact); a remote one is estimated against `window`."""
+    tokenizer and chat template (exact); a remote one is estimated against `window`.
 
-    def __init__(self, backend: GenerativeBackend, window: int, record: RequestRecord | None = None):
+    Tokens are counted into `record` (the HTTP request being answered), or with `observe` and no
+    record, into a record of each reply's own under `endpoint`, handed to `observe` as it ends (a
+    refused start too, with its status), as the request log does for a request."""
+
+    def __init__(self, backend: GenerativeBackend, window: int, record: RequestRecord | None = None, *,
+                 observe: Observe | None = None, endpoint: str = ""):
         self.name = backend.name
         self._record = record  # the request this model answers (its tokens are counted there)
+        self._observe = observe
+        self._endpoint = endpoint
         self.exact_tokens = backend.exact_tokens
         self.window = backend.max_context or window
         self._backend = backend
@@ -100,13 +134,39 @@ class BackendChatModel:
             req = chat_request(self.name, messages, params)
         except ValidationError as e:
             raise from_validation_errors(e.errors()) from None
-        stream = await self._backend.chat(req, f"app-{secrets.token_hex(8)}")
-        return BackendReplyStream(stream, fitted.used, self._record)
+        record, on_end = self._record, None
+        if record is None and self._observe is not None:
+            record, on_end = self._reply_record()
+        try:
+            stream = await self._backend.chat(req, f"app-{secrets.token_hex(8)}")
+        except Exception as e:
+            if on_end is not None:  # refused (a full queue's 429, bad parameters): counted as the API would
+                record.status = getattr(e, "status_code", 500)
+                record.error = getattr(e, "message", None) or f"{type(e).__name__}: {e}"
+                record.error_code = getattr(e, "code", None) or getattr(e, "type", None) or "internal_error"
+                on_end()
+            raise
+        if on_end is not None:
+            record.status, record.prompt_tokens = 200, stream.prompt_tokens or fitted.used
+        return BackendReplyStream(stream, fitted.used, record, on_end)
+
+    def _reply_record(self) -> tuple[RequestRecord, Callable[[], None]]:
+        """A record for one reply that is no HTTP request's, and what ends it (into `observe`)."""
+        record = RequestRecord(uuid.uuid4().hex, "POST", self._endpoint, endpoint=self._endpoint, model=self.name)
+        observe = self._observe
+        assert observe is not None
+
+        def end() -> None:
+            record.total_s = time.perf_counter() - record.start
+            observe(record)
+
+        return record, end
 
 
-def chat_model(backends: ModelBackends, name: str, remote_window: int, record: RequestRecord | None = None) -> ChatModel:
+def chat_model(backends: ModelBackends, name: str, remote_window: int, record: RequestRecord | None = None, *,
+               observe: Observe | None = None, endpoint: str = "") -> ChatModel:
     # 404 unknown, 503 loading, 400 classifier
-    return BackendChatModel(backends.generative(name), remote_window, record)
+    return BackendChatModel(backends.generative(name), remote_window, record, observe=observe, endpoint=endpoint)
 
 
 def pick_model_name(backends: ModelBackends, requested: str | None, *fallbacks: str | None) -> str:

@@ -46,7 +46,7 @@ from aigc.server.app_http import (
     read_body,
     read_json,
 )
-from aigc.server.app_models import chat_model, model_cards, pick_model_name
+from aigc.server.app_models import Observe, chat_model, model_cards, pick_model_name
 from aigc.server.app_schemas import ConversationIn, FeedbackIn, MessageIn, ReplyIn, merged_params
 from aigc.server.auth import principal_of
 from aigc.server.backends import ModelBackends
@@ -136,9 +136,12 @@ class WebApp:
         for active in list(self.active.values()):
             active.stop()
 
-    def model(self, name: str, record: RequestRecord | None = None) -> ChatModel:
-        """The model `name`; with `record`, the request whose tokens its replies count."""
-        return chat_model(self.backends, name, self.settings.max_context, record)
+    def model(self, name: str, record: RequestRecord | None = None, *, observe: Observe | None = None,
+              endpoint: str = "") -> ChatModel:
+        """The model `name`; with `record`, the request whose tokens its replies count; with
+        `observe` instead (work no request waits for: an eval run), each reply is counted on its
+        own under `endpoint` (app_models.BackendChatModel)."""
+        return chat_model(self.backends, name, self.settings.max_context, record, observe=observe, endpoint=endpoint)
 
 
 def _web(request: Request) -> WebApp:

@@ -7,9 +7,12 @@ and runs per model over time with every item's result (apps/evals).
     GET  /api/evals/runs/{id}            one run: progress (done / total) while it runs, every result once done
 
 A run generates through the same `ChatModel` the studio and the chat use (`WebApp.model`), so it
-shares the engine with users' requests. Only built-in sets can be run here: a set names a path only
-on the command line (`aigc eval run FILE`), never over HTTP. Runs left "running" by a server that
-stopped are marked "interrupted" the first time this process looks at the runs.
+shares the engine with users' requests, and its replies (the judges' too) count in /metrics and the
+dashboard as theirs do: a request each, under the endpoint `/api/evals/runs` and the model's name
+(the run outlives its POST, so each reply has a record of its own; `aigc eval run`, which serves
+nothing, has no metrics). Only built-in sets can be run here: a set names a path only on the command
+line (`aigc eval run FILE`), never over HTTP. Runs left "running" by a server that stopped are
+marked "interrupted" the first time this process looks at the runs.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from aigc.apps.chat.conversations import NotFoundError
+from aigc.apps.chat.model import ChatModel
 from aigc.apps.evals.runner import RunReport, run_eval_set
 from aigc.apps.evals.sets import EvalSet, builtin_set_names, builtin_sets, load_eval_set
 from aigc.apps.evals.store import EvalRunStore
@@ -36,6 +40,7 @@ from aigc.server.errors import APIError
 log = logging.getLogger("aigc.server")
 
 router = APIRouter(prefix="/api/evals")
+RUNS_ENDPOINT = "/api/evals/runs"  # the endpoint label of a run's replies in /metrics
 
 
 class EvalRunIn(BaseModel):
@@ -100,7 +105,12 @@ async def start_run(request: Request) -> JSONResponse:
         raise NotFoundError("eval set", body.set)
     eval_set = await run_in_threadpool(load_eval_set, body.set)
     web = request.app.state.webapp
-    chat = web.model(body.model or _default_model(request, eval_set))  # 404 unknown, 503 loading
+    observe = request.app.state.metrics.observe
+
+    def counted(name: str) -> ChatModel:  # each reply a request in /metrics and the dashboard, as the chat's
+        return web.model(name, observe=observe, endpoint=RUNS_ENDPOINT)
+
+    chat = counted(body.model or _default_model(request, eval_set))  # 404 unknown, 503 loading
     for judge in eval_set.judge_models:
         web.model(judge)  # a judge this server does not serve: refused now, not after every item
     template = load_builtin_templates()[eval_set.template] if eval_set.template else None
@@ -110,7 +120,7 @@ async def start_run(request: Request) -> JSONResponse:
         eval_set, chat.name, total=total, template_version=template.version if template else None,
         source="server", started_by=principal_of(request).name, gate=eval_set.gate, limit=body.limit))
     tasks = _tasks(request)
-    task = asyncio.create_task(_execute(store, run["id"], eval_set, chat, web.model, body.limit))
+    task = asyncio.create_task(_execute(store, run["id"], eval_set, chat, counted, body.limit))
     tasks[run["id"]] = task
     task.add_done_callback(lambda _t, rid=run["id"]: tasks.pop(rid, None))
     return JSONResponse(run, status_code=202)

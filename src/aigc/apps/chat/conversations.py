@@ -14,7 +14,8 @@ always comes before its children.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -28,6 +29,8 @@ from aigc.store.models import utcnow
 from aigc.store.search import search_conversation_ids_by_title, search_message_ids, snippet
 
 TITLE_CHARS = 60  # an untitled conversation is named after its first message, cut here
+TITLE_MAX = 200  # the column's length (and the API's limit on a title)
+_FORK_SUFFIX = re.compile(r" ?\(fork(?: \d+)?\)$")  # "Trip (fork)", "Trip (fork 2)"
 
 
 class NotFoundError(LookupError):
@@ -143,6 +146,27 @@ def active_path(messages: Sequence[dict[str, Any]], root_id: int | None) -> list
 def title_from(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
+
+
+def fork_base(title: str) -> str:
+    """The title a fork's title is made from: without its " (fork N)" suffix, if it has one."""
+    return _FORK_SUFFIX.sub("", title).rstrip()
+
+
+def fork_title(title: str, taken: Iterable[str] = ()) -> str:
+    """A fork's title: the original's + " (fork)", or " (fork 2)", " (fork 3)", ... where the owner
+    already has that title. A fork of a fork numbers from the same base, so suffixes never stack
+    ("Trip (fork)" -> "Trip (fork 2)"). Titles are stored data, not UI text: not translated."""
+    base, used = fork_base(title), set(taken)
+    n = 1
+    while True:
+        suffix = "(fork)" if n == 1 else f"(fork {n})"
+        room = TITLE_MAX - len(suffix) - 1
+        head = base if len(base) <= room else base[: room - 1] + "…"
+        candidate = f"{head} {suffix}" if head else suffix
+        if candidate not in used:
+            return candidate
+        n += 1
 
 
 def _show(s: Session, c: Conversation, rows: list[dict[str, Any]], message_id: int) -> None:
@@ -327,18 +351,24 @@ class ConversationStore:
 
     def fork(self, conversation_id: int, message_id: int) -> dict[str, Any]:
         """A new conversation (same settings, same owner) holding the path from the first message
-        to `message_id`: copies without their ratings, which stay on the messages rated."""
+        to `message_id`: copies without their ratings, which stay on the messages rated. Its title
+        is the original's marked as a fork (`fork_title`), so the two can be told apart."""
         with self.db.session() as s:
             c = self._get(s, conversation_id)
             rows = self._rows(s, conversation_id)
             if not any(m["id"] == message_id for m in rows):
                 raise NotFoundError("message", message_id)
-            copy = Conversation(user_id=self.owner, title=c.title, system_prompt=c.system_prompt, model=c.model,
-                                params=dict(c.params or {}), knowledge_base_ids=c.knowledge_base_ids)
+            path = lineage(rows, message_id)
+            first_question = next((m["content"] for m in path if m["role"] == "user"), "")
+            base = fork_base(c.title or "") or title_from(first_question)
+            taken = s.scalars(select(Conversation.title).where(
+                self._mine(), Conversation.title.startswith(f"{base} (fork" if base else "(fork", autoescape=True)))
+            copy = Conversation(user_id=self.owner, title=fork_title(base, taken), system_prompt=c.system_prompt,
+                                model=c.model, params=dict(c.params or {}), knowledge_base_ids=c.knowledge_base_ids)
             s.add(copy)
             s.flush()
             previous: Message | None = None
-            for position, m in enumerate(lineage(rows, message_id)):
+            for position, m in enumerate(path):
                 row = Message(conversation_id=copy.id, position=position,
                               parent_id=None if previous is None else previous.id, **{k: m[k] for k in _COPIED_FIELDS})
                 s.add(row)

@@ -94,8 +94,23 @@ export async function stream(path, body, onEvent, signal) {
   }
 }
 
-export function download(filename, text, type) {
-  const url = URL.createObjectURL(new Blob([text], { type }));
+// GET a file the server makes (an export), with the same credentials as api(): its content as a
+// Blob, the name its Content-Disposition gives (else `fallback`) and the response's headers.
+export async function fetchFile(path, fallback) {
+  let response;
+  try {
+    response = await fetch(path, { headers: headers(false) });
+  } catch (e) {
+    throw new ApiError(0, { message: String(e), code: "network" });
+  }
+  if (!response.ok) throw await failure(response);
+  const named = /filename="?([^";]+)"?/.exec(response.headers.get("content-disposition") || "");
+  return { blob: await response.blob(), filename: named ? named[1] : fallback, headers: response.headers };
+}
+
+// Save `content` (a text or a Blob) as a file called `filename`.
+export function download(filename, content, type) {
+  const url = URL.createObjectURL(new Blob([content], { type }));
   const a = document.createElement("a");
   a.href = url;
   a.download = filename;

@@ -1,9 +1,10 @@
 // The monitoring dashboard (administrators; in single-user mode, the one user): totals, charts
 // and tables over a window, from GET /api/dashboard, refreshed every 10 s while the tab is open.
 // Charts are uPlot, served from /static/vendor/uplot (no CDN). The evaluations panel is another
-// module's (evals.js); the dashboard works with or without it.
+// module's (evals.js); the dashboard works with or without it. "Export feedback" downloads the
+// rated replies as TRL JSON Lines (GET /api/feedback/export, the model filter applied).
 
-import { api } from "./api.js";
+import { api, download, fetchFile } from "./api.js";
 import { $, h, toast } from "./dom.js";
 import { formatNumber, lang, pick, t } from "./i18n.js";
 import { icon } from "./icons.js";
@@ -182,6 +183,29 @@ function renderTables(body) {
       [c, ...actions.map((a) => formatNumber(counts[a] || 0))]), t("mod.none")));
 }
 
+// ---------------------------------------------------------------- feedback export
+
+async function exportFeedback() {
+  const format = $("#dash-export-format").value;
+  const query = new URLSearchParams({ format });
+  if (state.model) query.set("model", state.model);
+  const button = $("#dash-export-download");
+  button.disabled = true;
+  try {
+    const file = await fetchFile(`/api/feedback/export?${query}`, `feedback-${format}.jsonl`);
+    const text = await file.blob.text();
+    const records = text.split("\n").filter((line) => line.trim()).length;
+    if (!records) {
+      toast(t("dash.export.empty", { summary: file.headers.get("x-export-summary") || "0" }));
+      return;
+    }
+    download(file.filename, file.blob, "application/jsonl");
+    toast(t(records === 1 ? "dash.export.done_one" : "dash.export.done", { file: file.filename, n: formatNumber(records) }));
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // ---------------------------------------------------------------- loading
 
 function renderModelChoice(body) {
@@ -246,6 +270,7 @@ export function initDashboard(me) {
     refresh().catch((err) => toast(err.message, true));
   });
   $("#dash-refresh").addEventListener("click", () => refresh().catch((err) => toast(err.message, true)));
+  $("#dash-export-download").addEventListener("click", () => exportFeedback().catch((err) => toast(err.message, true)));
   window.addEventListener("languagechange", () => state.visible && render());
   window.addEventListener("resize", () => state.visible && resizeCharts());
 }
