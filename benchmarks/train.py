@@ -18,7 +18,8 @@ import time
 import torch
 
 from aigc.models.transformer import Transformer
-from aigc.training.flops import cpu_bf16_is_fast, measure_peak_flops, training_flops_per_token
+from aigc.training.flops import measure_peak_flops, training_flops_per_token
+from aigc.training.loop import cpu_has_native_bf16
 from aigc.training.optim import build_optimizer
 from aigc.training.pretrain import lm_loss
 from aigc.training.pretrain_config import PretrainConfig, model_config
@@ -68,14 +69,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if args.dtypes is None:
-        args.dtypes = ["float32"] + (["bfloat16"] if device.type == "cuda" or cpu_bf16_is_fast() else [])
+        args.dtypes = ["float32"] + (["bfloat16"] if device.type == "cuda" or cpu_has_native_bf16() else [])
 
     cfg = PretrainConfig(n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head, block_size=args.block_size)
     mcfg = model_config(cfg, args.vocab, eos_token_id=0, pad_token_id=None)
     fpt = training_flops_per_token(mcfg, args.block_size)
     print(f"model: {mcfg.num_parameters() / 1e6:.1f}M parameters (layers {mcfg.num_layers}, width {mcfg.hidden_size}, "
           f"vocab {mcfg.vocab_size}), {fpt / 1e6:.0f} MFLOP/token; batch {args.batch_size} x {args.block_size}; "
-          f"device {device} ({torch.get_num_threads()} threads); CPU bf16 instructions: {cpu_bf16_is_fast()}")
+          f"device {device} ({torch.get_num_threads()} threads); CPU bf16 instructions: {cpu_has_native_bf16()}")
     peaks = {name: measure_peak_flops(device, dt) for name, dt in DTYPES.items()}
     print("matmul peak: " + ", ".join(f"{n} {p / 1e9:,.1f} GFLOP/s" for n, p in peaks.items()))
 

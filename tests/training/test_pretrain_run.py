@@ -79,14 +79,14 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path):
 
 def test_interrupted_run_is_not_finished_and_resume_completes_it(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    real_step = pretrain_module._Run.train_step
+    real_batch = pretrain_module._Run.batch
 
-    def dies_at_step_5(self, step):
-        if step == 5:
+    def dies_at_step_5(self, index):
+        if index == 5:  # one process, no accumulation: micro-batch 5 is step 5's (0-based)
             raise KeyboardInterrupt
-        return real_step(self, step)
+        return real_batch(self, index)
 
-    monkeypatch.setattr(pretrain_module._Run, "train_step", dies_at_step_5)
+    monkeypatch.setattr(pretrain_module._Run, "batch", dies_at_step_5)
     args = ["train", "pretrain", "--data", str(data_dir()), "--out", str(out), *TINY_MODEL, "--max-steps", "8",
             "--save-every", "3", "--eval-every", "0", "--log-every", "1"]
     assert main(args) == 130
@@ -94,7 +94,7 @@ def test_interrupted_run_is_not_finished_and_resume_completes_it(tmp_path, monke
     assert [s for s, _ in ckpt.list_checkpoints(out)] == [3]
     assert main(args) == 2  # a fresh run must not overwrite it by accident
     assert "--resume" in capsys.readouterr().err
-    monkeypatch.setattr(pretrain_module._Run, "train_step", real_step)
+    monkeypatch.setattr(pretrain_module._Run, "batch", real_batch)
     assert main(args + ["--resume"]) == 0
     assert ckpt.read_done(out)["step"] == 8 and sorted(losses(out)) == list(range(1, 9))
     assert main(args + ["--resume"]) == 0  # already finished: nothing to do
@@ -105,7 +105,8 @@ def test_interrupted_run_is_not_finished_and_resume_completes_it(tmp_path, monke
     (["--n-embd", "8192", "--n-layer", "200", "--n-head", "8"], "GiB"),
     (["--n-embd", "65", "--n-head", "4"], "multiple of --n-head"),
     (["--block-size", "100000"], "fewer than block size + 1"),
-    (["--dtype", "float16"], "--dtype"),
+    (["--precision", "float16"], "--precision"),
+    (["--dtype", "float16"], "--precision"),  # the older name of the same knob
     (["--config", "no-such-recipe"], "recipe not found"),
 ])
 def test_bad_settings_fail_cleanly_without_output(tmp_path, capsys, extra, message):

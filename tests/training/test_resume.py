@@ -9,7 +9,7 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-import aigc.training.finetune as finetune
+import aigc.training.loop as loop
 from aigc.cli import main
 
 
@@ -42,18 +42,18 @@ def run(command: str, base, data, out, *extra) -> int:
 def test_an_interrupted_run_resumes_to_the_same_weights(base_dir, data, tmp_path, monkeypatch, command):
     assert run(command, base_dir, data[command], tmp_path / "straight") == 0
 
-    real_lr_at = finetune.lr_at
+    real_lr_at = loop.lr_at
 
     def crash_at_step_5(step, *args):
         if step == 4:  # the 5th optimizer step, after the checkpoint of step 3
             raise KeyboardInterrupt
         return real_lr_at(step, *args)
 
-    monkeypatch.setattr(finetune, "lr_at", crash_at_step_5)
+    monkeypatch.setattr(loop, "lr_at", crash_at_step_5)
     out = tmp_path / "resumed"
     assert run(command, base_dir, data[command], out) == 130  # Ctrl-C's exit code
     assert not out.exists() and (tmp_path / ".resumed.resume" / "resume.pt").is_file()
-    monkeypatch.setattr(finetune, "lr_at", real_lr_at)
+    monkeypatch.setattr(loop, "lr_at", real_lr_at)
     assert run(command, base_dir, data[command], out) == 2  # an unfinished run is not silently restarted
     assert run(command, base_dir, data[command], out, "--lr", "5e-4", "--resume") == 2  # other settings
     assert run(command, base_dir, data[command], out, "--resume") == 0

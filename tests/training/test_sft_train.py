@@ -107,9 +107,9 @@ def test_vocab_too_small_and_existing_output(chat_file, tmp_path, capsys):
 
 
 def test_run_that_does_not_fit_in_memory_is_refused(base_dir, chat_file, tmp_path, capsys, monkeypatch):
-    import aigc.training.finetune as finetune
+    import aigc.training.loop as loop
 
-    monkeypatch.setattr(finetune, "available_memory_bytes", lambda device: 1 << 20)  # pretend 1 MiB is free
+    monkeypatch.setattr(loop, "available_memory_bytes", lambda device: 1 << 20)  # pretend 1 MiB is free
     assert sft(base_dir, chat_file, tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert "only 0.0 GiB is free" in err and "--batch-size" in err

@@ -9,11 +9,10 @@ a HF `*ForSequenceClassification` model (LoRA is merged in; the PEFT adapter is 
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +26,21 @@ from aigc.eval.classification import (
     multilabel_report,
 )
 from aigc.models.classifier import SequenceClassifier, encode_texts, pooled_features, predict_probs, right_pad
-from aigc.training.checkpointing import atomic_directory
+from aigc.training.distributed import DistEnv
 from aigc.training.finetune import (
-    LoopConfig,
-    autocast_dtype,
-    check_memory,
     check_output_dir,
-    clear_resume,
     count_parameters,
+    fit,
     freeze,
-    pick_device,
     progress_console,
     read_jsonl,
-    resume_dir_for,
+    resolve_loop,
+    runtime,
     set_dropout,
-    train_loop,
     write_json,
 )
-from aigc.training.progress import TrainingProgress
+from aigc.training.finetune_config import ClassifyConfig
+from aigc.training.loop import LoopResult, StreamSource, check_memory
 from aigc.training.sft import length_batches
 
 
@@ -114,47 +110,6 @@ def stratified_split(labels: list[str], val_fraction: float, seed: int, max_trai
 
 
 @dataclass
-class ClassifyConfig:
-    base: str
-    data: Path
-    out: Path
-    text_field: str = "text"
-    label_field: str = "label"
-    lora_r: int = 0
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.05
-    lora_targets: list[str] | None = None
-    freeze_embeddings: bool = False
-    freeze_layers: int = 0
-    head_only: bool = False  # freeze the whole decoder (a linear probe; features are computed once)
-    dropout: float = 0.0
-    epochs: float = 2.0
-    max_steps: int | None = None
-    batch_size: int = 16
-    grad_accum: int = 1
-    lr: float | None = None  # default: 5e-4 with LoRA, 1e-3 head only, 3e-5 otherwise
-    min_lr_ratio: float = 0.0
-    warmup_steps: int | None = None
-    weight_decay: float = 0.0
-    clip: float = 1.0
-    max_length: int = 128
-    val_fraction: float = 0.1
-    max_train: int | None = None
-    max_val: int | None = None
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    save_dtype: str = "float32"
-    log_every: int = 10
-    eval_every: int = 0
-    checkpoint_every: int = 100  # optimizer steps between resume checkpoints (0: none)
-    resume: bool = False  # continue an interrupted run from its checkpoint
-    force: bool = False
-    models_dir: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class Batch:
     input_ids: torch.Tensor
     lengths: torch.Tensor
@@ -218,18 +173,15 @@ def evaluate(model: SequenceClassifier, rows: list[list[int]], targets: list[Any
     return _report(model, predict_probs(model, rows, batch_size, amp), targets, majority)
 
 
-def train_classifier(cfg: ClassifyConfig, quiet: bool = False
+def train_classifier(cfg: ClassifyConfig, quiet: bool = False, env: DistEnv | None = None
                      ) -> tuple[ClassificationReport | MultiLabelReport | None, dict[str, Any]]:
     """Fine-tune, evaluate on the validation split and write `cfg.out`. Returns (report, summary)."""
     from aigc.models.hf_checkpoint import parse_dtype
     from aigc.models.loader import load_model
     from aigc.training.lora import add_lora, freeze_for_lora, merge_lora, save_peft_adapter
 
+    cfg.validate()
     check_output_dir(cfg.out, cfg.force)
-    if cfg.head_only and cfg.lora_r:
-        raise ValueError("--head-only trains only the classification head; it cannot be combined with --lora-r")
-    if cfg.lora_r < 0 or cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_length < 1:
-        raise ValueError("--lora-r must be >= 0, --batch-size and --grad-accum >= 1, --max-length >= 1")
     save_dtype = parse_dtype(cfg.save_dtype)
     texts, labels = load_labeled(cfg.data, cfg.text_field, cfg.label_field)
     multi = isinstance(labels[0], tuple)
@@ -242,107 +194,100 @@ def train_classifier(cfg: ClassifyConfig, quiet: bool = False
     train_idx, val_idx = stratified_split(strata, cfg.val_fraction, cfg.seed, cfg.max_train, cfg.max_val)
     if not train_idx:
         raise ValueError("no training examples left after the validation split")
-    device = pick_device(cfg.device)
-    amp = autocast_dtype(cfg.precision, device)
-    torch.manual_seed(cfg.seed)
+    with runtime(cfg, env) as rt:
+        device, amp = rt.device, rt.amp
+        loaded = load_model(cfg.base, models_dir=cfg.models_dir, dtype="float32")
+        tok, backbone = loaded.tokenizer, loaded.model
+        max_length = min(cfg.max_length, backbone.config.context_length)
+        label_id = {lab: i for i, lab in enumerate(names)}
+        rows = encode_texts(tok, [texts[i] for i in train_idx + val_idx], max_length)
+        top = max(max(r) for r in rows)
+        if top >= backbone.config.vocab_size:
+            raise ValueError(f"token id {top} is outside the model's vocabulary of {backbone.config.vocab_size}; "
+                             "the tokenizer does not belong to this model (vocab too small)")
 
-    loaded = load_model(cfg.base, models_dir=cfg.models_dir, dtype="float32")
-    tok, backbone = loaded.tokenizer, loaded.model
-    max_length = min(cfg.max_length, backbone.config.context_length)
-    label_id = {lab: i for i, lab in enumerate(names)}
-    rows = encode_texts(tok, [texts[i] for i in train_idx + val_idx], max_length)
-    top = max(max(r) for r in rows)
-    if top >= backbone.config.vocab_size:
-        raise ValueError(f"token id {top} is outside the model's vocabulary of {backbone.config.vocab_size}; "
-                         "the tokenizer does not belong to this model (vocab too small)")
+        def target(lab: Any) -> Any:
+            return tuple(label_id[x] for x in lab) if multi else label_id[lab]
 
-    def target(lab: Any) -> Any:
-        return tuple(label_id[x] for x in lab) if multi else label_id[lab]
+        train = [(r, target(labels[i])) for r, i in zip(rows, train_idx, strict=False)]
+        val_rows, val_y = rows[len(train_idx):], [target(labels[i]) for i in val_idx]
+        majority = 0 if multi else label_id[Counter(labels[i] for i in train_idx).most_common(1)[0][0]]
 
-    train = [(r, target(labels[i])) for r, i in zip(rows, train_idx, strict=False)]
-    val_rows, val_y = rows[len(train_idx):], [target(labels[i]) for i in val_idx]
-    majority = 0 if multi else label_id[Counter(labels[i] for i in train_idx).most_common(1)[0][0]]
-
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    set_dropout(backbone, cfg.dropout)
-    model = SequenceClassifier(backbone, names, pad, multi_label=multi)
-    model.requires_grad_(True)
-    if cfg.lora_r:
-        targets = add_lora(backbone, backbone.config, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
-        freeze_for_lora(model, keep=("score.",))
-    freeze(backbone, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
-    if cfg.head_only:
-        backbone.requires_grad_(False)
-    model.to(device)
-    trainable, total = count_parameters(model)
-    check_memory(model, device, cfg.batch_size * max(len(r) for r in rows))
-
-    per_epoch = math.ceil(len(train) / (cfg.batch_size * cfg.grad_accum))
-    steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
-    lr = cfg.lr if cfg.lr is not None else (5e-4 if cfg.lora_r else 1e-3 if cfg.head_only else 3e-5)
-    loop = LoopConfig(max_steps=steps, lr=lr, min_lr=lr * cfg.min_lr_ratio,
-                      warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 10),
-                      weight_decay=cfg.weight_decay, grad_accum=cfg.grad_accum, clip=cfg.clip,
-                      log_every=cfg.log_every, eval_every=cfg.eval_every,
-                      checkpoint_every=cfg.checkpoint_every, resume_dir=resume_dir_for(cfg.out), resume=cfg.resume)
-    t0 = time.perf_counter()
-    probe = not any(p.requires_grad for p in backbone.parameters())
-    if probe:  # only the head trains: the pooled features never change, so compute them once
-        progress_console(quiet).print(f"head only: computing features of {len(rows)} texts once")
-        feats = pooled_features(model, rows, cfg.batch_size * 2, amp)
-        items = [(i, y) for i, (_, y) in enumerate(train)]
-        batches = (_feature_batch(feats, b, len(names)) for b in length_batches(items, cfg.batch_size, cfg.seed,
-                                                                                length=lambda _: 0))
-        loss_fn = head_loss
-    else:
-        batches = (_collate(b, pad, device, len(names)) for b in length_batches(train, cfg.batch_size, cfg.seed,
-                                                                                   length=lambda r: len(r[0])))
-        loss_fn = classification_loss
-    summary: dict[str, Any] = {
-        "base": cfg.base, "labels": names, "train_examples": len(train), "val_examples": len(val_rows),
-        "steps": steps, "trainable_params": trainable, "total_params": total, "lora": bool(cfg.lora_r),
-        "device": str(device), "autocast": str(amp).replace("torch.", "") if amp else "fp32", "lr": lr,
-        "max_length": max_length, "head_only": probe, "multi_label": multi,
-    }
-
-    def val_report() -> ClassificationReport | MultiLabelReport:
-        if probe:
-            with torch.no_grad():
-                logits = model.score(feats[len(train):]).float()
-            probs = torch.sigmoid(logits) if multi else F.softmax(logits, dim=-1)
-            return _report(model, probs.cpu(), val_y, majority)
-        return evaluate(model, val_rows, val_y, majority, cfg.batch_size * 2, amp)
-
-    def val_metrics() -> dict[str, float]:
-        r = val_report()
-        return {"accuracy": r.accuracy, "macro_f1": r.macro_f1}
-
-    report = None
-    with atomic_directory(cfg.out) as tmp:
-        with TrainingProgress(tmp, steps, description="classify", console=progress_console(quiet)) as progress:
-            progress.print(f"classifier on {cfg.base}: {len(train)} train / {len(val_rows)} validation examples, "
-                           f"labels {names}, {steps} steps, {trainable / 1e6:.2f}M of {total / 1e6:.2f}M "
-                           f"parameters trained on {device}")
-            summary["final_loss"] = train_loop(model, batches, loss_fn, loop, device, amp, progress,
-                                               val_metrics if val_rows else None)
-            summary["train_seconds"] = round(time.perf_counter() - t0, 1)
-            if val_rows:
-                report = val_report()
-                progress.log(steps, {"accuracy": report.accuracy, "macro_f1": report.macro_f1}, split="val")
-        model.to("cpu")
+        pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+        set_dropout(backbone, cfg.dropout)
+        model = SequenceClassifier(backbone, names, pad, multi_label=multi)
+        model.requires_grad_(True)
         if cfg.lora_r:
-            save_peft_adapter(backbone, backbone.config, tmp / "adapter", base_model=cfg.base, task_type="SEQ_CLS",
-                              extra_tensors={"score.weight": model.score.weight}, modules_to_save=["score"])
-            summary["targets"] = targets
-            merge_lora(backbone)
-        model.save_pretrained(tmp, tokenizer=tok, dtype=save_dtype)
-        if not multi:
-            summary["majority_label"] = names[majority]
-        if report is not None:
-            summary["validation"] = report.to_dict()
-        args = {k: v for k, v in asdict(cfg).items() if k != "extra"}
-        write_json(tmp / "training_args.json", {**args, **cfg.extra})
-        write_json(tmp / "eval_results.json", summary)
-    clear_resume(loop)
+            targets = add_lora(backbone, backbone.config, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout,
+                               cfg.lora_targets)
+            freeze_for_lora(model, keep=("score.",))
+        freeze(backbone, embeddings=cfg.freeze_embeddings, layers=cfg.freeze_layers)
+        if cfg.head_only:
+            backbone.requires_grad_(False)
+        model.to(device)
+        trainable, total = count_parameters(model)
+        check_memory(model, device, cfg.batch_size * max(len(r) for r in rows), autocast_bf16=amp is not None,
+                     processes=rt.env.local_world_size)
+
+        default_lr = 5e-4 if cfg.lora_r else 1e-3 if cfg.head_only else 3e-5
+        loop = resolve_loop(cfg, len(train), default_lr, rt.env, cfg.epochs)
+        t0 = time.perf_counter()
+        probe = not any(p.requires_grad for p in backbone.parameters())
+        if probe:  # only the head trains: the pooled features never change, so compute them once
+            progress_console(quiet or not rt.env.is_main).print(
+                f"head only: computing features of {len(rows)} texts once")
+            feats = pooled_features(model, rows, cfg.batch_size * 2, amp)
+            items = [(i, y) for i, (_, y) in enumerate(train)]
+            batches = StreamSource(length_batches(items, cfg.batch_size, cfg.seed, length=lambda _: 0),
+                                   lambda b: _feature_batch(feats, b, len(names)))
+            loss_fn = head_loss
+        else:
+            batches = StreamSource(length_batches(train, cfg.batch_size, cfg.seed, length=lambda r: len(r[0])),
+                                   lambda b: _collate(b, pad, device, len(names)))
+            loss_fn = classification_loss
+        summary: dict[str, Any] = {
+            "base": cfg.base, "labels": names, "train_examples": len(train), "val_examples": len(val_rows),
+            "steps": loop.max_steps, "trainable_params": trainable, "total_params": total, "lora": bool(cfg.lora_r),
+            "device": str(device), "processes": rt.env.world_size, "autocast": rt.autocast_name, "lr": loop.lr,
+            "max_length": max_length, "head_only": probe, "multi_label": multi,
+        }
+
+        def val_report() -> ClassificationReport | MultiLabelReport:
+            if probe:
+                with torch.no_grad():
+                    logits = model.score(feats[len(train):]).float()
+                probs = torch.sigmoid(logits) if multi else F.softmax(logits, dim=-1)
+                return _report(model, probs.cpu(), val_y, majority)
+            return evaluate(model, val_rows, val_y, majority, cfg.batch_size * 2, amp)
+
+        last: dict[str, Any] = {}
+
+        def val_metrics() -> dict[str, float]:
+            last["report"] = r = val_report()
+            return {"accuracy": r.accuracy, "macro_f1": r.macro_f1}
+
+        def write(tmp: Path, result: LoopResult) -> None:
+            summary["final_loss"] = result.train_loss
+            summary["train_seconds"] = round(time.perf_counter() - t0, 1)
+            model.to("cpu")
+            if cfg.lora_r:
+                save_peft_adapter(backbone, backbone.config, tmp / "adapter", base_model=cfg.base,
+                                  task_type="SEQ_CLS", extra_tensors={"score.weight": model.score.weight},
+                                  modules_to_save=["score"])
+                summary["targets"] = targets
+                merge_lora(backbone)
+            model.save_pretrained(tmp, tokenizer=tok, dtype=save_dtype)
+            if not multi:
+                summary["majority_label"] = names[majority]
+            if "report" in last:
+                summary["validation"] = last["report"].to_dict()
+            write_json(tmp / "training_args.json", cfg.args_record())
+            write_json(tmp / "eval_results.json", summary)
+
+        fit(cfg, rt, model, batches, loss_fn, loop, description="classify", quiet=quiet, write_output=write,
+            header=f"classifier on {cfg.base}: {len(train)} train / {len(val_rows)} validation examples, labels "
+                   f"{names}, {loop.max_steps} steps, {trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters "
+                   f"trained on {device} ({rt.autocast_name}, {rt.env.world_size} process(es))",
+            evaluate=val_metrics if val_rows else None)
     summary["out"] = str(cfg.out)
-    return report, summary
+    return last.get("report"), summary

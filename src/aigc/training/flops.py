@@ -67,28 +67,3 @@ def measure_peak_flops(device: torch.device | str = "cpu", dtype: torch.dtype = 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def cpu_bf16_is_fast() -> bool:
-    """Whether this CPU has bf16 matrix instructions (AVX512-BF16 or AMX); without them bf16 matmuls
-    are emulated and run tens of times slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype of training. Weights, gradients and optimizer state stay fp32 either way.
-
-    `auto` -> bf16 where the device computes it fast (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32.
-    """
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-        return torch.bfloat16 if cpu_bf16_is_fast() else torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if name not in table:
-        raise ValueError(f"unknown --dtype {name!r}; choose auto, float32 or bfloat16 "
-                         "(float16 would need loss scaling)")
-    return table[name]

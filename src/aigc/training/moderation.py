@@ -125,8 +125,8 @@ def bilingual_base(data_dir: Path, work: Path, moderation_train: Path, *, vocab_
                                 val_fraction=0.01, seed=seed, force=True, show_progress=False)
         log(f"data: {manifest['splits']['train']['tokens']:,} training tokens")
     cfg = build_config(None, data=str(data_out), out=str(model_out), n_layer=layers, n_head=4, n_embd=width,
-                       block_size=128, batch_size=16, lr=2e-3, warmup=40, max_steps=steps, eval_every=0,
-                       save_every=0, sample_tokens=0, tensorboard=False, seed=seed, device="cpu", log_every=50)
+                       block_size=128, batch_size=16, lr=2e-3, warmup_steps=40, max_steps=steps, eval_every=0,
+                       checkpoint_every=0, sample_tokens=0, tensorboard=False, seed=seed, device="cpu", log_every=50)
     result = pretrain(cfg, resume=model_out.exists())
     log(f"pretrain: {result}")
     return model_out

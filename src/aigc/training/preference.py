@@ -18,7 +18,7 @@ log pi_ref(y|x)) the implicit reward of a reply (sum of its tokens' log-probabil
 
 The reference model is frozen: a copy of the base for a full fine-tune; with LoRA the same network
 with its adapters switched off (no second copy of the weights). Everything else -- set-up, the
-optimisation loop (`finetune.train_loop`), progress with ETA, metrics.jsonl, TensorBoard, the
+optimisation loop (`loop.train_loop`), progress with ETA, metrics.jsonl, TensorBoard, the
 output directory -- is SFT's; metrics.jsonl gets TRL's names (rewards/chosen, rewards/rejected,
 rewards/margins, rewards/accuracies, logps/..., kl). The output is a Hugging Face directory or a
 PEFT adapter that `aigc serve --model OUT` serves as it is.
@@ -38,33 +38,21 @@ from torch import nn
 
 from aigc.chat_template import TemplateError
 from aigc.tokenizer import Tokenizer
-from aigc.training.checkpointing import atomic_directory
-from aigc.training.finetune import (
-    MetricMeans,
-    autocast_dtype,
-    check_memory,
-    clear_resume,
-    count_parameters,
-    pick_device,
-    progress_console,
-    read_jsonl,
-    train_loop,
-)
-from aigc.training.progress import TrainingProgress
+from aigc.training.distributed import DistEnv
+from aigc.training.finetune import count_parameters, fit, read_jsonl, resolve_loop, runtime
+from aigc.training.finetune_config import PreferenceConfig
+from aigc.training.loop import LoopResult, MetricMeans, StreamSource, check_memory
 from aigc.training.sft import (
     IGNORE,
-    SFTConfig,
     build_example,
     check_config,
     length_batches,
     load_base,
-    loop_config,
     make_trainable,
     save_output,
     split_validation,
 )
 
-OBJECTIVES = ("dpo", "kto")
 _FIELDS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
 
 
@@ -395,90 +383,69 @@ def kto_weight_advice(examples: list[KTOExample], desirable: float, undesirable:
 
 # ---- training -----------------------------------------------------------------------------------
 
-@dataclass
-class PreferenceConfig(SFTConfig):
-    objective: str = "dpo"  # dpo | kto
-    beta: float = 0.1
-    desirable_weight: float = 1.0  # KTO's lambda_D
-    undesirable_weight: float = 1.0  # KTO's lambda_U
-
-
-def train_preference(cfg: PreferenceConfig, quiet: bool = False) -> dict[str, Any]:
+def train_preference(cfg: PreferenceConfig, quiet: bool = False, env: DistEnv | None = None) -> dict[str, Any]:
     """Fine-tune with DPO or KTO and write `cfg.out`; returns a summary."""
-    if cfg.objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {cfg.objective!r}; choose {', '.join(OBJECTIVES)}")
-    if not cfg.beta > 0:
-        raise ValueError(f"--beta must be positive, got {cfg.beta}")
-    if cfg.desirable_weight <= 0 or cfg.undesirable_weight <= 0:
-        raise ValueError("--desirable-weight and --undesirable-weight must be positive")
-    if cfg.objective == "kto" and cfg.batch_size < 2:
-        raise ValueError("KTO estimates its KL reference point from the other replies of a batch: "
-                         "--batch-size must be at least 2")
     save_dtype = check_config(cfg)
     records = load_preference_records(cfg.data, cfg.objective)
-    device = pick_device(cfg.device)
-    amp = autocast_dtype(cfg.precision, device)
-    loaded = load_base(cfg)
-    model, tok = loaded.model, loaded.tokenizer
-    max_length = min(cfg.max_length, model.config.context_length)
-    examples, dropped = encode_records(tok, records, cfg.objective, max_length, model.config.vocab_size)
-    train, val = split_validation(examples, cfg)
+    with runtime(cfg, env) as rt:
+        device = rt.device
+        loaded = load_base(cfg)
+        model, tok = loaded.model, loaded.tokenizer
+        max_length = min(cfg.max_length, model.config.context_length)
+        examples, dropped = encode_records(tok, records, cfg.objective, max_length, model.config.vocab_size)
+        train, val = split_validation(examples, cfg)
 
-    # A full run's reference is the base as loaded, copied before any gradient exists.
-    frozen = FrozenReference(model) if not cfg.lora_r else None
-    targets = make_trainable(model, cfg, device)
-    reference: Reference = AdapterOffReference(model) if frozen is None else frozen
-    if frozen is not None:
-        frozen.model.to(device)
-    trainable, total = count_parameters(model)
-    rows = 2 if cfg.objective == "dpo" else 1  # DPO scores the chosen and the rejected reply
-    longest = max(e.length for e in train)
-    check_memory(model, device, rows * cfg.batch_size * longest, logits_width=model.config.vocab_size,
-                 extra_bytes=frozen.nbytes if frozen is not None else 0)
+        # A full run's reference is the base as loaded, copied before any gradient exists.
+        frozen = FrozenReference(model) if not cfg.lora_r else None
+        targets = make_trainable(model, cfg, device)
+        reference: Reference = AdapterOffReference(model) if frozen is None else frozen
+        if frozen is not None:
+            frozen.model.to(device)
+        trainable, total = count_parameters(model)
+        rows = 2 if cfg.objective == "dpo" else 1  # DPO scores the chosen and the rejected reply
+        longest = max(e.length for e in train)
+        check_memory(model, device, rows * cfg.batch_size * longest, logits_width=model.config.vocab_size,
+                     autocast_bf16=rt.amp is not None, processes=rt.env.local_world_size,
+                     extra_bytes=frozen.nbytes if frozen is not None else 0)
 
-    loop = loop_config(cfg, len(train), default_lr=(1e-5, 1e-6))
-    steps = loop.max_steps
+        loop = resolve_loop(cfg, len(train), 1e-5 if cfg.lora_r else 1e-6, rt.env, cfg.epochs)
 
-    def collate(b: list) -> Any:
-        return collate_pairs(b, device) if cfg.objective == "dpo" else collate_kto(b, device, max_length)
+        def collate(b: list) -> Any:
+            return collate_pairs(b, device) if cfg.objective == "dpo" else collate_kto(b, device, max_length)
 
-    batches = (collate(b) for b in length_batches(train, cfg.batch_size, cfg.seed, length=lambda e: e.length))
-    val_batches = [collate(val[i : i + cfg.batch_size]) for i in range(0, len(val), cfg.batch_size)]
-    if cfg.objective == "kto":
-        val_batches = [b for b in val_batches if b.num_items > 1]  # one example has no other reply
-    objective: Any = (DPOObjective(reference, cfg.beta) if cfg.objective == "dpo"
-                      else KTOObjective(reference, cfg.beta, cfg.desirable_weight, cfg.undesirable_weight))
-    what = "pairs" if cfg.objective == "dpo" else "rated replies"
-    summary: dict[str, Any] = {
-        "base": cfg.base, "objective": cfg.objective, "beta": cfg.beta, "examples": len(train),
-        "val_examples": len(val), "dropped": dropped, "steps": steps, "trainable_params": trainable,
-        "total_params": total, "lora": bool(cfg.lora_r), "device": str(device),
-        "reference": "base with the adapters off" if cfg.lora_r else "frozen copy of the base",
-        "autocast": str(amp).replace("torch.", "") if amp else "fp32", "lr": loop.lr,
-    }
-    if cfg.objective == "kto":
-        summary.update(desirable=sum(e.label for e in examples), undesirable=sum(not e.label for e in examples))
-    bar = ("rewards/margins", "rewards/accuracies") if cfg.objective == "dpo" else ("rewards/margins", "kl")
-    with atomic_directory(cfg.out) as tmp:
-        with TrainingProgress(tmp, steps, description=cfg.objective, console=progress_console(quiet)) as progress:
-            progress.print(f"{cfg.objective.upper()} {cfg.base}: {len(train)} {what} ({dropped} dropped), "
-                           f"beta {cfg.beta}, {steps} steps, {trainable / 1e6:.2f}M of {total / 1e6:.2f}M "
-                           f"parameters trained on {device}")
-            advice = kto_weight_advice(examples, cfg.desirable_weight, cfg.undesirable_weight) \
-                if cfg.objective == "kto" else None
-            if advice:
-                progress.print(advice)
+        batches = StreamSource(length_batches(train, cfg.batch_size, cfg.seed, length=lambda e: e.length), collate)
+        val_batches = [collate(val[i : i + cfg.batch_size]) for i in range(0, len(val), cfg.batch_size)]
+        if cfg.objective == "kto":
+            val_batches = [b for b in val_batches if b.num_items > 1]  # one example has no other reply
+        objective: Any = (DPOObjective(reference, cfg.beta) if cfg.objective == "dpo"
+                          else KTOObjective(reference, cfg.beta, cfg.desirable_weight, cfg.undesirable_weight))
+        what = "pairs" if cfg.objective == "dpo" else "rated replies"
+        summary: dict[str, Any] = {
+            "base": cfg.base, "objective": cfg.objective, "beta": cfg.beta, "examples": len(train),
+            "val_examples": len(val), "dropped": dropped, "steps": loop.max_steps, "trainable_params": trainable,
+            "total_params": total, "lora": bool(cfg.lora_r), "device": str(device), "processes": rt.env.world_size,
+            "reference": "base with the adapters off" if cfg.lora_r else "frozen copy of the base",
+            "autocast": rt.autocast_name, "lr": loop.lr,
+        }
+        header = (f"{cfg.objective.upper()} {cfg.base}: {len(train)} {what} ({dropped} dropped), beta {cfg.beta}, "
+                  f"{loop.max_steps} steps, {trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters trained on "
+                  f"{device} ({rt.autocast_name}, {rt.env.world_size} process(es))")
+        if cfg.objective == "kto":
+            summary.update(desirable=sum(e.label for e in examples), undesirable=sum(not e.label for e in examples))
+            advice = kto_weight_advice(examples, cfg.desirable_weight, cfg.undesirable_weight)
+            header += f"\n{advice}" if advice else ""
+        bar = ("rewards/margins", "rewards/accuracies") if cfg.objective == "dpo" else ("rewards/margins", "kl")
 
-            def evaluate() -> dict[str, float]:
-                return evaluate_objective(objective, model, val_batches, device, amp)
+        def evaluate() -> dict[str, float]:
+            return evaluate_objective(objective, model, val_batches, device, rt.amp)
 
-            summary["final_loss"] = train_loop(model, batches, objective, loop, device, amp, progress,
-                                               evaluate if val_batches else None, bar_metrics=bar)
-            if val_batches:
-                scores = evaluate()
-                progress.log(steps, scores, split="val")
-                summary["validation"] = scores
-        save_output(model, tok, tmp, cfg, save_dtype, summary, targets)
-    clear_resume(loop)
+        def write(tmp: Path, result: LoopResult) -> None:
+            summary["final_loss"] = result.train_loss
+            if result.val:
+                summary["validation"] = result.val
+            save_output(model, tok, tmp, cfg, save_dtype, summary, targets)
+
+        fit(cfg, rt, model, batches, objective, loop, description=cfg.objective, header=header, quiet=quiet,
+            write_output=write, evaluate=evaluate if val_batches else None, bar_metrics=bar)
     summary["out"] = str(cfg.out)
     return summary

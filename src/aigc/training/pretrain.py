@@ -1,20 +1,22 @@
 """Pretraining our Transformer from scratch on prepared token shards (`aigc train pretrain`).
 
-One optimizer step: for each of `grad_accum` micro-batches, forward under autocast, cross-entropy
-in fp32, backward (DDP all-reduces gradients on the last micro-batch only); then clip the gradient
-norm, set the warmup+cosine learning rate, AdamW step. Every `eval_every` steps: validation loss on
-fixed windows and a short greedy sample. Every `save_every` steps: an atomic checkpoint.
+The steps are the one training loop's (`loop.train_loop`): for each of `grad_accum` micro-batches,
+forward under autocast, cross-entropy in fp32, backward; gradients averaged over torchrun's
+processes; clip, warmup+cosine learning rate, AdamW. What pretraining adds around it: the model
+built from the config, windows of the token shards as batches, the validation loss on fixed windows
+and a short greedy sample every `eval_every` steps (and before the first), and checkpoints that are
+loadable HF model directories (`checkpointing.save_checkpoint`) every `checkpoint_every` steps and
+at the end, then the final model published into the run directory with its DONE marker.
 
-Reproducibility: the data of step s comes from (seed, s) (see `data/sampler.py`) and the dropout RNG
-is re-seeded from (seed, s, rank) at every step, so a run resumed from the checkpoint of step s
-computes exactly the losses the uninterrupted run computed after step s.
+Reproducibility: the batch of micro-step k of step s on rank r is window number
+((s * grad_accum + k) * world_size + r) * batch_size of the seeded order (`data/sampler.py`), and the
+loop seeds dropout from (seed, s, rank), so a run resumed from the checkpoint of step s computes
+exactly the losses the uninterrupted run computed after step s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from aigc.models.config import ModelConfig
 from aigc.models.hf_checkpoint import model_from_hf_state_dict, read_hf_state_dict, save_hf_dir
 from aigc.models.transformer import Transformer
 from aigc.tokenizer import Tokenizer
 from aigc.training import checkpointing as ckpt
-from aigc.training.data.sampler import WindowSampler, eval_chunks, sample_index
+from aigc.training.data.sampler import WindowSampler, eval_chunks
 from aigc.training.data.shards import DataDir
 from aigc.training.distributed import (
     DistEnv,
@@ -37,12 +38,10 @@ from aigc.training.distributed import (
     pick_device,
     ranks_agree,
 )
-from aigc.training.flops import measure_peak_flops, resolve_dtype, training_flops_per_token
-from aigc.training.optim import build_optimizer, lr_at, set_lr
-from aigc.training.pretrain_config import MODEL_FIELDS, PretrainConfig, estimate_memory_bytes, model_config
+from aigc.training.flops import measure_peak_flops, training_flops_per_token
+from aigc.training.loop import LoopConfig, autocast_dtype, check_memory, train_loop
+from aigc.training.pretrain_config import MODEL_FIELDS, PretrainConfig, model_config
 from aigc.training.progress import TrainingProgress, truncate_metrics
-
-_STEP_SEED_STRIDE = 1_000_003
 
 
 @dataclass
@@ -58,36 +57,48 @@ class PretrainResult:
     params: int
 
 
-def available_memory_bytes(device: torch.device) -> int | None:
-    """Memory a run can still use: free GPU memory, or MemAvailable on the host; None if unknown."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def check_fits(mcfg: ModelConfig, cfg: PretrainConfig, device: torch.device, autocast_bf16: bool,
-               processes_per_device: int) -> None:
-    need = estimate_memory_bytes(mcfg, cfg.batch_size, cfg.block_size, autocast_bf16) * processes_per_device
-    have = available_memory_bytes(device)
-    if have is not None and need > 0.9 * have:
-        raise ValueError(
-            f"this config needs about {need / 2**30:.1f} GiB ({mcfg.num_parameters() / 1e6:.0f}M parameters, "
-            f"batch {cfg.batch_size} x {cfg.block_size}) but only {have / 2**30:.1f} GiB is available; "
-            "lower --batch-size (raise --grad-accum), --block-size or the model size")
-
-
-def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Next-token cross-entropy; the forward runs under autocast in `dtype`, the loss in fp32."""
-    ctx = contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(x.device.type, dtype=dtype)
+def lm_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
+    """Next-token cross-entropy; the forward runs under autocast in `amp` (None: fp32), the loss in fp32."""
+    fp32 = amp is None or amp == torch.float32
+    ctx = contextlib.nullcontext() if fp32 else torch.autocast(x.device.type, dtype=amp)
     with ctx:
         logits = model(x)
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+@dataclass
+class WindowBatch:
+    x: torch.Tensor
+    y: torch.Tensor
+
+    @property
+    def num_items(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.x.numel()
+
+
+class _Checkpoints:
+    """The loop's checkpointer for pretraining: each checkpoint is a loadable HF model directory with
+    the optimizer state beside it; the weights are read when the model is built (`_Run`)."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.directory = run.out
+
+    def load(self) -> dict[str, Any] | None:
+        state = self.run.state
+        if state is None:
+            return None
+        return {"step": int(state["step"]), "tokens": int(state.get("tokens", 0)), "optimizer": state["optimizer"]}
+
+    def save(self, step: int, state: dict[str, Any]) -> None:
+        run = self.run
+        trainer = {"optimizer": state["optimizer"], "config": run.cfg.to_dict(), "tokens": state["tokens"],
+                   "world_size": run.env.world_size, "sampler": {"seed": run.cfg.seed, "next_step": step}}
+        ckpt.save_checkpoint(run.out, step, trainer, run.write_model, keep_last=run.cfg.keep_checkpoints)
 
 
 class _Run:
@@ -100,7 +111,7 @@ class _Run:
         self.tokenizer = Tokenizer.from_dir(self.data.tokenizer_path)
         self.device = pick_device(cfg.device, env)
         init_distributed(env, self.device, threads=cfg.threads)
-        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        self.amp = autocast_dtype(cfg.precision, self.device)
         self.start_step, self.state = self._resume_point(resume)
         self.train = WindowSampler(self.data.split("train"), cfg.block_size, cfg.seed, name="train")
         val_store = self.data.split("val")
@@ -108,23 +119,16 @@ class _Run:
 
         self.mcfg = model_config(cfg, self.data.vocab_size, eos_token_id=self.data.eos_token_id,
                                  pad_token_id=self.tokenizer.pad_token_id)
-        check_fits(self.mcfg, cfg, self.device, self.dtype == torch.bfloat16,
-                   env.local_world_size if self.device.type == "cpu" else 1)
+        # Checked before the model exists: a config too big for this machine fails at once.
+        check_memory(self.mcfg, self.device, cfg.batch_size * cfg.block_size, logits_width=self.mcfg.vocab_size,
+                     autocast_bf16=self.amp is not None,
+                     processes=env.local_world_size if self.device.type == "cpu" else 1,
+                     advice="lower --batch-size (raise --grad-accum), --block-size or the model size")
         self.model = self._build_model()
-        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
-        if self.state is not None:
-            self.optimizer.load_state_dict(self.state["optimizer"])
-        self.ddp_model: torch.nn.Module = self.model
-        if env.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.ddp_model = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if cfg.compile:
-            self.ddp_model = torch.compile(self.ddp_model)
-        self.tokens_per_step = cfg.batch_size * cfg.block_size * cfg.grad_accum * env.world_size
+        self.compiled: torch.nn.Module = torch.compile(self.model) if cfg.compile else self.model
         self.flops_per_token = training_flops_per_token(self.mcfg, cfg.block_size)
-        peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else measure_peak_flops(self.device, self.dtype)
+        peak = cfg.peak_tflops * 1e12 if cfg.peak_tflops else measure_peak_flops(
+            self.device, self.amp or torch.float32)
         self.peak_flops = peak * env.world_size
 
     # ---- set-up ---------------------------------------------------------------------------------
@@ -161,32 +165,27 @@ class _Run:
             model.init_weights()
         return model.to(self.device)
 
-    # ---- steps ----------------------------------------------------------------------------------
+    def loop_config(self) -> LoopConfig:
+        cfg = self.cfg
+        return LoopConfig(max_steps=cfg.max_steps, lr=cfg.lr, min_lr=cfg.final_lr, warmup_steps=cfg.warmup_steps,
+                          weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), grad_accum=cfg.grad_accum,
+                          clip=cfg.grad_clip, seed=cfg.seed, log_every=cfg.log_every, eval_every=cfg.eval_every,
+                          eval_at_start=bool(cfg.eval_every), checkpoint_every=cfg.checkpoint_every,
+                          checkpoint_at_end=True, stop_at=cfg.stop_at, flops_per_token=self.flops_per_token,
+                          peak_flops=self.peak_flops)
+
+    # ---- batches and loss -----------------------------------------------------------------------
+
+    def batch(self, index: int) -> WindowBatch:
+        """Micro-batch number `index` of the seeded order (ranks and steps never overlap)."""
+        x, y = self.train.batch(index * self.cfg.batch_size, self.cfg.batch_size)
+        return WindowBatch(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+
+    def loss(self, model: torch.nn.Module, batch: WindowBatch) -> torch.Tensor:
+        return lm_loss(self.compiled, batch.x, batch.y, self.amp)
 
     def _loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return lm_loss(model, x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), self.dtype)
-
-    def train_step(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step (number `step`, 0-based); returns (mean loss, gradient norm) as tensors
-        (reading them forces a device sync, so the loop does that only when it logs)."""
-        cfg, env = self.cfg, self.env
-        torch.manual_seed((cfg.seed * _STEP_SEED_STRIDE + step) * 1024 + env.rank)  # dropout of this step
-        set_lr(self.optimizer, lr_at(step, cfg.warmup, cfg.max_steps, cfg.lr, cfg.final_lr))
-        total = torch.zeros((), device=self.device)
-        for micro in range(cfg.grad_accum):
-            first = sample_index(step, micro, env.rank, grad_accum=cfg.grad_accum, world_size=env.world_size,
-                                 batch_size=cfg.batch_size)
-            x, y = self.train.batch(first, cfg.batch_size)
-            last = micro == cfg.grad_accum - 1
-            sync = contextlib.nullcontext() if (last or not env.distributed) else self.ddp_model.no_sync()
-            with sync:
-                loss = self._loss(self.ddp_model, x, y)
-                (loss / cfg.grad_accum).backward()
-            total += loss.detach()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip or float("inf"))
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return total / cfg.grad_accum, grad_norm
+        return lm_loss(model, x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), self.amp)
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
@@ -230,12 +229,7 @@ class _Run:
     def weights_checksum(self) -> torch.Tensor:
         return torch.stack([p.detach().double().sum() for p in self.model.parameters()]).sum().reshape(1)
 
-    def save(self, step: int, tokens: int) -> Path:
-        state = {"optimizer": self.optimizer.state_dict(), "config": self.cfg.to_dict(), "tokens": tokens,
-                 "world_size": self.env.world_size, "sampler": {"seed": self.cfg.seed, "next_step": step}}
-        return ckpt.save_checkpoint(self.out, step, state, self._write_model, keep_last=self.cfg.keep_checkpoints)
-
-    def _write_model(self, directory: Path) -> None:
+    def write_model(self, directory: Path) -> None:
         save_hf_dir(self.model, directory, tokenizer=self.tokenizer)
 
 
@@ -256,78 +250,46 @@ def _pretrain(cfg: PretrainConfig, env: DistEnv, resume: bool) -> PretrainResult
     run = _Run(cfg, env, resume)
     step = run.start_step
     tokens = int(run.state.get("tokens", 0)) if run.state else 0
+    params = run.mcfg.num_parameters()
     done = ckpt.read_done(run.out)
     if done is not None and step >= cfg.max_steps:
         if env.is_main:
             print(f"{run.out} already finished at step {step}; raise --max-steps to train further")
         return PretrainResult(run.out, step, True, done.get("train_loss"), done.get("val_loss"), tokens, None,
-                              None, run.mcfg.num_parameters())
+                              None, params)
     if env.is_main:
         run.out.mkdir(parents=True, exist_ok=True)
         ckpt.clear_done(run.out)
         truncate_metrics(run.out / "metrics.jsonl", step if step else -1)
     barrier()
 
-    end = cfg.max_steps if cfg.stop_at is None else min(cfg.max_steps, cfg.stop_at)
-    train_loss = val_loss = tps = mfu = None
     with TrainingProgress(run.out, cfg.max_steps, start_step=step, enabled=env.is_main,
                           tensorboard=cfg.tensorboard, description="pretrain") as progress:
         resumed = f", resumed from step {step}" if step else ""
         progress.print(
-            f"pretraining {run.mcfg.num_parameters() / 1e6:.2f}M parameters on {run.data.tokens('train'):,} tokens "
-            f"({run.device.type}, {str(run.dtype).replace('torch.', '')}, {env.world_size} process(es){resumed})")
-        if step == 0 and cfg.eval_every:
-            val_loss = _evaluate_and_report(run, step, progress)  # the untrained baseline
-        window_tokens, window_start = 0, time.perf_counter()
-        while step < end:
-            loss_t, grad_norm_t = run.train_step(step)
-            step += 1
-            tokens += run.tokens_per_step
-            window_tokens += run.tokens_per_step
-            last = step == end
-            if step % cfg.log_every == 0 or last:
-                train_loss, grad_norm = loss_t.item(), grad_norm_t.item()  # waits for the device
-                if not math.isfinite(train_loss):
-                    raise FloatingPointError(f"loss is {train_loss} at step {step}; lower --lr or check the data")
-                elapsed = time.perf_counter() - window_start
-                tps = window_tokens / elapsed if elapsed > 0 else None
-                mfu = tps * run.flops_per_token / run.peak_flops if tps else None
-                train_loss = float(all_reduce_mean(loss_t.detach().reshape(1))[0])
-                progress.log(step, {"loss": train_loss, "lr": run.optimizer.param_groups[0]["lr"],
-                                    "grad_norm": grad_norm, "tokens": tokens, "tokens_per_s": tps or 0.0,
-                                    "mfu": mfu or 0.0})
-                progress.update(step, loss=train_loss, tokens_per_s=tps, mfu=mfu)
-                window_tokens, window_start = 0, time.perf_counter()
-            if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.max_steps:
-                val_loss = _evaluate_and_report(run, step, progress)
-                window_start = time.perf_counter()  # evaluation time does not count against throughput
-            if (cfg.save_every and step % cfg.save_every == 0) or last:
-                if env.is_main:
-                    run.save(step, tokens)
-                barrier()
-                window_start = time.perf_counter()
-        finished = step >= cfg.max_steps
-        if finished and val_loss is None:  # resumed at the end (e.g. a crash while publishing)
+            f"pretraining {params / 1e6:.2f}M parameters on {run.data.tokens('train'):,} tokens "
+            f"({run.device.type}, {str(run.amp or torch.float32).replace('torch.', '')}, "
+            f"{env.world_size} process(es){resumed})")
+
+        def evaluate() -> dict[str, float]:
+            """Validation loss (all ranks), the weights check across ranks, and a sample (main process)."""
             val_loss = run.evaluate()
-        if finished and env.is_main:
-            info = {"step": step, "tokens": tokens, "train_loss": train_loss, "val_loss": val_loss,
-                    "world_size": env.world_size, "params": run.mcfg.num_parameters(), "config": cfg.to_dict()}
-            ckpt.publish_final(run.out, run._write_model, info)
+            scores = {"loss": val_loss} if val_loss is not None else {}
+            if env.distributed:
+                scores["ranks_agree"] = float(ranks_agree(run.weights_checksum()))
+            if env.is_main and cfg.sample_tokens:
+                progress.print(f"sample: {run.sample()!r}")
+            return scores
+
+        result = train_loop(run.model, run.batch, run.loss, run.loop_config(), device=run.device, amp=run.amp,
+                            progress=progress, env=env, evaluate=evaluate, checkpointer=_Checkpoints(run))
+        val_loss = (result.val or {}).get("loss")
+        if result.finished and val_loss is None:  # resumed at the end (e.g. a crash while publishing)
+            val_loss = run.evaluate()
+        if result.finished and env.is_main:
+            info = {"step": result.step, "tokens": result.tokens, "train_loss": result.train_loss,
+                    "val_loss": val_loss, "world_size": env.world_size, "params": params, "config": cfg.to_dict()}
+            ckpt.publish_final(run.out, run.write_model, info)
         barrier()
-    return PretrainResult(run.out, step, finished, train_loss, val_loss, tokens, tps, mfu,
-                          run.mcfg.num_parameters())
-
-
-def _evaluate_and_report(run: _Run, step: int, progress: TrainingProgress) -> float | None:
-    """Validation loss (all ranks), the weights check across ranks, and a sample (main process)."""
-    val_loss = run.evaluate()
-    record: dict[str, Any] = {"loss": val_loss} if val_loss is not None else {}
-    if run.env.distributed:
-        record["ranks_agree"] = float(ranks_agree(run.weights_checksum()))
-    if run.env.is_main:
-        if record:
-            progress.log(step, record, split="val")
-        sample = run.sample() if run.cfg.sample_tokens else ""
-        shown = f"{val_loss:.4f}" if val_loss is not None else "n/a"
-        progress.print(f"step {step}: val loss {shown}" + (f"  sample: {sample!r}" if sample else ""))
-    return val_loss
+    return PretrainResult(run.out, result.step, result.finished, result.train_loss, val_loss, result.tokens,
+                          result.tokens_per_s, result.mfu, params)

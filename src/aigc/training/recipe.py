@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from aigc.training.pretrain_config import RECIPES_DIR
+from aigc.training.config import RECIPES_DIR
 
 STEPS = ("corpus", "tokenizer", "data", "pretrain", "sft", "eval", "publish")
 
@@ -100,14 +100,15 @@ class PipelineRun:
         self.log(f"pretrain: {result}")
 
     def sft(self) -> None:
+        from aigc.training.config import build
         from aigc.training.sft import SFTConfig, train_sft
 
         target = self.dirs["sft"]
         if (target / "config.json").exists():
             return self.log(f"sft: done ({target})")
         s = self.section("sft")
-        cfg = SFTConfig(base=str(self.dirs["pretrain"]), data=self.dirs["corpus"] / "sft_train.jsonl", out=target,
-                        device=self.device, seed=self.seed, force=True, **s)
+        cfg = build(SFTConfig, None, base=str(self.dirs["pretrain"]), data=self.dirs["corpus"] / "sft_train.jsonl",
+                    out=target, device=self.device, seed=self.seed, force=True, **s)
         summary = train_sft(cfg)
         self.log(f"sft: {json.dumps(summary, ensure_ascii=False, default=str)[:400]}")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +27,20 @@ import torch.nn.functional as F
 
 from aigc.chat_template import TemplateError
 from aigc.tokenizer import Tokenizer
-from aigc.training.checkpointing import atomic_directory
+from aigc.training.distributed import DistEnv
 from aigc.training.finetune import (
-    LoopConfig,
-    autocast_dtype,
-    check_memory,
     check_output_dir,
-    clear_resume,
     count_parameters,
+    fit,
     freeze,
-    pick_device,
-    progress_console,
     read_jsonl,
-    resume_dir_for,
+    resolve_loop,
+    runtime,
     set_dropout,
-    train_loop,
     write_json,
 )
-from aigc.training.progress import TrainingProgress
+from aigc.training.finetune_config import FinetuneConfig, SFTConfig
+from aigc.training.loop import LoopResult, StreamSource, check_memory
 
 IGNORE = -100
 
@@ -132,47 +128,11 @@ def load_conversations(path: str | Path, field_name: str = "messages") -> list[l
 # ---- training ---------------------------------------------------------------------------------
 
 @dataclass
-class SFTConfig:
-    base: str
-    data: Path
-    out: Path
-    messages_field: str = "messages"
-    lora_r: int = 0  # 0 = full fine-tuning
-    lora_alpha: float = 16.0
-    lora_dropout: float = 0.05
-    lora_targets: list[str] | None = None  # HF module names; None = all linear layers
-    freeze_embeddings: bool = False
-    freeze_layers: int = 0
-    dropout: float = 0.0
-    epochs: float = 1.0
-    max_steps: int | None = None
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float | None = None  # default: 2e-4 with LoRA, 2e-5 otherwise
-    min_lr_ratio: float = 0.1
-    warmup_steps: int | None = None  # default: 5% of the steps
-    weight_decay: float = 0.0
-    clip: float = 1.0
-    max_length: int = 1024
-    val_fraction: float = 0.05
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    save_dtype: str = "float32"
-    log_every: int = 10
-    eval_every: int = 0
-    checkpoint_every: int = 100  # optimizer steps between resume checkpoints (0: none)
-    resume: bool = False  # continue an interrupted run from its checkpoint
-    force: bool = False
-    models_dir: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class Batch:
     input_ids: torch.Tensor
     labels: torch.Tensor
     num_items: int
+    num_tokens: int
 
 
 def _collate(examples: list[SFTExample], device: torch.device) -> Batch:
@@ -183,7 +143,7 @@ def _collate(examples: list[SFTExample], device: torch.device) -> Batch:
     for i, e in enumerate(examples):
         ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
         labels[i, : len(e.labels)] = torch.tensor(e.labels)
-    return Batch(ids.to(device), labels.to(device), len(examples))
+    return Batch(ids.to(device), labels.to(device), len(examples), sum(len(e.input_ids) for e in examples))
 
 
 def length_batches(examples: list, batch_size: int, seed: int, length=len) -> Iterator[list]:
@@ -250,17 +210,16 @@ def prepare_examples(tokenizer: Tokenizer, conversations: list, max_length: int,
 
 # ---- what every chat fine-tune (SFT, DPO, KTO) shares around the loop -------------------------
 
-def check_config(cfg: SFTConfig) -> torch.dtype:
-    """Fail before anything loads: an output in the way, impossible sizes. Returns the save dtype."""
+def check_config(cfg: FinetuneConfig) -> torch.dtype:
+    """Fail before anything loads: an output in the way. Returns the save dtype."""
     from aigc.models.hf_checkpoint import parse_dtype
 
+    cfg.validate()
     check_output_dir(cfg.out, cfg.force)
-    if cfg.lora_r < 0 or cfg.batch_size < 1 or cfg.grad_accum < 1 or cfg.max_length < 2:
-        raise ValueError("--lora-r must be >= 0, --batch-size and --grad-accum >= 1, --max-length >= 2")
     return parse_dtype(cfg.save_dtype)
 
 
-def load_base(cfg: SFTConfig):
+def load_base(cfg: FinetuneConfig):
     """The base model in fp32 (trainable copy) and its tokenizer; seeds torch first."""
     from aigc.models.loader import load_model
 
@@ -268,7 +227,7 @@ def load_base(cfg: SFTConfig):
     return load_model(cfg.base, models_dir=cfg.models_dir, dtype="float32")
 
 
-def make_trainable(model, cfg: SFTConfig, device: torch.device) -> list[str] | None:
+def make_trainable(model, cfg: FinetuneConfig, device: torch.device) -> list[str] | None:
     """Dropout, LoRA (returns its HF targets) or full training, frozen parts; moves to `device`."""
     from aigc.training.lora import add_lora, freeze_for_lora
 
@@ -283,26 +242,14 @@ def make_trainable(model, cfg: SFTConfig, device: torch.device) -> list[str] | N
     return targets
 
 
-def split_validation(examples: list, cfg: SFTConfig) -> tuple[list, list]:
+def split_validation(examples: list, cfg: FinetuneConfig) -> tuple[list, list]:
     """(train, val): a shuffled `val_fraction` held out once there are at least 20 examples."""
     random.Random(cfg.seed).shuffle(examples)
     n_val = int(len(examples) * cfg.val_fraction) if len(examples) >= 20 else 0
     return examples[n_val:], examples[:n_val]
 
 
-def loop_config(cfg: SFTConfig, n_train: int, default_lr: tuple[float, float]) -> LoopConfig:
-    """Steps from epochs (or --max-steps), the learning rate (default_lr = (LoRA, full)), warmup."""
-    per_epoch = math.ceil(n_train / (cfg.batch_size * cfg.grad_accum))
-    steps = cfg.max_steps or max(1, math.ceil(per_epoch * cfg.epochs))
-    lr = cfg.lr if cfg.lr is not None else (default_lr[0] if cfg.lora_r else default_lr[1])
-    return LoopConfig(max_steps=steps, lr=lr, min_lr=lr * cfg.min_lr_ratio,
-                      warmup_steps=cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 20),
-                      weight_decay=cfg.weight_decay, grad_accum=cfg.grad_accum, clip=cfg.clip,
-                      log_every=cfg.log_every, eval_every=cfg.eval_every,
-                      checkpoint_every=cfg.checkpoint_every, resume_dir=resume_dir_for(cfg.out), resume=cfg.resume)
-
-
-def save_output(model, tokenizer: Tokenizer, tmp: Path, cfg: SFTConfig, save_dtype: torch.dtype,
+def save_output(model, tokenizer: Tokenizer, tmp: Path, cfg: FinetuneConfig, save_dtype: torch.dtype,
                 summary: dict[str, Any], targets: list[str] | None) -> None:
     """A Hugging Face directory (full) or a PEFT adapter naming `cfg.base` (LoRA), which `aigc serve
     --model OUT` loads as it is; plus training_args.json and train_results.json."""
@@ -316,48 +263,46 @@ def save_output(model, tokenizer: Tokenizer, tmp: Path, cfg: SFTConfig, save_dty
         summary["targets"] = targets
     else:
         save_hf_dir(model, tmp, tokenizer=tokenizer, dtype=save_dtype)
-    args = {k: v for k, v in asdict(cfg).items() if k != "extra"}
-    write_json(tmp / "training_args.json", {**args, **cfg.extra})
+    write_json(tmp / "training_args.json", cfg.args_record())
     write_json(tmp / "train_results.json", summary)
 
 
-def train_sft(cfg: SFTConfig, quiet: bool = False) -> dict[str, Any]:
+def train_sft(cfg: SFTConfig, quiet: bool = False, env: DistEnv | None = None) -> dict[str, Any]:
     """Fine-tune and write `cfg.out`; returns a summary (steps, losses, where things went)."""
     save_dtype = check_config(cfg)
     conversations = load_conversations(cfg.data, cfg.messages_field)
-    device = pick_device(cfg.device)
-    amp = autocast_dtype(cfg.precision, device)
-    loaded = load_base(cfg)
-    model, tok = loaded.model, loaded.tokenizer
-    max_length = min(cfg.max_length, model.config.context_length)
-    examples, dropped = prepare_examples(tok, conversations, max_length, model.config.vocab_size)
-    train, val = split_validation(examples, cfg)
+    with runtime(cfg, env) as rt:
+        loaded = load_base(cfg)
+        model, tok = loaded.model, loaded.tokenizer
+        max_length = min(cfg.max_length, model.config.context_length)
+        examples, dropped = prepare_examples(tok, conversations, max_length, model.config.vocab_size)
+        train, val = split_validation(examples, cfg)
 
-    targets = make_trainable(model, cfg, device)
-    trainable, total = count_parameters(model)
-    longest = max(len(e.input_ids) for e in train)
-    check_memory(model, device, cfg.batch_size * longest, logits_width=model.config.vocab_size)
+        targets = make_trainable(model, cfg, rt.device)
+        trainable, total = count_parameters(model)
+        longest = max(len(e.input_ids) for e in train)
+        check_memory(model, rt.device, cfg.batch_size * longest, logits_width=model.config.vocab_size,
+                     autocast_bf16=rt.amp is not None, processes=rt.env.local_world_size)
 
-    loop = loop_config(cfg, len(train), default_lr=(2e-4, 2e-5))
-    steps = loop.max_steps
-    batches = (_collate(b, device) for b in length_batches(train, cfg.batch_size, cfg.seed,
-                                                              length=lambda e: len(e.input_ids)))
-    summary: dict[str, Any] = {
-        "base": cfg.base, "examples": len(train), "val_examples": len(val), "dropped": dropped, "steps": steps,
-        "trainable_params": trainable, "total_params": total, "lora": bool(cfg.lora_r), "device": str(device),
-        "autocast": str(amp).replace("torch.", "") if amp else "fp32", "lr": loop.lr,
-    }
-    with atomic_directory(cfg.out) as tmp:
-        with TrainingProgress(tmp, steps, description="sft", console=progress_console(quiet)) as progress:
-            progress.print(f"SFT {cfg.base}: {len(train)} conversations ({dropped} dropped), {steps} steps, "
-                           f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters trained on {device}")
-            evaluate = (lambda: evaluate_loss(model, val, cfg.batch_size, device, amp)) if val else None
-            summary["final_loss"] = train_loop(model, batches, lm_loss, loop, device, amp, progress, evaluate)
-            if val:
-                scores = evaluate_loss(model, val, cfg.batch_size, device, amp)
-                progress.log(steps, scores, split="val")
-                summary.update(val_loss=scores["loss"], val_ppl=scores["ppl"])
-        save_output(model, tok, tmp, cfg, save_dtype, summary, targets)
-    clear_resume(loop)
+        loop = resolve_loop(cfg, len(train), 2e-4 if cfg.lora_r else 2e-5, rt.env, cfg.epochs)
+        batches = StreamSource(length_batches(train, cfg.batch_size, cfg.seed, length=lambda e: len(e.input_ids)),
+                               lambda b: _collate(b, rt.device))
+        summary: dict[str, Any] = {
+            "base": cfg.base, "examples": len(train), "val_examples": len(val), "dropped": dropped,
+            "steps": loop.max_steps, "trainable_params": trainable, "total_params": total, "lora": bool(cfg.lora_r),
+            "device": str(rt.device), "processes": rt.env.world_size, "autocast": rt.autocast_name, "lr": loop.lr,
+        }
+
+        def write(tmp: Path, result: LoopResult) -> None:
+            summary["final_loss"] = result.train_loss
+            if result.val:
+                summary.update(val_loss=result.val["loss"], val_ppl=result.val["ppl"])
+            save_output(model, tok, tmp, cfg, save_dtype, summary, targets)
+
+        fit(cfg, rt, model, batches, lm_loss, loop, description="sft", quiet=quiet, write_output=write,
+            header=f"SFT {cfg.base}: {len(train)} conversations ({dropped} dropped), {loop.max_steps} steps, "
+                   f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters trained on {rt.device} "
+                   f"({rt.autocast_name}, {rt.env.world_size} process(es))",
+            evaluate=(lambda: evaluate_loss(model, val, cfg.batch_size, rt.device, rt.amp)) if val else None)
     summary["out"] = str(cfg.out)
     return summary
