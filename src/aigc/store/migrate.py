@@ -7,6 +7,7 @@ revision, so they upgrade like any other.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -19,6 +20,10 @@ log = logging.getLogger("aigc.store")
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 BASELINE = "0001"  # the schema `create_all` made before migrations
+# Alembic's `op` and `context` are process-wide proxies: two threads migrating at once (two apps
+# opening their databases, as tests and an app with a separate gate database do) would run one
+# database's statements on the other's connection ("no such table"). One migration at a time.
+_MIGRATING = threading.Lock()
 
 
 def _config(connection: Connection) -> Config:
@@ -38,7 +43,7 @@ def current_revision(connection: Connection) -> str | None:
 
 def upgrade(engine: Engine, url: str = "") -> None:
     """Bring the database to the newest schema (idempotent)."""
-    with engine.begin() as connection:
+    with _MIGRATING, engine.begin() as connection:
         config = _config(connection)
         before = current_revision(connection)
         if before is None and inspect(connection).has_table("conversations"):
