@@ -9,10 +9,11 @@ from pathlib import Path
 
 def register(sub) -> None:
     p = sub.add_parser("moderation", help="train aigc-moderation (bilingual, multi-label) from our own data",
-                       description="Builds the moderation examples (safety/moderation_data.py), fine-tunes the "
-                                   "first layers of aigc-poet-zh as a multi-label classifier, calibrates a threshold "
-                                   "per category on the validation split and reports recall and false positives per "
-                                   "language and category on the test split.")
+                       description="Builds the moderation examples (safety/moderation_data.py), fine-tunes a small "
+                                   "base as a multi-label classifier, trains the semantic layer (an MLP over "
+                                   "multilingual-e5-small vectors), calibrates a threshold per category on the "
+                                   "validation split and reports recall and false positives per language and "
+                                   "category on the test split and on texts written apart from the seeds.")
     p.add_argument("--out", type=Path, default=Path("runs/moderation"), help="work folder (default: %(default)s)")
     p.add_argument("--publish", type=Path, default=None,
                    help="copy the finished model here (the bundled one is models/aigc-moderation)")
@@ -26,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--recalibrate", action="store_true",
-                   help="keep the classifier a previous run in --out trained; calibrate, evaluate and publish again")
+                   help="keep the classifier and semantic head a previous run in --out trained; calibrate, evaluate "
+                        "and publish again")
     p.set_defaults(func=run)
 
 

@@ -1,7 +1,9 @@
-"""Moderation: category scores for a text, from our classifier and the lexicon layer.
+"""Moderation: category scores for a text, from our classifier, the semantic layer and the lexicon.
 
-A category's score is the classifier's probability, raised to the lexicon's score when one of its
-phrases matched; it is flagged at or above its calibrated threshold (thresholds.json beside the
+A category's score is the classifier's probability, raised to the semantic head's (an MLP over
+multilingual-e5-small vectors, safety/semantic.py; used unless a check asks for the fast path)
+and to the lexicon's score when one of its phrases matched; it is flagged at or above its
+calibrated threshold (thresholds.json beside the
 model, chosen on a validation split by training/moderation.py). Results come in the shape of
 OpenAI's moderation API: all 13 categories; the two "threatening" ones, which the model does not
 learn separately, score as harassment/hate AND violence (the smaller of the two).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,32 @@ CATEGORIES = ("harassment", "harassment/threatening", "hate", "hate/threatening"
               "violence/graphic")
 DERIVED = {"harassment/threatening": ("harassment", "violence"), "hate/threatening": ("hate", "violence")}
 DEFAULT_MODEL = "aigc-moderation"
+SHORT_SENTENCE = 8  # characters: shorter sentences are joined to a neighbour by the semantic layer
+SEMANTIC_CHARS = 240  # per window of the semantic layer: about the length of the texts it was trained on
 MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / DEFAULT_MODEL
+
+
+_SENTENCE = re.compile(r"[^。！？!?；;\n.]*(?:[。！？!?；;\n]+|[.](?=\s|$)|$)")
+
+
+def semantic_windows(text: str) -> list[str]:
+    """The pieces the semantic layer reads: the text itself when short, else its sentences (a very
+    short one joined to its neighbour; one longer than SEMANTIC_CHARS cut)."""
+    text = text.strip()
+    if len(text) <= SEMANTIC_CHARS:
+        return [text] if text else []
+    windows: list[str] = []
+    for sentence in (m.group(0).strip() for m in _SENTENCE.finditer(text)):
+        if not sentence:
+            continue
+        for at in range(0, len(sentence), SEMANTIC_CHARS):
+            piece = sentence[at:at + SEMANTIC_CHARS]
+            short = min(len(piece), len(windows[-1]) if windows else 0) < SHORT_SENTENCE
+            if windows and short and len(windows[-1]) + 1 + len(piece) <= SEMANTIC_CHARS:
+                windows[-1] += " " + piece  # a very short sentence ("Yes.") is read with its neighbour
+            else:
+                windows.append(piece)
+    return windows
 
 
 class ModerationError(ValueError):
@@ -56,7 +84,8 @@ class Moderator:
     """Loads the classifier once; `check` is thread-safe (one forward at a time)."""
 
     def __init__(self, model_dir: str | Path = MODEL_DIR, thresholds: dict[str, float] | None = None,
-                 max_length: int = 256, name: str = DEFAULT_MODEL, threads: int | None = None):
+                 max_length: int = 256, name: str = DEFAULT_MODEL, threads: int | None = None,
+                 semantic_dir: str | Path | None = None):
         from aigc.models.classifier import SequenceClassifier
         from aigc.tokenizer import Tokenizer
 
@@ -75,6 +104,10 @@ class Moderator:
         # Few threads: a check runs beside generation, whose cores it should not take (1 of 2 here).
         self.threads = threads or max(1, (os.cpu_count() or 2) // 4)
         self._lock = threading.Lock()
+        from aigc.safety.semantic import SemanticScorer
+
+        head = Path(semantic_dir) if semantic_dir is not None else folder
+        self.semantic = SemanticScorer(head) if SemanticScorer.available(head) else None
 
     def _windows(self, text: str) -> list[list[int]]:
         ids = self.tokenizer.encode(text, add_special_tokens=True) or [self.model.pad_token_id]
@@ -110,9 +143,34 @@ class Moderator:
                 out[i][label] = max(out[i][label], p)
         return out
 
-    def check(self, texts: list[str]) -> list[ModerationResult]:
+    def semantic_scores(self, texts: list[str]) -> list[dict[str, float]]:
+        """The semantic head's probabilities. A text longer than SEMANTIC_CHARS is read sentence by
+        sentence (short ones joined up to that length): a sentence vector of a long text is mostly
+        the rest of it, so one harmful sentence in a long answer would be averaged away. Each
+        category takes its highest window."""
+        out = [dict.fromkeys(LABELS, 0.0) for _ in texts]
+        if self.semantic is None:
+            return out
+        windows, owner = [], []
+        for i, text in enumerate(texts):
+            for window in semantic_windows(normalize(text)):
+                windows.append(window)
+                owner.append(i)
+        for i, row in zip(owner, self.semantic.scores(windows), strict=True):
+            for label in LABELS:
+                out[i][label] = max(out[i][label], row.get(label, 0.0))
+        return out
+
+    def check(self, texts: list[str], *, semantic: bool = True) -> list[ModerationResult]:
+        """Every layer's verdict on each text; `semantic=False` is the fast path (classifier and
+        lexicon: a few milliseconds), for streamed output windows."""
+        scores_per_text = self.classifier_scores(texts)
+        if semantic and self.semantic is not None:
+            for scores, extra in zip(scores_per_text, self.semantic_scores(texts), strict=True):
+                for label, p in extra.items():
+                    scores[label] = max(scores[label], p)
         results = []
-        for text, scores in zip(texts, self.classifier_scores(texts), strict=True):
+        for text, scores in zip(texts, scores_per_text, strict=True):
             hits = lexicon_hits(text)
             for category in hits:
                 if category in scores:

