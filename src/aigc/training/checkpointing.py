@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 from collections.abc import Callable, Iterator
@@ -158,24 +157,6 @@ def publish_final(run_dir: str | Path, write_model: Callable[[Path], None], info
     tmp_done = run_dir / f".{DONE_FILE}.tmp"
     tmp_done.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     tmp_done.replace(run_dir / DONE_FILE)
-
-
-# ---- random-number state --------------------------------------------------------------------------
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python and torch (CPU, and CUDA when present) RNG states, storable in trainer_state."""
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def refuse_to_overwrite(out_dir: Path, force: bool) -> None:

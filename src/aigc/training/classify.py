@@ -28,20 +28,18 @@ from aigc.eval.classification import (
 from aigc.models.classifier import SequenceClassifier, encode_texts, pooled_features, predict_probs, right_pad
 from aigc.training.distributed import DistEnv
 from aigc.training.finetune import (
-    check_output_dir,
     count_parameters,
     fit,
     freeze,
     progress_console,
     read_jsonl,
     resolve_loop,
-    runtime,
     set_dropout,
     write_json,
 )
 from aigc.training.finetune_config import ClassifyConfig
-from aigc.training.loop import LoopResult, StreamSource, check_memory
-from aigc.training.sft import length_batches
+from aigc.training.loop import LoopResult, StreamSource, check_memory, runtime
+from aigc.training.sft import check_config, length_batches
 
 
 def load_labeled(path: str | Path, text_field: str = "text", label_field: str = "label"
@@ -176,13 +174,10 @@ def evaluate(model: SequenceClassifier, rows: list[list[int]], targets: list[Any
 def train_classifier(cfg: ClassifyConfig, quiet: bool = False, env: DistEnv | None = None
                      ) -> tuple[ClassificationReport | MultiLabelReport | None, dict[str, Any]]:
     """Fine-tune, evaluate on the validation split and write `cfg.out`. Returns (report, summary)."""
-    from aigc.models.hf_checkpoint import parse_dtype
     from aigc.models.loader import load_model
     from aigc.training.lora import add_lora, freeze_for_lora, merge_lora, save_peft_adapter
 
-    cfg.validate()
-    check_output_dir(cfg.out, cfg.force)
-    save_dtype = parse_dtype(cfg.save_dtype)
+    save_dtype = check_config(cfg)
     texts, labels = load_labeled(cfg.data, cfg.text_field, cfg.label_field)
     multi = isinstance(labels[0], tuple)
     names = sorted(set().union(*labels)) if multi else sorted(set(labels))

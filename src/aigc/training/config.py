@@ -111,10 +111,6 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
 def _base_type(hint: Any) -> Any:
     """int for `int | None`, list for `list[str] | None`, ..."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -198,7 +194,7 @@ def build(cls: type[C], config_file: str | Path | None = None, **overrides: Any)
     """Defaults, then the file, then every override that is not None; checked (`validate`)."""
     values: dict[str, Any] = read_config_file(cls, config_file) if config_file else {}
     values.update({ALIASES.get(k, k): v for k, v in overrides.items() if v is not None})
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -221,7 +217,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[TrainConfig], *, ex
     parser.add_argument("--config", default=None, metavar="FILE.yaml",
                         help="settings file (YAML; same names as the flags), or a bundled recipe's name")
     group = parser.add_argument_group(title)
-    hints = _hints(cls)
+    hints = typing.get_type_hints(cls)
     reverse = {new: old for old, new in ALIASES.items()}
     required = [f for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
     for f in required + [f for f in fields(cls) if f not in required]:  # what must be given first

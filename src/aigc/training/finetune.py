@@ -11,18 +11,16 @@ import gzip
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from aigc.training.checkpointing import atomic_directory
 from aigc.training.config import TrainConfig
-from aigc.training.distributed import DistEnv, barrier, init_distributed, pick_device
+from aigc.training.distributed import DistEnv, barrier
 from aigc.training.finetune_config import FinetuneConfig
-from aigc.training.loop import LoopConfig, LoopResult, ResumeFile, autocast_dtype, train_loop
+from aigc.training.loop import LoopConfig, LoopResult, ResumeFile, Runtime, train_loop
 from aigc.training.progress import TrainingProgress
 
 # ---- data -------------------------------------------------------------------------------------
@@ -108,33 +106,6 @@ def write_json(path: Path, data: Any) -> None:
 
 # ---- the run ----------------------------------------------------------------------------------
 
-@dataclass
-class Runtime:
-    """Where this process trains: its place among torchrun's processes, device, autocast dtype."""
-
-    env: DistEnv
-    device: torch.device
-    amp: torch.dtype | None
-
-    @property
-    def autocast_name(self) -> str:
-        return str(self.amp).replace("torch.", "") if self.amp else "fp32"
-
-
-@contextlib.contextmanager
-def runtime(cfg: TrainConfig, env: DistEnv | None = None) -> Iterator[Runtime]:
-    """Join torchrun's process group (when there is one), pick the device and autocast dtype, seed
-    torch; CPU threads are split between local processes and restored afterwards."""
-    env = env or DistEnv()
-    device = pick_device(cfg.device, env)
-    previous = init_distributed(env, device, threads=cfg.threads)
-    torch.manual_seed(cfg.seed)
-    try:
-        yield Runtime(env, device, autocast_dtype(cfg.precision, device))
-    finally:
-        torch.set_num_threads(previous)
-
-
 def resolve_loop(cfg: TrainConfig, n_train: int, default_lr: float, env: DistEnv | None = None,
                  epochs: float = 1.0) -> LoopConfig:
     """The loop's settings: steps from `epochs` (or --max-steps), the learning rate (the trainer's
@@ -145,10 +116,7 @@ def resolve_loop(cfg: TrainConfig, n_train: int, default_lr: float, env: DistEnv
     steps = cfg.max_steps or max(1, math.ceil(per_epoch * epochs))
     lr = cfg.lr if cfg.lr is not None else default_lr
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else max(1, int(steps * cfg.warmup_fraction + 1e-9))
-    return LoopConfig(max_steps=steps, lr=lr, min_lr=lr / 10 if cfg.min_lr is None else cfg.min_lr,
-                      warmup_steps=warmup, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
-                      grad_accum=cfg.grad_accum, clip=cfg.grad_clip, seed=cfg.seed, log_every=cfg.log_every,
-                      eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every)
+    return LoopConfig.from_settings(cfg, max_steps=steps, lr=lr, warmup_steps=warmup)
 
 
 def fit(cfg: FinetuneConfig, rt: Runtime, model: nn.Module, batches: Callable[[int], Any], loss_fn: Callable,

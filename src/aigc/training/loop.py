@@ -21,6 +21,7 @@ and an optional `Checkpointer` (where resume checkpoints go). What the loop does
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -34,7 +35,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from aigc.training.distributed import DistEnv, all_reduce_mean, barrier
+from aigc.training.distributed import DistEnv, all_reduce_mean, barrier, init_distributed, pick_device
 from aigc.training.optim import build_optimizer, lr_at
 from aigc.training.progress import TrainingProgress
 
@@ -143,6 +144,16 @@ class LoopConfig:
     peak_flops: float | None = None
 
 
+    @classmethod
+    def from_settings(cls, cfg: Any, *, max_steps: int, lr: float, warmup_steps: int, **extra: Any) -> LoopConfig:
+        """The loop's settings from a trainer's config (`config.TrainConfig`: the shared knobs), with
+        what the trainer resolved; min_lr is lr / 10 unless --min-lr says."""
+        return cls(max_steps=max_steps, lr=lr, min_lr=lr / 10 if cfg.min_lr is None else cfg.min_lr,
+                   warmup_steps=warmup_steps, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2),
+                   grad_accum=cfg.grad_accum, clip=cfg.grad_clip, seed=cfg.seed, log_every=cfg.log_every,
+                   eval_every=cfg.eval_every, checkpoint_every=cfg.checkpoint_every, **extra)
+
+
 @dataclass
 class LoopResult:
     step: int  # the last optimizer step done
@@ -155,7 +166,7 @@ class LoopResult:
 
 
 class Checkpointer(Protocol):
-    """Where a run's resume checkpoints live. `state` holds "step", "tokens", "items", "fingerprint",
+    """Where a run's resume checkpoints live. `state` holds "step", "tokens", "fingerprint",
     "optimizer" (a state dict) and "params" (trained parameters by name, live tensors)."""
 
     def load(self) -> dict[str, Any] | None: ...
@@ -195,6 +206,36 @@ class ResumeFile:
     def clear(self) -> None:
         """The run is published: its checkpoint is no longer needed."""
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+# ---- where a process trains ----------------------------------------------------------------------
+
+@dataclass
+class Runtime:
+    """Where this process trains: its place among torchrun's processes, device, autocast dtype."""
+
+    env: DistEnv
+    device: torch.device
+    amp: torch.dtype | None
+
+    @property
+    def autocast_name(self) -> str:
+        return str(self.amp).replace("torch.", "") if self.amp else "fp32"
+
+
+@contextlib.contextmanager
+def runtime(cfg: Any, env: DistEnv | None = None) -> Iterator[Runtime]:
+    """Join torchrun's process group (when there is one), pick the device (--device) and autocast
+    dtype (--precision), seed torch (--seed); CPU threads (--threads, default: the cores split
+    between local processes) are restored afterwards."""
+    env = env or DistEnv()
+    device = pick_device(cfg.device, env)
+    previous = init_distributed(env, device, threads=cfg.threads)
+    torch.manual_seed(cfg.seed)
+    try:
+        yield Runtime(env, device, autocast_dtype(cfg.precision, device))
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ---- batches ------------------------------------------------------------------------------------
@@ -260,13 +301,10 @@ def average_gradients(params: list[nn.Parameter], bucket_bytes: int = 32 << 20) 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return
     world = dist.get_world_size()
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
     bucket: list[torch.Tensor] = []
     size = 0
 
     def flush() -> None:
-        if not bucket:
-            return
         flat = torch.cat([g.reshape(-1) for g in bucket])
         dist.all_reduce(flat)
         flat /= world
@@ -276,15 +314,16 @@ def average_gradients(params: list[nn.Parameter], bucket_bytes: int = 32 << 20) 
             offset += g.numel()
         bucket.clear()
 
-    for p, g in zip(params, grads, strict=True):
-        if p.grad is None:
-            p.grad = g
-        bucket.append(g)
-        size += g.numel() * g.element_size()
+    for p in params:
+        if p.grad is None:  # every rank must send the same tensors, in the same order
+            p.grad = torch.zeros_like(p)
+        bucket.append(p.grad)
+        size += p.grad.numel() * p.grad.element_size()
         if size >= bucket_bytes:
             flush()
             size = 0
-    flush()
+    if bucket:
+        flush()
 
 
 def _fingerprint(cfg: LoopConfig, model: nn.Module, env: DistEnv) -> dict[str, Any]:

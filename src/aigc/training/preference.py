@@ -39,9 +39,9 @@ from torch import nn
 from aigc.chat_template import TemplateError
 from aigc.tokenizer import Tokenizer
 from aigc.training.distributed import DistEnv
-from aigc.training.finetune import count_parameters, fit, read_jsonl, resolve_loop, runtime
+from aigc.training.finetune import count_parameters, fit, read_jsonl, resolve_loop
 from aigc.training.finetune_config import PreferenceConfig
-from aigc.training.loop import LoopResult, MetricMeans, StreamSource, check_memory
+from aigc.training.loop import LoopResult, MetricMeans, StreamSource, check_memory, runtime
 from aigc.training.sft import (
     IGNORE,
     build_example,

@@ -34,12 +34,10 @@ from aigc.training.distributed import (
     DistEnv,
     all_reduce_mean,
     barrier,
-    init_distributed,
-    pick_device,
     ranks_agree,
 )
 from aigc.training.flops import measure_peak_flops, training_flops_per_token
-from aigc.training.loop import LoopConfig, autocast_dtype, check_memory, train_loop
+from aigc.training.loop import LoopConfig, Runtime, check_memory, runtime, train_loop
 from aigc.training.pretrain_config import MODEL_FIELDS, PretrainConfig, model_config
 from aigc.training.progress import TrainingProgress, truncate_metrics
 
@@ -104,14 +102,12 @@ class _Checkpoints:
 class _Run:
     """State of one pretraining session; `pretrain()` below is the entry point."""
 
-    def __init__(self, cfg: PretrainConfig, env: DistEnv, resume: bool):
-        self.cfg, self.env = cfg, env
+    def __init__(self, cfg: PretrainConfig, rt: Runtime, resume: bool):
+        self.cfg, self.env, self.device, self.amp = cfg, rt.env, rt.device, rt.amp
+        env = rt.env
         self.out = Path(cfg.out)
         self.data = DataDir.open(cfg.data)
         self.tokenizer = Tokenizer.from_dir(self.data.tokenizer_path)
-        self.device = pick_device(cfg.device, env)
-        init_distributed(env, self.device, threads=cfg.threads)
-        self.amp = autocast_dtype(cfg.precision, self.device)
         self.start_step, self.state = self._resume_point(resume)
         self.train = WindowSampler(self.data.split("train"), cfg.block_size, cfg.seed, name="train")
         val_store = self.data.split("val")
@@ -167,12 +163,10 @@ class _Run:
 
     def loop_config(self) -> LoopConfig:
         cfg = self.cfg
-        return LoopConfig(max_steps=cfg.max_steps, lr=cfg.lr, min_lr=cfg.final_lr, warmup_steps=cfg.warmup_steps,
-                          weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2), grad_accum=cfg.grad_accum,
-                          clip=cfg.grad_clip, seed=cfg.seed, log_every=cfg.log_every, eval_every=cfg.eval_every,
-                          eval_at_start=bool(cfg.eval_every), checkpoint_every=cfg.checkpoint_every,
-                          checkpoint_at_end=True, stop_at=cfg.stop_at, flops_per_token=self.flops_per_token,
-                          peak_flops=self.peak_flops)
+        return LoopConfig.from_settings(cfg, max_steps=cfg.max_steps, lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                                        eval_at_start=bool(cfg.eval_every), checkpoint_at_end=True,
+                                        stop_at=cfg.stop_at, flops_per_token=self.flops_per_token,
+                                        peak_flops=self.peak_flops)
 
     # ---- batches and loss -----------------------------------------------------------------------
 
@@ -238,16 +232,13 @@ def pretrain(cfg: PretrainConfig, *, env: DistEnv | None = None, resume: bool = 
     cfg.validate()
     if not cfg.data or not cfg.out:
         raise ValueError("pretraining needs --data and --out")
-    env = env or DistEnv()
-    threads = torch.get_num_threads()
-    try:
-        return _pretrain(cfg, env, resume)
-    finally:
-        torch.set_num_threads(threads)  # the caller's process is left as it was
+    with runtime(cfg, env) as rt:  # the caller's thread count is restored afterwards
+        return _pretrain(cfg, rt, resume)
 
 
-def _pretrain(cfg: PretrainConfig, env: DistEnv, resume: bool) -> PretrainResult:
-    run = _Run(cfg, env, resume)
+def _pretrain(cfg: PretrainConfig, rt: Runtime, resume: bool) -> PretrainResult:
+    env = rt.env
+    run = _Run(cfg, rt, resume)
     step = run.start_step
     tokens = int(run.state.get("tokens", 0)) if run.state else 0
     params = run.mcfg.num_parameters()

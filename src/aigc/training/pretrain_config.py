@@ -80,10 +80,6 @@ class PretrainConfig(TrainConfig):
             raise ValueError(f"--stop-at must be >= 1, got {self.stop_at}")
         return self
 
-    @property
-    def final_lr(self) -> float:
-        return self.lr / 10 if self.min_lr is None else self.min_lr
-
 
 def build_config(recipe: str | Path | None = None, **overrides: Any) -> PretrainConfig:
     """Defaults, then the recipe, then every override that is not None."""

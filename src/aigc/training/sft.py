@@ -35,12 +35,11 @@ from aigc.training.finetune import (
     freeze,
     read_jsonl,
     resolve_loop,
-    runtime,
     set_dropout,
     write_json,
 )
 from aigc.training.finetune_config import FinetuneConfig, SFTConfig
-from aigc.training.loop import LoopResult, StreamSource, check_memory
+from aigc.training.loop import LoopResult, StreamSource, check_memory, runtime
 
 IGNORE = -100
 
@@ -220,10 +219,9 @@ def check_config(cfg: FinetuneConfig) -> torch.dtype:
 
 
 def load_base(cfg: FinetuneConfig):
-    """The base model in fp32 (trainable copy) and its tokenizer; seeds torch first."""
+    """The base model in fp32 (trainable copy) and its tokenizer (inside `loop.runtime`, which seeded torch)."""
     from aigc.models.loader import load_model
 
-    torch.manual_seed(cfg.seed)
     return load_model(cfg.base, models_dir=cfg.models_dir, dtype="float32")
 
 
