@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 import transformers
 from tokenizers import AddedToken, decoders, models, pre_tokenizers
@@ -56,3 +59,21 @@ def tiny_llama(vocab: int = 263, seed: int = 0, layers: int = 2, **over):
                                    tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, **over)
     hf = transformers.LlamaForCausalLM(cfg)
     return model_from_hf_state_dict(ModelConfig.from_hf_dict(hf.config.to_dict()), hf.state_dict())
+
+
+def write_records(directory: Path, *, sft_count: int = 24, sft_reply=lambda i: "pong") -> dict[str, Path]:
+    """Small SFT, classification and DPO files (one per trainer) in `directory`: {name: path}."""
+    rows = {
+        "sft": [{"messages": [{"role": "user", "content": f"ping {i}"},
+                              {"role": "assistant", "content": sft_reply(i)}]} for i in range(sft_count)],
+        "classify": [{"text": f"{'good' if i % 2 else 'bad'} thing {i}", "label": "pos" if i % 2 else "neg"}
+                     for i in range(40)],
+        "dpo": [{"prompt": [{"role": "user", "content": f"q {i}"}],
+                 "chosen": [{"role": "assistant", "content": "yes"}],
+                 "rejected": [{"role": "assistant", "content": "no way"}]} for i in range(24)],
+    }
+    paths = {}
+    for name, records in rows.items():
+        paths[name] = directory / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps(r) + "\n" for r in records))
+    return paths

@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 import pytest
+from finetune_harness import write_records
 from safetensors.torch import load_file
 
 from aigc.cli import main
@@ -20,21 +21,8 @@ from aigc.training.progress import read_metrics
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    rows = {
-        "sft": [{"messages": [{"role": "user", "content": f"ping {i}"}, {"role": "assistant", "content": "pong " * (i % 3 + 1)}]}
-                for i in range(32)],
-        "classify": [{"text": f"{'good' if i % 2 else 'bad'} thing {i}", "label": "pos" if i % 2 else "neg"}
-                     for i in range(40)],
-        "dpo": [{"prompt": [{"role": "user", "content": f"q {i}"}],
-                 "chosen": [{"role": "assistant", "content": "yes"}],
-                 "rejected": [{"role": "assistant", "content": "no way"}]} for i in range(24)],
-    }
-    paths = {}
-    for name, records in rows.items():
-        paths[name] = d / f"{name}.jsonl"
-        paths[name].write_text("".join(json.dumps(r) + "\n" for r in records))
-    return paths
+    return write_records(tmp_path_factory.mktemp("data"), sft_count=32,
+                         sft_reply=lambda i: "pong " * (i % 3 + 1))  # replies of several lengths: padding
 
 
 def args(command, base, data, out) -> list[str]:

@@ -4,9 +4,8 @@ so the RNG streams matter too)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from finetune_harness import write_records
 from safetensors.torch import load_file
 
 import aigc.training.loop as loop
@@ -15,21 +14,7 @@ from aigc.cli import main
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    rows = {
-        "sft": [{"messages": [{"role": "user", "content": f"ping {i}"}, {"role": "assistant", "content": "pong"}]}
-                for i in range(24)],
-        "classify": [{"text": f"{'good' if i % 2 else 'bad'} thing {i}", "label": "pos" if i % 2 else "neg"}
-                     for i in range(40)],
-        "dpo": [{"prompt": [{"role": "user", "content": f"q {i}"}],
-                 "chosen": [{"role": "assistant", "content": "yes"}],
-                 "rejected": [{"role": "assistant", "content": "no way"}]} for i in range(24)],
-    }
-    paths = {}
-    for name, records in rows.items():
-        paths[name] = d / f"{name}.jsonl"
-        paths[name].write_text("".join(json.dumps(r) + "\n" for r in records))
-    return paths
+    return write_records(tmp_path_factory.mktemp("data"))
 
 
 def run(command: str, base, data, out, *extra) -> int:
